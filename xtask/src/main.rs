@@ -1,0 +1,66 @@
+//! `cargo xtask`: Shoal's project commands (matklad's cargo-xtask pattern).
+//!
+//! One binary with subcommands, no build scripts, few dependencies: it only
+//! orchestrates `cargo` and the Shoal binaries.
+
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+mod ci;
+
+/// Shoal project commands.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// What `.ci/run` runs: fmt check, clippy -D warnings, all tests, benches compile.
+    Ci(ci::CiArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Ci(args) => ci::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cmd`, echoing it first, and turns a non-zero exit into an error that
+/// names the command.
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("$ {}", display(cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start `{}`: {e}", display(cmd)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed with {status}", display(cmd)))
+    }
+}
+
+fn display(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// The `cargo` that invoked us (so `cargo +toolchain xtask` stays consistent).
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
