@@ -1,0 +1,862 @@
+//! The membership state machine of one member.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::index;
+use rand::Rng;
+
+use crate::config::Config;
+use crate::detector::{window_of, Liveness, Verdict};
+use crate::error::GossipError;
+use crate::event::Event;
+use crate::member::{
+    Lifecycle, LocalMember, MemberId, MemberInfo, Role, Status, MAX_ADDRESS_LEN, MAX_ID_LEN,
+};
+use crate::message::{
+    check_len, header_len, Ack, Ack2, Body, Digest, Message, Record, Syn, PROTOCOL_VERSION,
+};
+
+/// A message to send, addressed by the recipient's gossip address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Recipient address, as given in its record, in the seed list, or as the
+    /// `from` of the message being answered.
+    pub to: String,
+    /// The message.
+    pub message: Message,
+}
+
+/// One member's entry in the local list.
+#[derive(Debug, Clone)]
+struct Entry {
+    record: Record,
+    liveness: Liveness,
+    /// Local time at which the detector declared it down.
+    down_since: Option<Duration>,
+    /// Local time at which this member learned that it left.
+    left_at: Option<Duration>,
+}
+
+/// The last version of a forgotten member, refused until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Quarantined {
+    version: (u64, u64),
+    until: Duration,
+}
+
+/// Membership list and failure detector of one member, driven by the caller.
+///
+/// Sans-IO: [`tick`](Self::tick) and [`receive`](Self::receive) return the
+/// messages to send; the caller owns sockets and the clock. Time is a
+/// [`Duration`] since an arbitrary origin chosen by the caller (process start, a
+/// simulation's round zero); it must not go backwards, and a smaller `now` than
+/// one already seen is treated as that earlier instant. Randomness (peer choice,
+/// digest windows) comes only from the injected `R`, so a seed replays a run.
+#[derive(Debug, Clone)]
+pub struct Membership<R = StdRng> {
+    config: Config,
+    local_id: MemberId,
+    /// Everyone known, the local member included, sorted by id so that digests
+    /// come out sorted and can be merged in one pass.
+    members: BTreeMap<MemberId, Entry>,
+    quarantine: BTreeMap<MemberId, Quarantined>,
+    seeds: Vec<String>,
+    rng: R,
+    now: Duration,
+    events: VecDeque<Event>,
+    dropped_events: u64,
+    leave_acks: BTreeSet<MemberId>,
+}
+
+impl<R: Rng> Membership<R> {
+    /// Starts a member that knows only itself and the seed addresses it will
+    /// contact until it hears of others. Seeds equal to the local address are
+    /// ignored, so every member can be given the same seed list.
+    pub fn new(
+        config: Config,
+        local: LocalMember,
+        seeds: Vec<String>,
+        rng: R,
+        now: Duration,
+    ) -> Result<Self, GossipError> {
+        config.validate()?;
+        check_len("id", local.id.as_str(), MAX_ID_LEN)?;
+        check_len("address", &local.address, MAX_ADDRESS_LEN)?;
+        for seed in &seeds {
+            check_len("address", seed, MAX_ADDRESS_LEN)?;
+        }
+        let mut seeds: Vec<String> = seeds.into_iter().filter(|s| *s != local.address).collect();
+        seeds.sort();
+        seeds.dedup();
+        let record = Record {
+            id: local.id.clone(),
+            address: local.address,
+            role: local.role,
+            weight: local.weight,
+            lifecycle: Lifecycle::Active,
+            incarnation: local.incarnation,
+            meta_version: 0,
+            heartbeat: 0,
+        };
+        let mut members = BTreeMap::new();
+        members.insert(
+            local.id.clone(),
+            Entry {
+                record,
+                liveness: Liveness::new(now),
+                down_since: None,
+                left_at: None,
+            },
+        );
+        Ok(Self {
+            config,
+            local_id: local.id,
+            members,
+            quarantine: BTreeMap::new(),
+            seeds,
+            rng,
+            now,
+            events: VecDeque::new(),
+            dropped_events: 0,
+            leave_acks: BTreeSet::new(),
+        })
+    }
+
+    /// One gossip round: bumps the local heartbeat, runs the failure detector,
+    /// forgets expired members, and returns a [`Syn`] for each chosen peer: up to
+    /// `fanout` live members, a seed now and then (every round while no one is
+    /// known), and now and then a down member so that partitions heal.
+    pub fn tick(&mut self, now: Duration) -> Vec<Outgoing> {
+        self.advance(now);
+        self.bump_local(false);
+        self.sweep();
+        let targets = self.choose_targets();
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let message = self.build_syn();
+        targets
+            .into_iter()
+            .map(|to| Outgoing {
+                to,
+                message: message.clone(),
+            })
+            .collect()
+    }
+
+    /// Merges a message received from `from` (the address replies should go
+    /// to; over a request/response transport, send the replies back on the same
+    /// exchange) and returns the replies. A refused message changes nothing.
+    pub fn receive(
+        &mut self,
+        from: &str,
+        message: Message,
+        now: Duration,
+    ) -> Result<Vec<Outgoing>, GossipError> {
+        message.validate(self.config.max_message_bytes)?;
+        self.advance(now);
+        if message.from == self.local_id {
+            // Our own message looped back (a seed list naming us under another
+            // address): nothing in it is news.
+            return Ok(Vec::new());
+        }
+        let reply = match message.body {
+            Body::Syn(syn) => self.handle_syn(&message.from, &syn).map(Body::Ack),
+            Body::Ack(ack) => self.handle_ack(&message.from, ack).map(Body::Ack2),
+            Body::Ack2(ack2) => {
+                self.merge_records(ack2.records);
+                None
+            }
+        };
+        Ok(reply
+            .map(|body| Outgoing {
+                to: from.to_owned(),
+                message: self.message(body),
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// Takes the events observed since the last call, oldest first.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        self.events.drain(..).collect()
+    }
+
+    /// Events dropped because more than `max_pending_events` were pending.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
+    }
+
+    /// Announces a decommission: the member keeps serving while it hands its
+    /// ranges away, and shows as `leaving`. No effect once it has left.
+    pub fn start_leaving(&mut self) {
+        if self.local_record().lifecycle == Lifecycle::Active {
+            self.local_record_mut().lifecycle = Lifecycle::Leaving;
+            self.bump_local(true);
+        }
+    }
+
+    /// Announces that the member leaves. Keep calling [`tick`](Self::tick) for
+    /// a few rounds so the news spreads, for example until
+    /// [`leave_acknowledged_by`](Self::leave_acknowledged_by) reaches the
+    /// fan-out. Final for this incarnation.
+    pub fn leave(&mut self) {
+        if self.local_record().lifecycle != Lifecycle::Left {
+            self.local_record_mut().lifecycle = Lifecycle::Left;
+            self.bump_local(true);
+            self.leave_acks.clear();
+        }
+    }
+
+    /// How many peers have confirmed holding the local member's `left` record.
+    pub fn leave_acknowledged_by(&self) -> usize {
+        self.leave_acks.len()
+    }
+
+    /// Changes the local weight (capacity) and spreads it.
+    pub fn set_weight(&mut self, weight: u32) {
+        if self.local_record().weight != weight {
+            self.local_record_mut().weight = weight;
+            self.bump_local(true);
+        }
+    }
+
+    /// Changes the local address and spreads it.
+    pub fn set_address(&mut self, address: String) -> Result<(), GossipError> {
+        check_len("address", &address, MAX_ADDRESS_LEN)?;
+        if self.local_record().address != address {
+            self.local_record_mut().address = address;
+            self.bump_local(true);
+        }
+        Ok(())
+    }
+
+    /// The local member's id.
+    pub fn local_id(&self) -> &MemberId {
+        &self.local_id
+    }
+
+    /// The local member as others should see it. Its `incarnation` can exceed
+    /// the one given at construction if the cluster held a newer record of this
+    /// id (see the crate docs); persist it.
+    pub fn local(&self) -> MemberInfo {
+        self.info(self.local_entry())
+    }
+
+    /// The latest `now` seen.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Every known member, the local one and `left` tombstones included, sorted
+    /// by id.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.members.values().map(|e| self.info(e)).collect()
+    }
+
+    /// One member, if known.
+    pub fn member(&self, id: &str) -> Option<MemberInfo> {
+        self.members.get(id).map(|e| self.info(e))
+    }
+
+    /// A member's status, if known.
+    pub fn status(&self, id: &str) -> Option<Status> {
+        self.members.get(id).map(|e| self.status_of(e))
+    }
+
+    /// Whether a member is known and up (alive, suspect or leaving): whether
+    /// requests and hints may be sent to it.
+    pub fn is_alive(&self, id: &str) -> bool {
+        self.status(id).is_some_and(Status::is_up)
+    }
+
+    /// Storage members that are up, sorted by id: where requests can go now.
+    pub fn live_storage_members(&self) -> Vec<MemberInfo> {
+        self.members
+            .values()
+            .filter(|e| e.record.role == Role::Storage)
+            .map(|e| self.info(e))
+            .filter(|m| m.status.is_up())
+            .collect()
+    }
+
+    /// Storage members that have not left, down ones included, sorted by id:
+    /// the set to build the ring from. A down member keeps its ranges (sloppy
+    /// quorum and hints cover it) so that a blip does not move data; it leaves
+    /// the ring when it leaves or is forgotten.
+    pub fn ring_members(&self) -> Vec<MemberInfo> {
+        self.members
+            .values()
+            .filter(|e| e.record.role == Role::Storage && e.record.lifecycle != Lifecycle::Left)
+            .map(|e| self.info(e))
+            .collect()
+    }
+
+    fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+    }
+
+    fn local_entry(&self) -> &Entry {
+        self.members
+            .get(&self.local_id)
+            .unwrap_or_else(|| unreachable!("the local entry is never removed"))
+    }
+
+    fn local_record(&self) -> &Record {
+        &self.local_entry().record
+    }
+
+    fn local_record_mut(&mut self) -> &mut Record {
+        &mut self
+            .members
+            .get_mut(&self.local_id)
+            .unwrap_or_else(|| unreachable!("the local entry is never removed"))
+            .record
+    }
+
+    /// Raises the local heartbeat; `meta` marks a change of address, role,
+    /// weight or lifecycle, which peers must fetch as a full record.
+    fn bump_local(&mut self, meta: bool) {
+        let record = self.local_record_mut();
+        record.heartbeat = record.heartbeat.saturating_add(1);
+        if meta {
+            record.meta_version = record.heartbeat;
+        }
+    }
+
+    /// Someone holds a version of the local member newer than ours (a previous
+    /// process with the same incarnation, or a forged record): jump past it so
+    /// that our own state wins everywhere, and make peers fetch it in full.
+    fn refute(&mut self, version: (u64, u64)) {
+        let record = self.local_record_mut();
+        if version <= (record.incarnation, record.heartbeat) {
+            return;
+        }
+        record.incarnation = record.incarnation.max(version.0);
+        record.heartbeat = record.heartbeat.max(version.1).saturating_add(1);
+        record.meta_version = record.heartbeat;
+    }
+
+    fn status_of(&self, entry: &Entry) -> Status {
+        status_of(entry, &self.local_id, self.now, &self.config)
+    }
+
+    fn info(&self, entry: &Entry) -> MemberInfo {
+        info(entry, self.status_of(entry))
+    }
+
+    fn push_events(&mut self, events: Vec<Event>) {
+        for event in events {
+            if self.events.len() >= self.config.max_pending_events {
+                self.events.pop_front();
+                self.dropped_events = self.dropped_events.saturating_add(1);
+            }
+            self.events.push_back(event);
+        }
+    }
+
+    /// Marks silent members down and forgets expired ones.
+    fn sweep(&mut self) {
+        let now = self.now;
+        let mut events = Vec::new();
+        let mut forget = Vec::new();
+        for (id, entry) in &mut self.members {
+            if *id == self.local_id {
+                continue;
+            }
+            if entry.record.lifecycle == Lifecycle::Left {
+                let left_at = *entry.left_at.get_or_insert(now);
+                if now.saturating_sub(left_at) >= self.config.tombstone_ttl {
+                    forget.push(id.clone());
+                }
+                continue;
+            }
+            match entry.down_since {
+                None => {
+                    let verdict =
+                        entry
+                            .liveness
+                            .verdict(now, &self.config.detector, self.config.interval);
+                    if verdict == Verdict::Down {
+                        entry.down_since = Some(now);
+                        events.push(Event::Down { id: id.clone() });
+                    }
+                }
+                Some(since) => {
+                    if now.saturating_sub(since) >= self.config.forget_down_after {
+                        forget.push(id.clone());
+                    }
+                }
+            }
+        }
+        for id in forget {
+            if let Some(entry) = self.members.remove(&id) {
+                self.quarantine.insert(
+                    id.clone(),
+                    Quarantined {
+                        version: entry.record.version(),
+                        until: now.saturating_add(self.config.quarantine),
+                    },
+                );
+                events.push(Event::Forgotten { id });
+            }
+        }
+        self.quarantine.retain(|_, q| q.until > now);
+        self.push_events(events);
+    }
+
+    fn choose_targets(&mut self) -> Vec<String> {
+        let mut live = Vec::new();
+        let mut down = Vec::new();
+        for entry in self.members.values() {
+            if entry.record.id == self.local_id {
+                continue;
+            }
+            match self.status_of(entry) {
+                Status::Left => {}
+                Status::Down => down.push(entry.record.address.as_str()),
+                Status::Alive | Status::Suspect | Status::Leaving => {
+                    live.push(entry.record.address.as_str())
+                }
+            }
+        }
+        let fanout = self.config.fanout;
+        let mut targets: Vec<String> = Vec::with_capacity(fanout + 2);
+        let rng = &mut self.rng;
+        if live.is_empty() {
+            let amount = fanout.min(self.seeds.len());
+            for i in index::sample(rng, self.seeds.len(), amount) {
+                targets.push(self.seeds[i].clone());
+            }
+        } else {
+            for i in index::sample(rng, live.len(), fanout.min(live.len())) {
+                targets.push(live[i].to_owned());
+            }
+            // Seeds now and then, so that clusters which lost each other (a long
+            // partition, everyone forgotten) meet again, as Cassandra does.
+            let denominator = live.len() as f64 + 1.0;
+            if !self.seeds.is_empty()
+                && rng.gen_bool((self.seeds.len() as f64 / denominator).min(1.0))
+            {
+                let seed = &self.seeds[rng.gen_range(0..self.seeds.len())];
+                targets.push(seed.clone());
+            }
+        }
+        // Down members now and then: the only way to notice that one is back
+        // when no live member talks to it either (a healed partition).
+        if !down.is_empty() {
+            let denominator = live.len() as f64 + 1.0;
+            if rng.gen_bool((down.len() as f64 / denominator).min(1.0)) {
+                targets.push(down[rng.gen_range(0..down.len())].to_owned());
+            }
+        }
+        let own = &self.local_entry().record.address;
+        let mut seen = BTreeSet::new();
+        targets.retain(|t| t != own && seen.insert(t.clone()));
+        targets
+    }
+
+    fn message(&self, body: Body) -> Message {
+        Message {
+            version: PROTOCOL_VERSION,
+            from: self.local_id.clone(),
+            body,
+        }
+    }
+
+    /// The local digest, whole if it fits the size cap, otherwise a window of
+    /// the sorted list from a random start (the local member always included).
+    fn build_syn(&mut self) -> Message {
+        let budget = self
+            .config
+            .max_message_bytes
+            .saturating_sub(header_len(&self.local_id) + 8 + 1);
+        let total: usize = self
+            .members
+            .values()
+            .map(|e| e.record.digest().encoded_len())
+            .sum();
+        let (digest, complete) = if total <= budget {
+            let digest = self.members.values().map(|e| e.record.digest()).collect();
+            (digest, true)
+        } else {
+            let entries: Vec<&Entry> = self.members.values().collect();
+            let mut chosen = vec![false; entries.len()];
+            let mut used = self.local_record().digest().encoded_len();
+            let start = self.rng.gen_range(0..entries.len());
+            for offset in 0..entries.len() {
+                let i = (start + offset) % entries.len();
+                let entry = entries[i];
+                if entry.record.id == self.local_id {
+                    chosen[i] = true;
+                    continue;
+                }
+                let len = entry.record.digest().encoded_len();
+                if used + len > budget {
+                    break;
+                }
+                used += len;
+                chosen[i] = true;
+            }
+            let digest = entries
+                .iter()
+                .zip(&chosen)
+                .filter(|(_, c)| **c)
+                .map(|(e, _)| e.record.digest())
+                .collect();
+            (digest, false)
+        };
+        self.message(Body::Syn(Syn { digest, complete }))
+    }
+
+    /// Merges a digest in one pass over both sorted lists and builds the answer.
+    fn handle_syn(&mut self, from: &MemberId, syn: &Syn) -> Option<Ack> {
+        let now = self.now;
+        let window = window_of(&self.config.detector);
+        let mut events = Vec::new();
+        let mut records = Vec::new();
+        let mut heartbeats = Vec::new();
+        let mut requests = Vec::new();
+        let mut refute_to = None;
+        let mut leave_ack = false;
+
+        let mut digest = syn.digest.iter();
+        let mut mine = self.members.iter_mut();
+        let mut d = digest.next();
+        let mut m = mine.next();
+        // Each step consumes at least one item of one list, so this ends after
+        // at most `digest.len() + members.len()` steps.
+        loop {
+            let order = match (d, &m) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(de), Some((id, _))) => de.id.cmp(id),
+            };
+            match order {
+                Ordering::Less => {
+                    // Only the initiator knows this member.
+                    if let Some(de) = d {
+                        let stale = self
+                            .quarantine
+                            .get(&de.id)
+                            .is_some_and(|q| q.version >= de.version());
+                        if !stale {
+                            requests.push(de.id.clone());
+                        }
+                    }
+                    d = digest.next();
+                }
+                Ordering::Greater => {
+                    // Only we know this member; say so if the digest is whole.
+                    if let Some((_, entry)) = &m {
+                        if syn.complete {
+                            records.push(entry.record.clone());
+                        }
+                    }
+                    m = mine.next();
+                }
+                Ordering::Equal => {
+                    if let (Some(de), Some((id, entry))) = (d, m.as_mut()) {
+                        let ours = &entry.record;
+                        let same_meta = (de.incarnation, de.meta_version)
+                            == (ours.incarnation, ours.meta_version);
+                        if **id == self.local_id {
+                            if de.version() > ours.version() {
+                                refute_to = Some(de.version());
+                            } else if de.version() < ours.version() {
+                                push_newer(ours, de, &mut records, &mut heartbeats);
+                            }
+                            leave_ack = same_meta && ours.lifecycle == Lifecycle::Left;
+                        } else {
+                            match de.version().cmp(&ours.version()) {
+                                Ordering::Greater if same_meta => {
+                                    adopt_heartbeat(id, entry, de.heartbeat, now, window, &mut events);
+                                }
+                                Ordering::Greater => requests.push(de.id.clone()),
+                                Ordering::Less => {
+                                    push_newer(ours, de, &mut records, &mut heartbeats)
+                                }
+                                Ordering::Equal => {}
+                            }
+                        }
+                    }
+                    d = digest.next();
+                    m = mine.next();
+                }
+            }
+        }
+        drop(mine);
+        self.push_events(events);
+        if leave_ack {
+            self.leave_acks.insert(from.clone());
+        }
+        if let Some(version) = refute_to {
+            self.refute(version);
+            // Our refuted record must reach the initiator in full.
+            records.retain(|r| r.id != self.local_id);
+            records.push(self.local_record().clone());
+        }
+        let echo = self.members.get(from).map(|e| e.record.digest());
+        // The initiator's own record first: it is the one a joiner needs spread.
+        if let Some(pos) = requests.iter().position(|id| id == from) {
+            requests[..=pos].rotate_right(1);
+        }
+        if records.is_empty() && heartbeats.is_empty() && requests.is_empty() {
+            // Nothing to tell; the echo alone is worth sending only to a leaver.
+            let leaving = self
+                .members
+                .get(from)
+                .is_some_and(|e| e.record.lifecycle == Lifecycle::Left);
+            if !leaving {
+                return None;
+            }
+        }
+        let mut budget = self.config.max_message_bytes.saturating_sub(
+            header_len(&self.local_id) + 24 + 1 + echo.as_ref().map_or(0, Digest::encoded_len),
+        );
+        truncate_to_budget(&mut requests, &mut budget, |id| 8 + id.as_str().len());
+        truncate_to_budget(&mut records, &mut budget, Record::encoded_len);
+        truncate_to_budget(&mut heartbeats, &mut budget, Digest::encoded_len);
+        Some(Ack {
+            records,
+            heartbeats,
+            requests,
+            echo,
+        })
+    }
+
+    /// Merges an answer to our digest and answers its requests.
+    fn handle_ack(&mut self, from: &MemberId, ack: Ack) -> Option<Ack2> {
+        self.merge_records(ack.records);
+        self.merge_heartbeats(&ack.heartbeats);
+        if let Some(echo) = &ack.echo {
+            let ours = self.local_record();
+            if ours.lifecycle == Lifecycle::Left
+                && (echo.incarnation, echo.meta_version) == (ours.incarnation, ours.meta_version)
+            {
+                self.leave_acks.insert(from.clone());
+            }
+        }
+        if ack.requests.is_empty() {
+            return None;
+        }
+        let mut budget = self
+            .config
+            .max_message_bytes
+            .saturating_sub(header_len(&self.local_id) + 8);
+        let mut records = Vec::new();
+        for id in &ack.requests {
+            if let Some(entry) = self.members.get(id.as_str()) {
+                let len = entry.record.encoded_len();
+                if len > budget {
+                    break;
+                }
+                budget -= len;
+                records.push(entry.record.clone());
+            }
+        }
+        if records.is_empty() {
+            return None;
+        }
+        Some(Ack2 { records })
+    }
+
+    fn merge_heartbeats(&mut self, digests: &[Digest]) {
+        let now = self.now;
+        let window = window_of(&self.config.detector);
+        let mut events = Vec::new();
+        let mut refute_to = None;
+        for de in digests {
+            if de.id == self.local_id {
+                if de.version() > self.local_record().version() {
+                    refute_to = Some(de.version());
+                }
+                continue;
+            }
+            if let Some((id, entry)) = self.members.get_key_value(&de.id) {
+                let ours = &entry.record;
+                let id = id.clone();
+                if (de.incarnation, de.meta_version) == (ours.incarnation, ours.meta_version)
+                    && de.heartbeat > ours.heartbeat
+                {
+                    if let Some(entry) = self.members.get_mut(&id) {
+                        adopt_heartbeat(&id, entry, de.heartbeat, now, window, &mut events);
+                    }
+                }
+            }
+        }
+        self.push_events(events);
+        if let Some(version) = refute_to {
+            self.refute(version);
+        }
+    }
+
+    fn merge_records(&mut self, records: Vec<Record>) {
+        for record in records {
+            self.merge_record(record);
+        }
+    }
+
+    /// Newest `(incarnation, heartbeat)` wins; an older or equal version is
+    /// ignored, so merging is idempotent and order-insensitive.
+    fn merge_record(&mut self, record: Record) {
+        let now = self.now;
+        if record.id == self.local_id {
+            self.refute(record.version());
+            return;
+        }
+        let window = window_of(&self.config.detector);
+        let mut events = Vec::new();
+        match self.members.get_mut(record.id.as_str()) {
+            None => {
+                let stale = self
+                    .quarantine
+                    .get(record.id.as_str())
+                    .is_some_and(|q| q.version >= record.version());
+                if stale {
+                    return;
+                }
+                self.quarantine.remove(record.id.as_str());
+                let left = record.lifecycle == Lifecycle::Left;
+                let entry = Entry {
+                    record,
+                    liveness: Liveness::new(now),
+                    down_since: None,
+                    left_at: left.then_some(now),
+                };
+                if !left {
+                    // A member first heard of as already gone is only a
+                    // tombstone to pass on, not news for the caller.
+                    events.push(Event::Joined(info(
+                        &entry,
+                        status_of(&entry, &self.local_id, now, &self.config),
+                    )));
+                }
+                self.members.insert(entry.record.id.clone(), entry);
+            }
+            Some(entry) => {
+                if record.version() <= entry.record.version() {
+                    return;
+                }
+                let before = info(entry, status_of(entry, &self.local_id, now, &self.config));
+                let old = std::mem::replace(&mut entry.record, record);
+                let new = &entry.record;
+                let restarted = new.incarnation > old.incarnation;
+                if restarted {
+                    entry.liveness = Liveness::new(now);
+                } else {
+                    entry.liveness.observe_rise(now, window);
+                }
+                let was_down = entry.down_since.take().is_some();
+                let id = new.id.clone();
+                if new.lifecycle == Lifecycle::Left {
+                    if old.lifecycle != Lifecycle::Left {
+                        entry.left_at = Some(now);
+                        events.push(Event::Left { id });
+                    }
+                } else if old.lifecycle == Lifecycle::Left {
+                    entry.left_at = None;
+                    events.push(Event::Joined(info(
+                        entry,
+                        status_of(entry, &self.local_id, now, &self.config),
+                    )));
+                } else {
+                    if restarted {
+                        events.push(Event::Restarted {
+                            id: id.clone(),
+                            incarnation: new.incarnation,
+                        });
+                    }
+                    if was_down {
+                        events.push(Event::Up { id: id.clone() });
+                    }
+                    if (&old.address, old.role, old.weight) != (&new.address, new.role, new.weight)
+                    {
+                        let after = info(entry, status_of(entry, &self.local_id, now, &self.config));
+                        events.push(Event::Changed { before, after });
+                    }
+                    if entry.record.lifecycle == Lifecycle::Leaving
+                        && old.lifecycle != Lifecycle::Leaving
+                    {
+                        events.push(Event::Leaving { id });
+                    }
+                }
+            }
+        }
+        self.push_events(events);
+    }
+}
+
+/// Adds our newer knowledge of a member to an answer: the full record if the
+/// initiator's metadata is stale, the heartbeat alone otherwise.
+fn push_newer(ours: &Record, theirs: &Digest, records: &mut Vec<Record>, heartbeats: &mut Vec<Digest>) {
+    if (ours.incarnation, ours.meta_version) != (theirs.incarnation, theirs.meta_version) {
+        records.push(ours.clone());
+    } else {
+        heartbeats.push(ours.digest());
+    }
+}
+
+/// Takes a higher heartbeat for a member whose metadata we already hold.
+fn adopt_heartbeat(
+    id: &MemberId,
+    entry: &mut Entry,
+    heartbeat: u64,
+    now: Duration,
+    window: usize,
+    events: &mut Vec<Event>,
+) {
+    if heartbeat <= entry.record.heartbeat {
+        return;
+    }
+    entry.record.heartbeat = heartbeat;
+    entry.liveness.observe_rise(now, window);
+    if entry.down_since.take().is_some() && entry.record.lifecycle != Lifecycle::Left {
+        events.push(Event::Up { id: id.clone() });
+    }
+}
+
+/// Keeps the longest prefix of `items` that fits in `budget`, and charges it.
+fn truncate_to_budget<T>(items: &mut Vec<T>, budget: &mut usize, len: impl Fn(&T) -> usize) {
+    let mut keep = 0;
+    for item in items.iter() {
+        let l = len(item);
+        if l > *budget {
+            break;
+        }
+        *budget -= l;
+        keep += 1;
+    }
+    items.truncate(keep);
+}
+
+fn status_of(entry: &Entry, local_id: &MemberId, now: Duration, config: &Config) -> Status {
+    match entry.record.lifecycle {
+        Lifecycle::Left => Status::Left,
+        _ if entry.down_since.is_some() => Status::Down,
+        Lifecycle::Leaving => Status::Leaving,
+        Lifecycle::Active if entry.record.id == *local_id => Status::Alive,
+        Lifecycle::Active => match entry.liveness.verdict(now, &config.detector, config.interval) {
+            Verdict::Fresh => Status::Alive,
+            // Down is declared only by `tick`, which also reports the event.
+            Verdict::Suspect | Verdict::Down => Status::Suspect,
+        },
+    }
+}
+
+fn info(entry: &Entry, status: Status) -> MemberInfo {
+    let r = &entry.record;
+    MemberInfo {
+        id: r.id.clone(),
+        address: r.address.clone(),
+        role: r.role,
+        status,
+        weight: r.weight,
+        heartbeat: r.heartbeat,
+        incarnation: r.incarnation,
+    }
+}
