@@ -49,7 +49,10 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     /// How long a forgotten member's last version is remembered after the entry
     /// is dropped, so that stale gossip from a lagging member cannot bring it
-    /// back; only a higher version (it really restarted) is accepted.
+    /// back; only a higher version (it really restarted) is accepted. Keep it
+    /// above `forget_down_after`, so that a member which missed the departure and
+    /// still holds the entry as down forgets it on its own before the quarantine
+    /// ends elsewhere. It costs one small entry per forgotten member.
     pub quarantine: Duration,
     /// How long a member may stay down before it is forgotten. Storage members
     /// stay on the ring while down (sloppy quorum covers them), so this is long.
@@ -74,7 +77,7 @@ impl Default for Config {
                 down_after: Duration::from_secs(10),
             },
             tombstone_ttl: Duration::from_secs(60 * 60),
-            quarantine: Duration::from_secs(60 * 60),
+            quarantine: Duration::from_secs(48 * 60 * 60),
             forget_down_after: Duration::from_secs(24 * 60 * 60),
             max_message_bytes: 64_000,
             max_pending_events: 4_096,
