@@ -1,4 +1,104 @@
-//! `shoal-storage`: An LSM storage engine: commit log, memtable, SSTables with Bloom filters and block index, compaction, recovery.
+//! `shoal-storage` is the single-node LSM engine under every Shoal replica: a
+//! commit log, memtables, SSTables with a block index and Bloom filter, a manifest,
+//! and compaction. It is synchronous and thread-safe (`Engine: Send + Sync`); the
+//! async node calls it through `spawn_blocking`. Keys and values are opaque bytes;
+//! Dynamo-level versions and tombstones are ordinary values to this crate.
 //!
-//! This crate is part of the Shoal workspace (see the repository's
-//! `ARCHITECTURE.md`); its API lands with its own issue.
+//! ```
+//! use shoal_storage::{Engine, Options, SyncMode, WriteBatch};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let opts = Options { sync: SyncMode::Always, ..Options::default() };
+//! let engine = Engine::open(dir.path(), opts.clone())?;
+//! engine.put(b"apple", b"red")?;
+//! let mut batch = WriteBatch::new();
+//! batch.put(b"banana", b"yellow").delete(b"apple");
+//! engine.write(batch)?;
+//! assert_eq!(engine.get(b"apple")?, None);
+//!
+//! // Ordered range scans: the node prefixes keys with their ring position, so a
+//! // token range is one scan.
+//! let keys: Vec<Vec<u8>> = engine.scan(b"a".as_slice()..b"c".as_slice())?
+//!     .map(|r| r.map(|(k, _)| k))
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(keys, vec![b"banana".to_vec()]);
+//! engine.close()?;
+//!
+//! // Everything acknowledged survives a reopen (and, under `Always`, a crash).
+//! let engine = Engine::open(dir.path(), opts)?;
+//! assert_eq!(engine.get(b"banana")?, Some(b"yellow".to_vec()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//!
+//! - `engine`: [`Engine`], the write and read paths, flush and compaction threads.
+//! - `wal`: commit log segments and their recovery.
+//! - `memtable`: the in-memory sorted write buffer.
+//! - `sstable`: the table format, its reader and the shared block cache.
+//! - `bloom`: per-table Bloom filters.
+//! - `manifest`: the atomically replaced list of live tables.
+//! - `iter`: merging scans; [`Iter`].
+//! - `options`, `error`: [`Options`], [`SyncMode`], [`Error`].
+//!
+//! Files in the directory: `<id>.log` commit log segments, `<id>.sst` tables and
+//! `MANIFEST`; ids come from one counter and are never reused.
+//!
+//! # Durability contract
+//!
+//! A write (put, delete or batch) becomes durable in this order:
+//!
+//! 1. It is encoded as one checksummed record and appended to the in-memory log
+//!    buffer, then inserted in the active memtable (both under one lock, so log order
+//!    equals memtable order). It is visible to readers from here on, before it is
+//!    durable.
+//! 2. Under [`SyncMode::Always`] the call returns only after a group commit leader
+//!    has written the buffer to the segment and `fdatasync`ed it. Under `Periodic`
+//!    a background thread does that every interval; under `Never` the buffer is
+//!    written when it reaches 256 KiB and never fsynced.
+//! 3. When the memtable is full, a new segment is created and the directory
+//!    fsynced; the old segment is written out and (unless `Never`) fsynced; the
+//!    memtable is frozen.
+//! 4. A background thread writes the frozen memtable to a new table file, fsyncs
+//!    it and the directory.
+//! 5. The manifest naming the new table set and the oldest segment still needed is
+//!    written to `MANIFEST.tmp`, fsynced, renamed over `MANIFEST`, and the directory
+//!    fsynced. This rename is the commit point of flushes and compactions.
+//! 6. Only then are segments and compacted tables that the manifest no longer needs
+//!    deleted.
+//!
+//! After a crash, open reads `MANIFEST`, deletes tables it does not name, and replays
+//! every segment it does not cover, truncating a torn record at the end of a segment
+//! (one that was being written at the crash and so never acknowledged under
+//! `Always`). What survives:
+//!
+//! - `Always`: every acknowledged write, after a process or machine crash.
+//! - `Periodic(i)`: everything after a process crash, except at most 256 KiB of
+//!   writes still in the engine's buffer; after a machine crash, writes acknowledged
+//!   up to about `i` before it may be lost.
+//! - `Never`: after a process crash, the same as `Periodic`; after a machine crash,
+//!   anything since the last memtable flush may be lost.
+//! - A batch is all-or-nothing in every mode. [`Engine::flush`] and
+//!   [`Engine::close`] make everything written before them durable in any mode.
+//!
+//! Corruption is detected by checksums on every log record, table block, footer and
+//! the manifest, and is reported as [`Error::CorruptRecord`] or
+//! [`Error::CorruptBlock`] with file and offset; reads of intact data go on. After a
+//! failed log append or fsync the engine refuses writes ([`Error::WalFailed`]) but
+//! keeps serving reads; a write whose call failed may or may not be applied.
+
+mod bloom;
+mod engine;
+mod error;
+mod iter;
+mod manifest;
+mod memtable;
+mod options;
+mod sstable;
+mod wal;
+
+pub use engine::{Engine, RecoveryReport, Stats, WriteBatch};
+pub use error::{Error, Result};
+pub use iter::Iter;
+pub use options::{CompactionFilter, Options, SyncMode, WalRecovery};
+pub use wal::Damage;
