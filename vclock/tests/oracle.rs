@@ -70,7 +70,7 @@ fn run(seed: u64, cfg: Config, log: &mut Vec<String>) -> Result<(), String> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let n_replicas = rng.gen_range(2..=4usize);
     let n_clients = rng.gen_range(1..=4usize);
-    let steps = rng.gen_range(10..60usize);
+    let steps = rng.gen_range(10..100usize);
     let actors: Vec<String> = (0..n_replicas)
         .map(|i| {
             if cfg.shared_actor {
@@ -245,7 +245,7 @@ fn check_many(cases: u64, salt: u64, cfg: Config) {
 #[test]
 fn no_acknowledged_write_is_lost() {
     check_many(
-        4_000,
+        10_000,
         1,
         Config {
             prune: false,
@@ -257,7 +257,7 @@ fn no_acknowledged_write_is_lost() {
 #[test]
 fn no_acknowledged_write_is_lost_with_pruning() {
     check_many(
-        3_000,
+        5_000,
         2,
         Config {
             prune: true,
