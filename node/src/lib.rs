@@ -1,4 +1,14 @@
-//! `shoal-node`: The Shoal replica service: composes storage, merkle, gossip and hints, and serves them over tarpc.
-//!
-//! This crate is part of the Shoal workspace (see the repository's
-//! `ARCHITECTURE.md`); its API lands with its own issue.
+//! placeholder while node lands
+#![allow(missing_docs)]
+pub mod config;
+pub mod env;
+pub mod membership;
+pub mod pool;
+pub mod rpc;
+pub mod serve;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use futures::{pin_mut, StreamExt};
+    pub use tarpc::server::{BaseChannel, Channel};
+}

@@ -1,0 +1,612 @@
+//! Configuration of a Shoal process: TOML file plus `SHOAL_` environment overrides.
+//!
+//! One schema serves both binaries (`shoal-node` and `shoal-gateway`): a cluster
+//! started with `SHOAL_REPLICATION__W=1` passes that variable to every process,
+//! and with one schema no process ever mistakes another's key for an unknown one.
+//! Each binary reads the sections it needs; `[member]` is the process's identity
+//! in gossip, `[storage]`, `[handoff]`, `[anti_entropy]` and `[tombstones]` only
+//! matter to nodes, `[http]` only to gateways.
+//!
+//! Keys map to the environment as `SHOAL_` + the key path upper-cased, sections
+//! joined by `__`: `replication.w` is `SHOAL_REPLICATION__W`. Unknown keys (in the
+//! file or the environment) and invalid values are rejected at start-up with a
+//! message that names the key.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment did not parse into the schema (unknown key,
+    /// wrong type, unknown enum value); figment's message names the key.
+    #[error("invalid configuration: {message}")]
+    Parse {
+        /// What figment reported, including the key and its source.
+        message: String,
+    },
+    /// A value parsed but is out of range or inconsistent with another.
+    #[error("invalid configuration: key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path, e.g. `replication.w`.
+        key: String,
+        /// Why the value is rejected.
+        reason: String,
+    },
+    /// `--config FILE` named a file that does not exist.
+    #[error("config file {path:?} does not exist")]
+    MissingFile {
+        /// The path given.
+        path: PathBuf,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This process's identity in the cluster.
+    pub member: MemberConfig,
+    /// N, W and R.
+    pub replication: ReplicationConfig,
+    /// Gossip timing.
+    pub gossip: GossipConfig,
+    /// The node's LSM engine.
+    pub storage: StorageConfig,
+    /// Sloppy quorum hints.
+    pub handoff: HandoffConfig,
+    /// Merkle-tree repair between replicas.
+    pub anti_entropy: AntiEntropyConfig,
+    /// Delete semantics.
+    pub tombstones: TombstoneConfig,
+    /// Key and value sizes.
+    pub limits: LimitsConfig,
+    /// The gateway's HTTP side.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Identity of this process in gossip and on the ring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemberConfig {
+    /// Unique, stable id; tokens derive from it, so renaming moves data.
+    pub id: String,
+    /// Where the tarpc server listens (`host:port`; port 0 picks one).
+    pub listen: String,
+    /// The address others should dial; defaults to the bound listen address.
+    pub advertise: Option<String>,
+    /// Addresses to join through (any live member; may include this one).
+    pub seeds: Vec<String>,
+    /// Relative capacity on the ring (storage nodes only).
+    pub weight: u32,
+    /// Where a node keeps its data (storage nodes only).
+    pub data_dir: PathBuf,
+}
+
+/// Replication factors: the cluster-wide defaults that requests may override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Copies of each key.
+    pub n: usize,
+    /// Acknowledgements a write waits for.
+    pub w: usize,
+    /// Answers a read waits for.
+    pub r: usize,
+}
+
+/// Gossip timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipConfig {
+    /// Milliseconds between gossip rounds.
+    pub interval_ms: u64,
+    /// A member whose heartbeat has not risen for this long is down.
+    pub failure_timeout_ms: u64,
+    /// Peers contacted per round.
+    pub fanout: usize,
+}
+
+/// When the commit log is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync before every acknowledgement (group commit across writers).
+    Always,
+    /// fsync every `storage.sync_interval_ms`.
+    Periodic,
+    /// Leave it to the OS.
+    Never,
+}
+
+/// The node's LSM engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Durability of acknowledged writes.
+    pub sync: SyncMode,
+    /// Interval for `sync = "periodic"`.
+    pub sync_interval_ms: u64,
+    /// Memtable size that triggers a flush to an SSTable.
+    pub memtable_bytes: usize,
+}
+
+/// Sloppy quorum hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandoffConfig {
+    /// Whether writes for down owners go to fallbacks with hints.
+    pub enabled: bool,
+    /// Hints older than this are dropped (anti-entropy repairs the rest).
+    pub hint_ttl_secs: u64,
+    /// How often the node tries to deliver the hints it holds.
+    pub retry_interval_ms: u64,
+}
+
+/// Merkle-tree repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntiEntropyConfig {
+    /// Whether the periodic exchange runs.
+    pub enabled: bool,
+    /// Milliseconds between exchanges.
+    pub interval_ms: u64,
+    /// Upper bound on keys repaired per second, so repair never starves clients.
+    pub max_keys_per_sec: u64,
+}
+
+/// Delete semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TombstoneConfig {
+    /// Seconds a tombstone is kept before compaction may purge it; must be
+    /// long enough for anti-entropy to have spread it (Cassandra: 10 days).
+    pub grace_secs: u64,
+}
+
+/// Size limits, enforced by gateways and again by nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest accepted key.
+    pub max_key_bytes: usize,
+    /// Largest accepted value.
+    pub max_value_bytes: usize,
+}
+
+/// The gateway's HTTP side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where the HTTP API listens.
+    pub listen: String,
+    /// How long a request may wait for its quorum.
+    pub request_timeout_ms: u64,
+    /// Requests served at once; beyond it the gateway answers 503 `overloaded`.
+    pub max_concurrent_requests: usize,
+}
+
+/// Output format of logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style filter (`RUST_LOG` itself wins when set).
+    pub filter: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            member: MemberConfig::default(),
+            replication: ReplicationConfig::default(),
+            gossip: GossipConfig::default(),
+            storage: StorageConfig::default(),
+            handoff: HandoffConfig::default(),
+            anti_entropy: AntiEntropyConfig::default(),
+            tombstones: TombstoneConfig::default(),
+            limits: LimitsConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for MemberConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            listen: "127.0.0.1:7001".into(),
+            advertise: None,
+            seeds: Vec::new(),
+            weight: 1,
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self { n: 3, w: 2, r: 2 }
+    }
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 200,
+            failure_timeout_ms: 3_000,
+            fanout: 3,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Always,
+            sync_interval_ms: 100,
+            memtable_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hint_ttl_secs: 3 * 3600,
+            retry_interval_ms: 500,
+        }
+    }
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 30_000,
+            max_keys_per_sec: 10_000,
+        }
+    }
+}
+
+impl Default for TombstoneConfig {
+    fn default() -> Self {
+        Self {
+            grace_secs: 10 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 2048,
+            max_value_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            request_timeout_ms: 2_000,
+            max_concurrent_requests: 1_024,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `file` (if given) and then `SHOAL_*` variables from the process
+    /// environment, over the defaults, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// [`Config::load`] with an explicit environment, so tests never touch the
+    /// process's global one.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile {
+                    path: path.to_path_buf(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // figment's Env provider reads the process environment; we give it the
+        // variables through a TOML-free provider built from the iterator instead.
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        figment = figment.merge(EnvVars(vars));
+        let config: Config = figment.extract().map_err(|e| ConfigError::Parse {
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML string (no environment); for tests and examples.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Parse {
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and cross-key consistency that types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        }
+        let r = &self.replication;
+        if r.n == 0 || r.n > 16 {
+            return bad("replication.n", format!("{} is not in 1..=16", r.n));
+        }
+        if r.w == 0 || r.w > r.n {
+            return bad(
+                "replication.w",
+                format!("{} is not in 1..=n ({})", r.w, r.n),
+            );
+        }
+        if r.r == 0 || r.r > r.n {
+            return bad(
+                "replication.r",
+                format!("{} is not in 1..=n ({})", r.r, r.n),
+            );
+        }
+        if self.member.weight == 0 || self.member.weight > shoal_ring::MAX_WEIGHT {
+            return bad(
+                "member.weight",
+                format!(
+                    "{} is not in 1..={}",
+                    self.member.weight,
+                    shoal_ring::MAX_WEIGHT
+                ),
+            );
+        }
+        if self.member.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "member.listen",
+                format!("{:?} is not an ip:port address", self.member.listen),
+            );
+        }
+        if self.gossip.interval_ms == 0 {
+            return bad("gossip.interval_ms", "must be at least 1");
+        }
+        if self.gossip.failure_timeout_ms < 2 * self.gossip.interval_ms {
+            return bad(
+                "gossip.failure_timeout_ms",
+                format!(
+                    "{} is shorter than two gossip intervals ({} ms): every member would flap",
+                    self.gossip.failure_timeout_ms,
+                    2 * self.gossip.interval_ms
+                ),
+            );
+        }
+        if self.gossip.fanout == 0 {
+            return bad("gossip.fanout", "must be at least 1");
+        }
+        if self.storage.sync == SyncMode::Periodic && self.storage.sync_interval_ms == 0 {
+            return bad(
+                "storage.sync_interval_ms",
+                "must be at least 1 with sync = \"periodic\"",
+            );
+        }
+        if self.storage.memtable_bytes < 64 << 10 {
+            return bad("storage.memtable_bytes", "must be at least 65536");
+        }
+        if self.limits.max_key_bytes == 0 || self.limits.max_key_bytes > 64 << 10 {
+            return bad("limits.max_key_bytes", "must be in 1..=65536");
+        }
+        if self.limits.max_value_bytes == 0 || self.limits.max_value_bytes > 64 << 20 {
+            return bad("limits.max_value_bytes", "must be in 1..=67108864");
+        }
+        if self.http.request_timeout_ms == 0 {
+            return bad("http.request_timeout_ms", "must be at least 1");
+        }
+        if self.http.max_concurrent_requests == 0 {
+            return bad("http.max_concurrent_requests", "must be at least 1");
+        }
+        if self.handoff.retry_interval_ms == 0 {
+            return bad("handoff.retry_interval_ms", "must be at least 1");
+        }
+        if self.anti_entropy.interval_ms == 0 {
+            return bad("anti_entropy.interval_ms", "must be at least 1");
+        }
+        if self.anti_entropy.max_keys_per_sec == 0 {
+            return bad("anti_entropy.max_keys_per_sec", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Largest RPC frame a node accepts: a full value plus its key, clock and
+    /// framing, so that an oversized or garbage length prefix is refused
+    /// before anything is allocated for it.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.limits.max_value_bytes + self.limits.max_key_bytes + (1 << 20)
+    }
+}
+
+/// Environment variables that belong to Shoal.
+pub const ENV_PREFIX: &str = "SHOAL_";
+
+/// A figment provider over an explicit list of `SHOAL_*` variables, mapped the
+/// way figment's `Env::prefixed("SHOAL_").split("__")` maps them (that provider
+/// reads the process environment itself, which tests must not depend on).
+struct EnvVars(Vec<(String, String)>);
+
+impl figment::Provider for EnvVars {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("environment variable(s)")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (key, value) in &self.0 {
+            let path: Vec<String> = key[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
+            if path.iter().any(String::is_empty) {
+                return Err(figment::Error::from(format!(
+                    "environment variable {key} does not name a config key"
+                )));
+            }
+            // The same value syntax as figment's `Env` provider: numbers,
+            // booleans, `[arrays]` and `{dicts}` parse, anything else is a string.
+            let parsed: figment::value::Value = value
+                .parse()
+                .unwrap_or_else(|e: std::convert::Infallible| match e {});
+            insert_path(&mut dict, &path, parsed);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| figment::value::Value::from(figment::value::Dict::new()));
+            if let figment::value::Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            } else {
+                let mut inner = figment::value::Dict::new();
+                insert_path(&mut inner, rest, value);
+                *entry = figment::value::Value::from(inner);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn env_overrides_file_and_maps_sections() {
+        let dir = std::env::temp_dir().join(format!("shoal-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(
+            &file,
+            "[member]\nid = \"node-1\"\n[replication]\nw = 2\n[storage]\nsync = \"never\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(
+            Some(&file),
+            env(&[
+                ("SHOAL_REPLICATION__W", "1"),
+                ("SHOAL_MEMBER__SEEDS", "[\"127.0.0.1:7001\"]"),
+                ("SHOAL_STORAGE__SYNC", "periodic"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.member.id, "node-1");
+        assert_eq!(c.replication.w, 1);
+        assert_eq!(c.storage.sync, SyncMode::Periodic);
+        assert_eq!(c.member.seeds, vec!["127.0.0.1:7001".to_string()]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[track_caller]
+    fn check_rejected(toml: &str, env_vars: &[(&str, &str)], names: &str) {
+        let dir = std::env::temp_dir().join(format!(
+            "shoal-config-rej-{}-{}",
+            std::process::id(),
+            names.replace('.', "_")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, toml).unwrap();
+        let err = Config::load_with_env(Some(&file), env(env_vars)).unwrap_err();
+        std::fs::remove_dir_all(&dir).ok();
+        let message = err.to_string();
+        assert!(
+            message.contains(names),
+            "{message:?} does not name {names:?}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values_naming_them() {
+        check_rejected("[replication]\nwrites = 2\n", &[], "writes");
+        check_rejected("[replicaton]\nw = 2\n", &[], "replicaton");
+        check_rejected("", &[("SHOAL_GOSSIP__FANOUTT", "3")], "fanoutt");
+        check_rejected("[replication]\nw = 4\n", &[], "replication.w");
+        check_rejected("[replication]\nr = 0\n", &[], "replication.r");
+        check_rejected("[storage]\nsync = \"sometimes\"\n", &[], "sometimes");
+        check_rejected("[member]\nweight = 0\n", &[], "member.weight");
+        check_rejected("[member]\nlisten = \"nowhere\"\n", &[], "member.listen");
+        check_rejected("[replication]\nn = \"three\"\n", &[], "replication.n");
+        check_rejected("", &[("SHOAL_REPLICATION__W", "lots")], "replication.w");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/shoal.toml")), env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/shoal.toml"));
+    }
+}

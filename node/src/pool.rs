@@ -1,0 +1,136 @@
+//! Pooled tarpc clients, one connection per peer address, reconnected after
+//! failures.
+//!
+//! tarpc multiplexes concurrent calls over one connection, so one client per
+//! peer is enough. A call that fails at the transport level drops the pooled
+//! client so the next call dials again; dialing has its own timeout, so a
+//! partitioned peer costs a bounded wait, never a hang.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tarpc::tokio_serde::formats::Bincode;
+use tarpc::tokio_util::codec::LengthDelimitedCodec;
+
+use crate::env::Net;
+use crate::rpc::ReplicaClient;
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Could not connect in time.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The peer.
+        addr: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The call failed in transit or timed out.
+    #[error("call to {addr} failed: {source}")]
+    Rpc {
+        /// The peer.
+        addr: String,
+        /// The cause.
+        source: tarpc::client::RpcError,
+    },
+}
+
+impl CallError {
+    /// Whether the peer may never have seen the request (vs. an answered error).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            CallError::Rpc {
+                source: tarpc::client::RpcError::DeadlineExceeded,
+                ..
+            }
+        )
+    }
+}
+
+/// Clients by peer address.
+pub struct Pool {
+    net: Arc<dyn Net>,
+    connect_timeout: Duration,
+    max_frame_bytes: usize,
+    clients: Mutex<HashMap<String, ReplicaClient>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool dialing through `net`.
+    pub fn new(net: Arc<dyn Net>, connect_timeout: Duration, max_frame_bytes: usize) -> Self {
+        Self {
+            net,
+            connect_timeout,
+            max_frame_bytes,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for `addr`, dialing if there is none.
+    pub async fn client(&self, addr: &str) -> Result<ReplicaClient, CallError> {
+        if let Some(c) = self.clients.lock().expect("pool lock").get(addr) {
+            return Ok(c.clone());
+        }
+        let conn = tokio::time::timeout(self.connect_timeout, self.net.connect(addr.to_string()))
+            .await
+            .map_err(|_| CallError::Connect {
+                addr: addr.to_string(),
+                source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            })?
+            .map_err(|source| CallError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let framed = LengthDelimitedCodec::builder()
+            .max_frame_length(self.max_frame_bytes)
+            .new_framed(conn);
+        let transport = tarpc::serde_transport::new(framed, Bincode::default());
+        let client = ReplicaClient::new(tarpc::client::Config::default(), transport).spawn();
+        self.clients
+            .lock()
+            .expect("pool lock")
+            .insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Forgets the client for `addr` (after a transport failure).
+    pub fn invalidate(&self, addr: &str) {
+        self.clients.lock().expect("pool lock").remove(addr);
+    }
+
+    /// Runs `f` with the client for `addr` and a context whose deadline is
+    /// `timeout` from now; transport failures drop the pooled client.
+    pub async fn call<T, F, Fut>(&self, addr: &str, timeout: Duration, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(ReplicaClient, tarpc::context::Context) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tarpc::client::RpcError>>,
+    {
+        let client = self.client(addr).await?;
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = std::time::Instant::now() + timeout;
+        match f(client, ctx).await {
+            Ok(v) => Ok(v),
+            Err(source) => {
+                if !matches!(source, tarpc::client::RpcError::DeadlineExceeded) {
+                    self.invalidate(addr);
+                }
+                Err(CallError::Rpc {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
