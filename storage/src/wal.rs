@@ -88,6 +88,26 @@ fn decode_payload(p: &[u8]) -> Option<Vec<Op>> {
     (at == p.len()).then_some(ops)
 }
 
+/// Whether an intact record starts anywhere at or after `from`; used only on
+/// damage, to tell a torn tail from a corrupt length in the middle.
+fn valid_record_after(data: &[u8], from: usize) -> bool {
+    (from..data.len().saturating_sub(HEADER)).any(|off| {
+        let Some(len) = read_u32(data, off).map(|l| l as usize) else {
+            return false;
+        };
+        let Some(crc) = read_u32(data, off + 4) else {
+            return false;
+        };
+        len >= 4
+            && off + HEADER + len <= data.len()
+            && crc32c::crc32c_append(
+                crc32c::crc32c(&data[off..off + 4]),
+                &data[off + HEADER..off + HEADER + len],
+            ) == crc
+            && decode_payload(&data[off + HEADER..off + HEADER + len]).is_some()
+    })
+}
+
 /// Damage found while replaying a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
@@ -144,7 +164,10 @@ pub(crate) fn replay_segment(
             if len > MAX_RECORD {
                 Some((damage("record length out of range"), false))
             } else if HEADER + len > rest.len() {
-                Some((damage("record runs past the end of the segment"), true))
+                // A torn write keeps its true length and loses bytes at the end; a
+                // flipped length looks the same unless intact records follow.
+                let torn = !valid_record_after(&data, at + 1);
+                Some((damage("record runs past the end of the segment"), torn))
             } else {
                 let payload = &rest[HEADER..HEADER + len];
                 let actual = crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), payload);
