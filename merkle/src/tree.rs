@@ -321,23 +321,34 @@ impl MerkleTree {
     fn compute_inner(&self, level: u8, index: u32) -> (Hash, u64) {
         let children = self.shape.children_of(level);
         let first = index * children;
-        let mut hasher = Sha256::new();
-        hasher.update([TAG_INNER]);
-        let mut empty = true;
+        // Hashing starts at the first non-empty child, so empty stretches of the ring
+        // (most of a sparse tree) cost no SHA-256 work at all.
+        let mut hasher: Option<Sha256> = None;
+        let mut empty_before = 0;
         let mut count = 0;
         for child in first..first + children {
             let (hash, n) = self.node(NodeId {
                 level: level - 1,
                 index: child,
             });
-            empty &= hash == EMPTY_HASH;
             count += n;
-            hasher.update(hash);
+            match &mut hasher {
+                Some(hasher) => hasher.update(hash),
+                None if hash == EMPTY_HASH => empty_before += 1,
+                None => {
+                    let mut h = Sha256::new();
+                    h.update([TAG_INNER]);
+                    for _ in 0..empty_before {
+                        h.update(EMPTY_HASH);
+                    }
+                    h.update(hash);
+                    hasher = Some(h);
+                }
+            }
         }
-        if empty {
-            (EMPTY_HASH, count)
-        } else {
-            (hasher.finalize().into(), count)
+        match hasher {
+            Some(hasher) => (hasher.finalize().into(), count),
+            None => (EMPTY_HASH, count),
         }
     }
 
