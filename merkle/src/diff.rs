@@ -429,7 +429,7 @@ impl Diff {
         }
         let keys_per_node = (keys / inner.len() as f64).max(1.0);
         let range_leaves = f64::from(self.shape.range_len(self.range));
-        let entries_per_leaf = (self.local_total + self.remote_total) as f64 / range_leaves;
+        let entries_per_leaf = (self.local_total as f64 + self.remote_total as f64) / range_leaves;
         let entry_bytes = f64::from(self.options.entry_bytes);
         let mut total = 0.0;
         for node in inner {
