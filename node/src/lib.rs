@@ -2,10 +2,15 @@
 #![allow(missing_docs)]
 pub mod config;
 pub mod env;
+pub mod logging;
 pub mod membership;
+pub mod node;
 pub mod pool;
 pub mod rpc;
 pub mod serve;
+pub mod store;
+
+pub use config::Config;
 
 #[doc(hidden)]
 pub mod __private {

@@ -1,0 +1,48 @@
+//! `shoal-node --config FILE`: one Shoal replica.
+
+use std::process::ExitCode;
+
+use shoal_node::{config::Config, env::Env, logging};
+
+fn main() -> ExitCode {
+    let path = match logging::config_path(std::env::args().skip(1), "shoal-node") {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shoal-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shoal-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let node = match shoal_node::node::start(config, Env::real()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("shoal-node: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("shoal-node {} listening on {}", node.id(), node.addr());
+        logging::shutdown_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,66 @@
+//! Log output for the binaries: `RUST_LOG` wins over `log.filter`; human or
+//! JSON lines on stderr.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber (binaries only; libraries never do).
+pub fn init(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Parses `--config FILE` (the binaries' only argument) from `args`.
+pub fn config_path(
+    args: impl IntoIterator<Item = String>,
+    binary: &str,
+) -> Result<Option<std::path::PathBuf>, String> {
+    let mut args = args.into_iter();
+    let mut path = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => {
+                path = Some(args.next().ok_or("--config needs a FILE")?.into());
+            }
+            "--help" | "-h" => {
+                return Err(format!(
+                    "usage: {binary} --config FILE\n\nConfig is TOML; every key can be overridden by SHOAL_<SECTION>__<KEY> environment variables."
+                ))
+            }
+            other => return Err(format!("unexpected argument {other:?}; usage: {binary} --config FILE")),
+        }
+    }
+    Ok(path)
+}

@@ -1,0 +1,569 @@
+//! The replica service: starts the store, gossip, hinted handoff and the RPC
+//! server, and stops them in order.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{rngs::StdRng, SeedableRng};
+use shoal_gossip::{LocalMember, Membership, Message, Role};
+use shoal_vclock::SiblingSet;
+use tarpc::context::Context as RpcContext;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::env::Env;
+use crate::membership::{self, SharedMembership, Uptime};
+use crate::pool::Pool;
+use crate::rpc::{
+    CoordinateRequest, KeyReport, NodeStatus, RemoteError, Replica, ReplicateRequest, StoredView,
+    PROTOCOL_VERSION,
+};
+use crate::store::{Store, StoreError};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// `member.id` is empty.
+    #[error("member.id must be set for a storage node")]
+    MissingId,
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory {path}: {source}")]
+    Store {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: StoreError,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gossip layer refused the identity (id or address too long, ...).
+    #[error("invalid member identity: {0}")]
+    Gossip(#[from] shoal_gossip::GossipError),
+}
+
+struct Inner {
+    config: Config,
+    env: Env,
+    id: String,
+    store: Arc<Store>,
+    membership: SharedMembership,
+    uptime: Uptime,
+    pool: Arc<Pool>,
+    shutting_down: AtomicBool,
+}
+
+/// The RPC face of a node (cheap to clone: one per connection).
+#[derive(Clone)]
+pub struct NodeService(Arc<Inner>);
+
+/// A running node.
+pub struct NodeHandle {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    advertise: String,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("id", &self.inner.id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts a storage node from `config`, reaching the outside world through
+/// `env`. Binds `member.listen` (port 0 picks one), opens `member.data_dir`,
+/// and joins through `member.seeds`.
+pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
+    if config.member.id.is_empty() {
+        return Err(NodeError::MissingId);
+    }
+    let id = config.member.id.clone();
+    let dir = config.member.data_dir.clone();
+    let store = {
+        let (id, config, clock) = (id.clone(), config.clone(), env.clock.clone());
+        let open_dir = dir.clone();
+        tokio::task::spawn_blocking(move || Store::open(&open_dir, &id, &config, clock))
+            .await
+            .expect("store open task panicked")
+            .map_err(|source| NodeError::Store {
+                path: dir.display().to_string(),
+                source,
+            })?
+    };
+    let listener = env
+        .net
+        .bind(config.member.listen.clone())
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.member.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: config.member.listen.clone(),
+        source,
+    })?;
+    let advertise = config
+        .member
+        .advertise
+        .clone()
+        .unwrap_or_else(|| addr.to_string());
+
+    let gossip_config = gossip_config(&config);
+    let uptime = Uptime::start();
+    let mut seeds = config.member.seeds.clone();
+    seeds.retain(|s| s != &advertise);
+    let rng = StdRng::seed_from_u64(env.clock.now_millis() ^ fxhash(&id));
+    let membership = Membership::new(
+        gossip_config,
+        LocalMember {
+            id: id.clone().into(),
+            address: advertise.clone(),
+            role: Role::Storage,
+            weight: config.member.weight,
+            incarnation: store.incarnation(),
+        },
+        seeds,
+        rng,
+        uptime.now(),
+    )?;
+    let membership: SharedMembership = Arc::new(Mutex::new(membership));
+    let pool = Arc::new(Pool::new(
+        env.net.clone(),
+        Duration::from_millis(config.gossip.interval_ms.max(200) * 5),
+        config.max_frame_bytes(),
+    ));
+    let inner = Arc::new(Inner {
+        config: config.clone(),
+        env,
+        id: id.clone(),
+        store: Arc::new(store),
+        membership: membership.clone(),
+        uptime,
+        pool: pool.clone(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let service = NodeService(inner.clone());
+    tasks.push(tokio::spawn(crate::serve::accept_loop(
+        listener,
+        config.max_frame_bytes(),
+        shutdown_rx.clone(),
+        move |transport, stop| {
+            let service = service.clone();
+            tokio::spawn(async move { crate::serve_connection!(transport, service, stop) });
+        },
+    )));
+    tasks.push(tokio::spawn(membership::run(
+        membership,
+        pool,
+        uptime,
+        advertise.clone(),
+        Duration::from_millis(config.gossip.interval_ms),
+        shutdown_rx.clone(),
+    )));
+    if config.handoff.enabled {
+        tasks.push(tokio::spawn(handoff_loop(inner.clone(), shutdown_rx)));
+    }
+    tracing::info!(%id, %addr, %advertise, incarnation = inner.store.incarnation(), "node started");
+    Ok(NodeHandle {
+        inner,
+        addr,
+        advertise,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Gossip settings derived from the node config.
+pub fn gossip_config(config: &Config) -> shoal_gossip::Config {
+    let interval = Duration::from_millis(config.gossip.interval_ms);
+    let down = Duration::from_millis(config.gossip.failure_timeout_ms);
+    shoal_gossip::Config {
+        fanout: config.gossip.fanout,
+        interval,
+        detector: shoal_gossip::Detector::Timeout {
+            suspect_after: down / 2,
+            down_after: down,
+        },
+        ..shoal_gossip::Config::default()
+    }
+}
+
+/// A cheap, stable hash of a string (seeding only; not security).
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl NodeHandle {
+    /// The bound RPC address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address other members dial.
+    pub fn advertise(&self) -> &str {
+        &self.advertise
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The node's current view of the membership.
+    pub fn members(&self) -> Vec<shoal_gossip::MemberInfo> {
+        self.inner
+            .membership
+            .lock()
+            .expect("membership lock")
+            .members()
+    }
+
+    /// Number of hints held for other nodes.
+    pub fn hint_count(&self) -> u64 {
+        self.inner.store.hint_count().unwrap_or(0)
+    }
+
+    /// The local store (tests inspect it directly).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// Graceful stop: refuse new requests, stop the loops, let in-flight
+    /// requests finish (bounded), flush and close the engine.
+    ///
+    /// The node does not announce `left`: a restart is expected, and leaving
+    /// would move its ranges. Peers see it down through the failure detector
+    /// and cover it with hints meanwhile; decommission is the way to leave.
+    pub async fn shutdown(self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(())) => tracing::info!(id = %self.inner.id, "node stopped cleanly"),
+            Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
+            Err(e) => tracing::error!(error = %e, "closing the store panicked"),
+        }
+    }
+
+    /// Stops every task at once without flushing: what a crash looks like to
+    /// peers (tests; the data on disk is whatever the sync mode made durable).
+    pub fn abort(self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl NodeService {
+    fn check_key(&self, key: &[u8]) -> Result<(), RemoteError> {
+        if self.0.shutting_down.load(Ordering::SeqCst) {
+            return Err(RemoteError::ShuttingDown {
+                id: self.0.id.clone(),
+            });
+        }
+        if key.is_empty() {
+            return Err(RemoteError::BadRequest {
+                message: "empty key".into(),
+            });
+        }
+        let max = self.0.config.limits.max_key_bytes;
+        if key.len() > max {
+            return Err(RemoteError::TooLarge {
+                what: "key".into(),
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_set(&self, set: &SiblingSet) -> Result<(), RemoteError> {
+        let max = self.0.config.limits.max_value_bytes;
+        for s in set.values() {
+            let len = s.value().map_or(0, <[u8]>::len);
+            if len > max {
+                return Err(RemoteError::TooLarge {
+                    what: "value".into(),
+                    len,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn remote(&self, e: StoreError) -> RemoteError {
+        match e {
+            StoreError::Corrupt { .. } => {
+                tracing::error!(error = %e, "corrupt data");
+                RemoteError::Corrupt {
+                    node: self.0.id.clone(),
+                    message: e.to_string(),
+                }
+            }
+            StoreError::Version(_) | StoreError::OwnerTooLong { .. } => RemoteError::BadRequest {
+                message: e.to_string(),
+            },
+            StoreError::Engine(_) => {
+                tracing::error!(error = %e, "storage error");
+                RemoteError::Storage {
+                    node: self.0.id.clone(),
+                    message: e.to_string(),
+                }
+            }
+        }
+    }
+
+    /// Runs a store operation on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, RemoteError> {
+        let store = self.0.store.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(r) => r.map_err(|e| self.remote(e)),
+            Err(e) => {
+                tracing::error!(error = %e, "store task panicked");
+                Err(RemoteError::Storage {
+                    node: self.0.id.clone(),
+                    message: "internal error in the store task".into(),
+                })
+            }
+        }
+    }
+}
+
+impl Replica for NodeService {
+    async fn coordinate(
+        self,
+        _: RpcContext,
+        request: CoordinateRequest,
+    ) -> Result<SiblingSet, RemoteError> {
+        self.check_key(&request.key)?;
+        if let Some(bytes) = request.content_bytes() {
+            let max = self.0.config.limits.max_value_bytes;
+            if bytes > max {
+                return Err(RemoteError::TooLarge {
+                    what: "value".into(),
+                    len: bytes,
+                    max,
+                });
+            }
+        }
+        let now = self.0.env.clock.now_millis();
+        self.blocking(move |s| s.coordinate(&request.key, &request.context, request.content, now))
+            .await
+    }
+
+    async fn replicate(self, _: RpcContext, request: ReplicateRequest) -> Result<(), RemoteError> {
+        self.check_key(&request.key)?;
+        self.check_set(&request.siblings)?;
+        self.blocking(move |s| match &request.hint_for {
+            Some(owner) => s.put_hint(owner, &request.key, &request.siblings),
+            None => s.merge(&request.key, &request.siblings),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn read(self, _: RpcContext, key: Vec<u8>) -> Result<Option<SiblingSet>, RemoteError> {
+        self.check_key(&key)?;
+        self.blocking(move |s| s.read(&key)).await
+    }
+
+    async fn inspect(self, _: RpcContext, key: Vec<u8>) -> Result<KeyReport, RemoteError> {
+        self.check_key(&key)?;
+        let node = self.0.id.clone();
+        self.blocking(move |s| {
+            Ok(KeyReport {
+                node,
+                local: s.read(&key)?.map(StoredView::new),
+                hints: s
+                    .hints_for_key(&key)?
+                    .into_iter()
+                    .map(|(owner, set)| (owner, StoredView::new(set)))
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn gossip(
+        self,
+        _: RpcContext,
+        from: String,
+        message: Message,
+    ) -> Result<Vec<Message>, RemoteError> {
+        Ok(membership::receive(
+            &self.0.membership,
+            self.0.uptime,
+            &from,
+            message,
+        ))
+    }
+
+    async fn status(self, _: RpcContext) -> Result<NodeStatus, RemoteError> {
+        let hints_held = self.blocking(|s| s.hint_count()).await?;
+        Ok(NodeStatus {
+            id: self.0.id.clone(),
+            protocol: PROTOCOL_VERSION,
+            storage: true,
+            incarnation: self.0.store.incarnation(),
+            hints_held,
+        })
+    }
+}
+
+impl CoordinateRequest {
+    fn content_bytes(&self) -> Option<usize> {
+        match &self.content {
+            shoal_vclock::Content::Value { bytes, .. } => Some(bytes.len()),
+            shoal_vclock::Content::Tombstone => None,
+        }
+    }
+}
+
+/// Hints read per delivery pass, so one pass holds bounded memory.
+const HINT_BATCH: usize = 1_000;
+/// Longest wait between delivery attempts to an owner that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Delivers held hints to their owners once gossip shows them alive, deleting
+/// each only after the owner acknowledged it; backs off per owner on failure;
+/// drops hints older than the TTL (anti-entropy repairs what they carried).
+async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(inner.config.handoff.retry_interval_ms);
+    let ttl_ms = inner.config.handoff.hint_ttl_secs.saturating_mul(1000);
+    let rpc_timeout = Duration::from_secs(2);
+    // owner -> (next attempt, current backoff)
+    let mut backoff: HashMap<String, (tokio::time::Instant, Duration)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let store = inner.store.clone();
+        let hints = match tokio::task::spawn_blocking(move || store.hints(HINT_BATCH)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read hints");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let now_ms = inner.env.clock.now_millis();
+        let now = tokio::time::Instant::now();
+        let mut by_owner: HashMap<String, Vec<crate::store::Hint>> = HashMap::new();
+        for hint in hints {
+            let age = hint
+                .siblings
+                .latest_write_time()
+                .map_or(0, |t| now_ms.saturating_sub(t));
+            if age > ttl_ms {
+                tracing::warn!(owner = %hint.owner, key = ?String::from_utf8_lossy(&hint.key),
+                    age_ms = age, "dropping hint past its TTL; anti-entropy repairs the owner");
+                let store = inner.store.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || store.drop_hint(&hint.owner, &hint.key))
+                        .await;
+                continue;
+            }
+            by_owner.entry(hint.owner.clone()).or_default().push(hint);
+        }
+        for (owner, hints) in by_owner {
+            if let Some((next, _)) = backoff.get(&owner) {
+                if *next > now {
+                    continue;
+                }
+            }
+            let address = {
+                let m = inner.membership.lock().expect("membership lock");
+                if !m.is_alive(&owner) {
+                    continue;
+                }
+                m.member(&owner).map(|i| i.address)
+            };
+            let Some(address) = address else { continue };
+            let (delivered, failed) = deliver(&inner, &owner, &address, hints, rpc_timeout).await;
+            if failed {
+                let delay = backoff
+                    .get(&owner)
+                    .map_or(interval, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+                backoff.insert(owner.clone(), (tokio::time::Instant::now() + delay, delay));
+                tracing::debug!(%owner, delivered, retry_in = ?delay, "hint delivery failed");
+            } else {
+                backoff.remove(&owner);
+                if delivered > 0 {
+                    tracing::info!(%owner, delivered, "hints handed off");
+                }
+            }
+        }
+    }
+}
+
+/// Sends `hints` to `owner` with bounded concurrency; returns how many were
+/// delivered and whether any failed.
+async fn deliver(
+    inner: &Arc<Inner>,
+    owner: &str,
+    address: &str,
+    hints: Vec<crate::store::Hint>,
+    timeout: Duration,
+) -> (usize, bool) {
+    use futures::StreamExt;
+    let results: Vec<bool> = futures::stream::iter(hints)
+        .map(|hint| async move {
+            let request = ReplicateRequest {
+                key: hint.key.clone(),
+                siblings: hint.siblings.clone(),
+                hint_for: None,
+            };
+            let sent = inner
+                .pool
+                .call(address, timeout, |c, ctx| async move {
+                    c.replicate(ctx, request).await
+                })
+                .await;
+            match sent {
+                Ok(Ok(())) => {
+                    let store = inner.store.clone();
+                    let owner = owner.to_string();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        store.delete_hint_if_unchanged(&owner, &hint.key, &hint.siblings)
+                    })
+                    .await;
+                    true
+                }
+                _ => false,
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let delivered = results.iter().filter(|ok| **ok).count();
+    (delivered, delivered < results.len())
+}
