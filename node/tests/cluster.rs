@@ -1,0 +1,366 @@
+//! Real tarpc over 127.0.0.1, several nodes in one process (issue 7): writes
+//! reach N replicas, hinted handoff, counters never reused, bad frames and
+//! corrupt files. Every wait is bounded.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shoal_node::config::{Config, SyncMode};
+use shoal_node::env::Env;
+use shoal_node::node::{self, NodeHandle};
+use shoal_node::pool::Pool;
+use shoal_node::rpc::{CoordinateRequest, RemoteError, ReplicateRequest};
+use shoal_ring::{Member, Ring, RingConfig};
+use shoal_vclock::{Content, Context, SiblingSet};
+use tokio::io::AsyncWriteExt;
+
+const WAIT: Duration = Duration::from_secs(20);
+const RPC: Duration = Duration::from_secs(5);
+
+fn config(id: &str, dir: &Path, seeds: &[String]) -> Config {
+    let mut c = Config::default();
+    c.member.id = id.into();
+    c.member.listen = "127.0.0.1:0".into();
+    c.member.seeds = seeds.to_vec();
+    c.member.data_dir = dir.join(id);
+    c.gossip.interval_ms = 50;
+    c.gossip.failure_timeout_ms = 600;
+    c.handoff.retry_interval_ms = 50;
+    c.storage.sync = SyncMode::Always;
+    c.storage.memtable_bytes = 1 << 20;
+    c
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `count` nodes that all seed through the first, and waits until
+/// every one sees every other alive.
+async fn cluster(dir: &Path, count: usize) -> Vec<NodeHandle> {
+    let first = node::start(config("node-1", dir, &[]), Env::real())
+        .await
+        .unwrap();
+    let seeds = vec![first.advertise().to_string()];
+    let mut nodes = vec![first];
+    for i in 2..=count {
+        let n = node::start(config(&format!("node-{i}"), dir, &seeds), Env::real())
+            .await
+            .unwrap();
+        nodes.push(n);
+    }
+    wait_until("every node to see every other alive", || {
+        nodes.iter().all(|n| {
+            let m = n.members();
+            m.len() == count && m.iter().all(|i| i.status == shoal_gossip::Status::Alive)
+        })
+    })
+    .await;
+    nodes
+}
+
+fn ring(nodes: &[NodeHandle]) -> Ring {
+    Ring::new(
+        nodes.iter().map(|n| Member::new(n.id(), 1)),
+        RingConfig::default(),
+    )
+    .unwrap()
+}
+
+fn addr_of<'a>(nodes: &'a [NodeHandle], id: &str) -> &'a str {
+    nodes.iter().find(|n| n.id() == id).unwrap().advertise()
+}
+
+fn pool() -> Pool {
+    Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20)
+}
+
+fn value(v: &str) -> Content {
+    Content::value(v.as_bytes().to_vec(), "text/plain")
+}
+
+async fn coordinate(
+    pool: &Pool,
+    addr: &str,
+    key: &[u8],
+    ctx: Context,
+    content: Content,
+) -> SiblingSet {
+    let request = CoordinateRequest {
+        key: key.to_vec(),
+        context: ctx,
+        content,
+    };
+    pool.call(addr, RPC, |c, ctx| async move {
+        c.coordinate(ctx, request).await
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+async fn replicate(pool: &Pool, addr: &str, key: &[u8], set: &SiblingSet, hint_for: Option<&str>) {
+    let request = ReplicateRequest {
+        key: key.to_vec(),
+        siblings: set.clone(),
+        hint_for: hint_for.map(str::to_string),
+    };
+    pool.call(addr, RPC, |c, ctx| async move {
+        c.replicate(ctx, request).await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+async fn read(pool: &Pool, addr: &str, key: &[u8]) -> Option<SiblingSet> {
+    let key = key.to_vec();
+    pool.call(addr, RPC, |c, ctx| async move { c.read(ctx, key).await })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinated_write_reaches_its_n_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), 4).await;
+    let ring = ring(&nodes);
+    let pool = pool();
+    let key = b"user:42";
+    let owners = ring.preference_list(key, 3);
+    let set = coordinate(
+        &pool,
+        addr_of(&nodes, owners[0]),
+        key,
+        Context::empty(),
+        value("v1"),
+    )
+    .await;
+    for owner in &owners[1..] {
+        replicate(&pool, addr_of(&nodes, owner), key, &set, None).await;
+    }
+    for n in &nodes {
+        let got = read(&pool, n.advertise(), key).await;
+        if owners.contains(&n.id()) {
+            assert_eq!(got.as_ref(), Some(&set), "owner {} holds the write", n.id());
+        } else {
+            assert_eq!(got, None, "non-owner {} holds nothing", n.id());
+        }
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hinted_write_reaches_the_owner_after_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path(), 4).await;
+    let ring = ring(&nodes);
+    let pool = pool();
+    let key = b"hinted-key";
+    let walk: Vec<String> = ring
+        .walk(shoal_ring::key_position(key))
+        .map(str::to_string)
+        .collect();
+    let (owner, fallback) = (walk[2].clone(), walk[3].clone());
+
+    // The owner goes down; the coordinator writes and the fallback keeps a hint.
+    let index = nodes.iter().position(|n| n.id() == owner).unwrap();
+    let down = nodes.remove(index);
+    down.shutdown().await;
+    let set = coordinate(
+        &pool,
+        addr_of(&nodes, &walk[0]),
+        key,
+        Context::empty(),
+        value("while-down"),
+    )
+    .await;
+    replicate(&pool, addr_of(&nodes, &fallback), key, &set, Some(&owner)).await;
+    let holder = nodes.iter().find(|n| n.id() == fallback).unwrap();
+    assert_eq!(holder.hint_count(), 1);
+    assert_eq!(
+        read(&pool, holder.advertise(), key).await,
+        None,
+        "hints are not data"
+    );
+
+    // It comes back on the same data directory; the hint is handed off.
+    let seeds = vec![nodes[0].advertise().to_string()];
+    let back = node::start(config(&owner, dir.path(), &seeds), Env::real())
+        .await
+        .unwrap();
+    let back_addr = back.advertise().to_string();
+    nodes.push(back);
+    let holder = nodes.iter().find(|n| n.id() == fallback).unwrap();
+    wait_until("the hint to be delivered and deleted", || {
+        holder.hint_count() == 0
+    })
+    .await;
+    assert_eq!(read(&pool, &back_addr, key).await, Some(set));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_coordinated_writes_never_reuse_a_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node::start(config("solo", dir.path(), &[]), Env::real())
+        .await
+        .unwrap();
+    let addr = n.advertise().to_string();
+    let pool = std::sync::Arc::new(pool());
+    let writers: Vec<_> = (0..48)
+        .map(|i| {
+            let (pool, addr) = (pool.clone(), addr.clone());
+            tokio::spawn(async move {
+                coordinate(
+                    &pool,
+                    &addr,
+                    b"hot",
+                    Context::empty(),
+                    value(&format!("w{i}")),
+                )
+                .await
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let set = read(&pool, &addr, b"hot").await.unwrap();
+    let mut dots: Vec<_> = set.values().iter().map(|s| s.dot.clone()).collect();
+    assert_eq!(dots.len(), 48, "every blind write is a sibling");
+    dots.sort();
+    dots.dedup();
+    assert_eq!(dots.len(), 48, "no two writes share a dot");
+    n.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_do_not_crash_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node::start(config("solo", dir.path(), &[]), Env::real())
+        .await
+        .unwrap();
+    let addr = n.advertise().to_string();
+    // A length prefix far over the frame limit.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    s.write_all(&[0xAB; 64]).await.unwrap();
+    // A well-framed message that is not bincode of any request.
+    let mut g = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    g.write_all(&16u32.to_be_bytes()).await.unwrap();
+    g.write_all(&[0xFF; 16]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Oversized values are refused with a typed error, not stored.
+    let pool = pool();
+    let big = CoordinateRequest {
+        key: b"k".to_vec(),
+        context: Context::empty(),
+        content: value(&"x".repeat(Config::default().limits.max_value_bytes + 1)),
+    };
+    let refused = pool
+        .call(
+            &addr,
+            RPC,
+            |c, ctx| async move { c.coordinate(ctx, big).await },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Err(RemoteError::TooLarge { .. })),
+        "{refused:?}"
+    );
+    // The node still serves everyone else.
+    let set = coordinate(&pool, &addr, b"k", Context::empty(), value("fine")).await;
+    assert_eq!(read(&pool, &addr, b"k").await, Some(set));
+    n.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_data_file_is_reported_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node::start(config("solo", dir.path(), &[]), Env::real())
+        .await
+        .unwrap();
+    let addr = n.advertise().to_string();
+    let pool = pool();
+    for i in 0..200 {
+        coordinate(
+            &pool,
+            &addr,
+            format!("key-{i}").as_bytes(),
+            Context::empty(),
+            value(&"v".repeat(100)),
+        )
+        .await;
+    }
+    let store = n.store().clone();
+    tokio::task::spawn_blocking(move || store.compact().unwrap())
+        .await
+        .unwrap();
+    n.shutdown().await;
+
+    // Flip bytes in the middle of every SSTable.
+    let data_dir = dir.path().join("solo");
+    let mut tables = Vec::new();
+    for entry in walk(&data_dir) {
+        if entry.extension().is_some_and(|e| e == "sst") {
+            let mut bytes = std::fs::read(&entry).unwrap();
+            let mid = bytes.len() / 3;
+            for b in &mut bytes[mid..mid + 16] {
+                *b ^= 0x5A;
+            }
+            std::fs::write(&entry, bytes).unwrap();
+            tables.push(entry);
+        }
+    }
+    assert!(!tables.is_empty(), "compaction wrote SSTables");
+
+    // Either the node refuses to open, naming the file, or it serves and
+    // reports the corrupt block, naming the file, for the keys inside it.
+    match node::start(config("solo", dir.path(), &[]), Env::real()).await {
+        Err(e) => assert!(e.to_string().contains(".sst"), "{e}"),
+        Ok(n) => {
+            let addr = n.advertise().to_string();
+            let mut errors = Vec::new();
+            for i in 0..200 {
+                let key = format!("key-{i}").into_bytes();
+                let r = pool
+                    .call(&addr, RPC, |c, ctx| async move { c.read(ctx, key).await })
+                    .await
+                    .unwrap();
+                if let Err(e) = r {
+                    errors.push(e.to_string());
+                }
+            }
+            assert!(
+                !errors.is_empty(),
+                "a flipped block must not read back silently"
+            );
+            assert!(errors.iter().all(|e| e.contains(".sst")), "{errors:?}");
+            n.shutdown().await;
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
