@@ -10,7 +10,7 @@
 //! whole ring); "full" is A's listing of all its keys, what a tree-less exchange
 //! would send. A first table uses the default shape; a second compares shapes.
 
-use rand::{seq::index::sample, rngs::StdRng, SeedableRng};
+use rand::{rngs::StdRng, seq::index::sample, SeedableRng};
 use sha2::{Digest as _, Sha256};
 use shoal_merkle::{
     Diff, DiffOptions, DiffOutcome, LeafRange, MerkleTree, Step, TokenRange, TreeShape,
@@ -51,14 +51,21 @@ impl Replica {
             } else {
                 self.entries.partition_point(|e| e.0 < end)
             };
-            listing.extend(self.entries[from..to].iter().map(|(_, k, d)| (k.as_slice(), d)));
+            listing.extend(
+                self.entries[from..to]
+                    .iter()
+                    .map(|(_, k, d)| (k.as_slice(), d)),
+            );
         }
         bincode::serialized_size(&listing).expect("serializable") as usize
     }
 
     fn full_listing_bytes(&self) -> usize {
-        let listing: Vec<(&[u8], &[u8; 32])> =
-            self.entries.iter().map(|(_, k, d)| (k.as_slice(), d)).collect();
+        let listing: Vec<(&[u8], &[u8; 32])> = self
+            .entries
+            .iter()
+            .map(|(_, k, d)| (k.as_slice(), d))
+            .collect();
         bincode::serialized_size(&listing).expect("serializable") as usize
     }
 }
@@ -94,8 +101,14 @@ fn exchange(a: &Replica, b: &Replica) -> Row {
                 .iter()
                 .map(|s| a.listing_bytes(shape, *s) + b.listing_bytes(shape, *s))
                 .sum();
-            let leaves: u64 = segments.iter().map(|s| u64::from(shape.range_len(*s))).sum();
-            (bytes, format!("{} segments, {leaves} leaves", segments.len()))
+            let leaves: u64 = segments
+                .iter()
+                .map(|s| u64::from(shape.range_len(*s)))
+                .sum();
+            (
+                bytes,
+                format!("{} segments, {leaves} leaves", segments.len()),
+            )
         }
         DiffOutcome::FullListing => (full_bytes, "full listing".to_string()),
     };
@@ -115,7 +128,10 @@ fn replicas(shape: TreeShape, base: &[Entry], differences: usize, seed: u64) -> 
     let mut b_entries = base.to_vec();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut missing = Vec::new();
-    for (j, i) in sample(&mut rng, base.len(), differences).into_iter().enumerate() {
+    for (j, i) in sample(&mut rng, base.len(), differences)
+        .into_iter()
+        .enumerate()
+    {
         let (position, key, digest) = &base[i];
         match j % 3 {
             0 => {
@@ -203,7 +219,15 @@ fn main() {
         print!(" {:>22}", format!("d={d}"));
     }
     println!();
-    for (leaf_bits, fanout_bits) in [(16, 4), (18, 4), (20, 1), (20, 2), (20, 4), (20, 8), (22, 4)] {
+    for (leaf_bits, fanout_bits) in [
+        (16, 4),
+        (18, 4),
+        (20, 1),
+        (20, 2),
+        (20, 4),
+        (20, 8),
+        (22, 4),
+    ] {
         let shape = TreeShape::new(leaf_bits, fanout_bits).expect("valid shape");
         print!("{:>18}", format!("{leaf_bits}/{}", 1u32 << fanout_bits));
         for (seed, &d) in DIFFERENCES.iter().enumerate() {
@@ -211,7 +235,11 @@ fn main() {
             let row = exchange(&a, &b);
             print!(
                 " {:>22}",
-                format!("{} ({} rt)", kib(row.tree_bytes + row.key_bytes), row.rounds)
+                format!(
+                    "{} ({} rt)",
+                    kib(row.tree_bytes + row.key_bytes),
+                    row.rounds
+                )
             );
         }
         println!();

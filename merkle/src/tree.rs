@@ -65,8 +65,10 @@ struct Level {
 /// contents collide only if two multisets of SHA-256 outputs have the same size
 /// and sum, which for contents no one chose adversarially is a 2^-256 event.
 ///
-/// **Inner nodes** hash their children in order: `SHA-256(2 || child hashes)`, or
-/// [`EMPTY_HASH`] when every child is empty. They are recomputed lazily: an update
+/// **Inner nodes** hash their children in order: `SHA-256(2 || child hashes)`
+/// (for parents of leaves, the children's 40-byte `count || sum` in place of their
+/// hashes, which saves one SHA-256 call per leaf), or [`EMPTY_HASH`] when every
+/// child is empty. They are recomputed lazily: an update
 /// marks its ancestors dirty (stopping at the first one already dirty, so O(1)
 /// amortized), [`MerkleTree::flush`] recomputes dirty nodes bottom-up, and reads
 /// between the two recompute what they need on the fly, so a read is never stale.
@@ -146,7 +148,19 @@ fn sub256(a: &mut [u64; 4], b: &[u64; 4]) {
     }
 }
 
+/// Bytes of a leaf accumulator as hashed: count then sum, big-endian.
+const LEAF_BYTES: usize = 40;
+
 impl Leaf {
+    fn bytes(&self) -> [u8; LEAF_BYTES] {
+        let mut bytes = [0u8; LEAF_BYTES];
+        bytes[..8].copy_from_slice(&self.count.to_be_bytes());
+        for (chunk, limb) in bytes[8..].chunks_exact_mut(8).zip(self.sum.iter().rev()) {
+            chunk.copy_from_slice(&limb.to_be_bytes());
+        }
+        bytes
+    }
+
     fn hash(&self) -> Hash {
         if self.count == 0 && self.sum == [0; 4] {
             return EMPTY_HASH;
@@ -155,11 +169,50 @@ impl Leaf {
         // digest; hashing it (rather than calling it empty) lets a diff expose it.
         let mut hasher = Sha256::new();
         hasher.update([TAG_LEAF]);
-        hasher.update(self.count.to_be_bytes());
-        for limb in self.sum.iter().rev() {
-            hasher.update(limb.to_be_bytes());
-        }
+        hasher.update(self.bytes());
         hasher.finalize().into()
+    }
+}
+
+/// `SHA-256(TAG_INNER || children)` that starts hashing only at the first non-empty
+/// child and yields [`EMPTY_HASH`] when every child was empty.
+#[derive(Default)]
+struct LazyHasher {
+    hasher: Option<Sha256>,
+    /// Zero bytes owed for empty children seen before the first non-empty one.
+    zeros_before: usize,
+}
+
+impl LazyHasher {
+    fn empty(&mut self, len: usize) {
+        match &mut self.hasher {
+            Some(hasher) => hasher.update(&[0u8; LEAF_BYTES][..len]),
+            None => self.zeros_before += len,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        let zeros_before = self.zeros_before;
+        let hasher = self.hasher.get_or_insert_with(|| {
+            let mut hasher = Sha256::new();
+            hasher.update([TAG_INNER]);
+            let zeros = [0u8; 256];
+            let mut owed = zeros_before;
+            while owed > 0 {
+                let n = owed.min(zeros.len());
+                hasher.update(&zeros[..n]);
+                owed -= n;
+            }
+            hasher
+        });
+        hasher.update(bytes);
+    }
+
+    fn finish(self) -> Hash {
+        match self.hasher {
+            Some(hasher) => hasher.finalize().into(),
+            None => EMPTY_HASH,
+        }
     }
 }
 
@@ -323,33 +376,36 @@ impl MerkleTree {
         let first = index * children;
         // Hashing starts at the first non-empty child, so empty stretches of the ring
         // (most of a sparse tree) cost no SHA-256 work at all.
-        let mut hasher: Option<Sha256> = None;
-        let mut empty_before = 0;
+        let mut hasher = LazyHasher::default();
         let mut count = 0;
-        for child in first..first + children {
-            let (hash, n) = self.node(NodeId {
-                level: level - 1,
-                index: child,
-            });
-            count += n;
-            match &mut hasher {
-                Some(hasher) => hasher.update(hash),
-                None if hash == EMPTY_HASH => empty_before += 1,
-                None => {
-                    let mut h = Sha256::new();
-                    h.update([TAG_INNER]);
-                    for _ in 0..empty_before {
-                        h.update(EMPTY_HASH);
-                    }
-                    h.update(hash);
-                    hasher = Some(h);
+        if level == 1 {
+            // A parent of leaves hashes their 40-byte accumulators rather than their
+            // hashes: that binds exactly the same content (a leaf hash is a function
+            // of its accumulator) for 40 bytes of input instead of one SHA-256 call
+            // per leaf, which more than halves the cost of a flush.
+            for leaf in &self.leaves[first as usize..(first + children) as usize] {
+                count += leaf.count;
+                if leaf.count == 0 && leaf.sum == [0; 4] {
+                    hasher.empty(LEAF_BYTES);
+                } else {
+                    hasher.update(&leaf.bytes());
+                }
+            }
+        } else {
+            for child in first..first + children {
+                let (hash, n) = self.node(NodeId {
+                    level: level - 1,
+                    index: child,
+                });
+                count += n;
+                if hash == EMPTY_HASH {
+                    hasher.empty(EMPTY_HASH.len());
+                } else {
+                    hasher.update(&hash);
                 }
             }
         }
-        match hasher {
-            Some(hasher) => (hasher.finalize().into(), count),
-            None => (EMPTY_HASH, count),
-        }
+        (hasher.finish(), count)
     }
 
     /// Hash and key count of a node that is known to exist.
