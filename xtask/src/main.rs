@@ -8,10 +8,11 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 
 mod ci;
+mod cluster;
 
 /// Shoal project commands.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, about, long_about = None)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -21,12 +22,15 @@ struct Cli {
 enum Cmd {
     /// What `.ci/run` runs: fmt check, clippy -D warnings, all tests, benches compile.
     Ci(ci::CiArgs),
+    /// A local cluster in the background: up, status, stop, kill, start, add, down.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Ci(args) => ci::run(&args),
+        Cmd::Cluster(args) => cluster::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
