@@ -16,6 +16,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use shoal_storage::{Engine, Options, SyncMode};
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+/// A thread-safe put function under test.
+type PutFn = Arc<dyn Fn(&[u8], &[u8]) + Send + Sync>;
 
 fn keys(n: usize, seed: u64) -> Vec<[u8; 16]> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -33,7 +35,7 @@ fn rate(ops: usize, d: Duration) -> f64 {
 }
 
 /// Runs `threads` writers calling `put` for `secs`, returns ops/s.
-fn timed_writers(threads: usize, secs: u64, put: Arc<dyn Fn(&[u8], &[u8]) + Send + Sync>) -> f64 {
+fn timed_writers(threads: usize, secs: u64, put: PutFn) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();

@@ -184,6 +184,9 @@ struct Shared {
     counters: Counters,
     closed: AtomicBool,
     immutables: AtomicUsize,
+    /// Writers between entering `write` and appending their record; a group commit
+    /// leader briefly waits for them so that one fsync covers them too.
+    joining: AtomicUsize,
     /// Set once by the first failed commit log append or fsync; see `Error::WalFailed`.
     wal_failed: OnceLock<String>,
 }
@@ -219,13 +222,35 @@ fn write_table(
     opts: &Options,
     entries: impl Iterator<Item = Result<Entry>>,
 ) -> Result<Option<Arc<Table>>> {
-    let path = table_path(dir, id);
-    let build = || -> Result<Option<Arc<Table>>> {
-        let mut b = TableBuilder::create(path.clone(), opts.block_bytes, opts.bloom_bits_per_key)?;
+    build_table(dir, id, opts, |b| {
         for e in entries {
             let (k, v) = e?;
             b.add(&k, v.as_deref())?;
         }
+        Ok(())
+    })
+}
+
+/// Writes a table from a memtable, borrowing its entries instead of copying them.
+fn write_memtable(
+    dir: &Path,
+    id: u64,
+    opts: &Options,
+    mem: &Memtable,
+) -> Result<Option<Arc<Table>>> {
+    build_table(dir, id, opts, |b| mem.for_each_entry(|k, v| b.add(k, v)))
+}
+
+fn build_table(
+    dir: &Path,
+    id: u64,
+    opts: &Options,
+    fill: impl FnOnce(&mut TableBuilder) -> Result<()>,
+) -> Result<Option<Arc<Table>>> {
+    let path = table_path(dir, id);
+    let build = || -> Result<Option<Arc<Table>>> {
+        let mut b = TableBuilder::create(path.clone(), opts.block_bytes, opts.bloom_bits_per_key)?;
+        fill(&mut b)?;
         if b.entries() == 0 {
             drop(b);
             std::fs::remove_file(&path).map_err(io_err(&path, "remove empty table"))?;
@@ -305,7 +330,7 @@ impl Engine {
         let log = LogWriter::create(&dir, log_id)?;
         if !mem.is_empty() {
             let id = next_file.fetch_add(1, Ordering::SeqCst);
-            if let Some(t) = write_table(&dir, id, &opts, mem.entries().into_iter().map(Ok))? {
+            if let Some(t) = write_memtable(&dir, id, &opts, &mem)? {
                 tables.insert(0, t);
             }
         }
@@ -349,6 +374,7 @@ impl Engine {
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             immutables: AtomicUsize::new(0),
+            joining: AtomicUsize::new(0),
             wal_failed: OnceLock::new(),
             dir,
             opts,
@@ -663,30 +689,10 @@ impl Shared {
             .iter()
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
             .sum();
-        let seq = {
-            let mut w = lock(&self.write);
-            self.check_open()?;
-            self.wal_failed()?;
-            w.log.buf.extend_from_slice(&record);
-            w.appended += 1;
-            let seq = w.appended;
-            w.active.apply(ops);
-            if w.log.buf.len() >= LOG_BUFFER {
-                if let Err(e) = w.log.drain() {
-                    self.fail_wal(&e);
-                    return Err(e);
-                }
-            }
-            if w.active.bytes() >= self.opts.memtable_bytes {
-                if let Err(e) = self.freeze(&mut w) {
-                    // The write itself is in the log; only rotation failed (e.g. no
-                    // space for a new segment). It is retried on the next write.
-                    self.wal_failed()?;
-                    tracing::warn!(error = %e, "memtable freeze failed; will retry");
-                }
-            }
-            seq
-        };
+        self.joining.fetch_add(1, Ordering::AcqRel);
+        let seq = self.append(ops, &record);
+        self.joining.fetch_sub(1, Ordering::AcqRel);
+        let seq = seq?;
         self.counters.user.fetch_add(user as u64, Ordering::Relaxed);
         self.counters
             .wal
@@ -695,6 +701,33 @@ impl Shared {
             self.sync_to(seq)?;
         }
         Ok(())
+    }
+
+    /// Appends a record to the log buffer and applies it to the memtable under the
+    /// write lock, so log order equals memtable order; returns its sequence number.
+    fn append(&self, ops: Vec<Op>, record: &[u8]) -> Result<u64> {
+        let mut w = lock(&self.write);
+        self.check_open()?;
+        self.wal_failed()?;
+        w.log.buf.extend_from_slice(record);
+        w.appended += 1;
+        let seq = w.appended;
+        w.active.apply(ops);
+        if w.log.buf.len() >= LOG_BUFFER {
+            if let Err(e) = w.log.drain() {
+                self.fail_wal(&e);
+                return Err(e);
+            }
+        }
+        if w.active.bytes() >= self.opts.memtable_bytes {
+            if let Err(e) = self.freeze(&mut w) {
+                // The write itself is in the log; only rotation failed (e.g. no
+                // space for a new segment). It is retried on the next write.
+                self.wal_failed()?;
+                tracing::warn!(error = %e, "memtable freeze failed; will retry");
+            }
+        }
+        Ok(seq)
     }
 
     /// Group commit: returns once record `seq` is fsynced. The first waiter to find
@@ -736,6 +769,15 @@ impl Shared {
     }
 
     fn sync_leader(&self) -> Result<u64> {
+        // Let writers that are about to append join this fsync (bounded: at most
+        // ~100 µs), instead of leaving them for the next one; this is what makes
+        // group commit scale with the number of writers.
+        let gather = Instant::now();
+        while self.joining.load(Ordering::Acquire) > 0
+            && gather.elapsed() < Duration::from_micros(100)
+        {
+            std::thread::yield_now();
+        }
         let (file, path, target) = {
             let mut w = lock(&self.write);
             self.wal_failed()?;
@@ -842,7 +884,7 @@ impl Shared {
             return Ok(false);
         };
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let table = write_table(&self.dir, id, &self.opts, mem.entries().into_iter().map(Ok))?;
+        let table = write_memtable(&self.dir, id, &self.opts, &mem)?;
         let size = table.as_ref().map_or(0, |t| t.size);
         self.install(
             |tables| {

@@ -87,11 +87,15 @@ impl Memtable {
             .collect()
     }
 
-    /// All entries in order, for flushing a frozen memtable.
-    pub(crate) fn entries(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+    /// Calls `f` on every entry in order without copying, for flushing a frozen
+    /// memtable (no writer contends for its lock any more).
+    pub(crate) fn for_each_entry<E>(
+        &self,
+        mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for (k, v) in self.read().iter() {
+            f(k, v.as_deref())?;
+        }
+        Ok(())
     }
 }
