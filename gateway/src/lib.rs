@@ -1,4 +1,343 @@
-//! `shoal-gateway`: The client-facing Shoal coordinator: the HTTP API, routed by the ring, using the coordinator crate.
+//! `shoal-gateway`: the client-facing coordinator of a Shoal cluster.
 //!
-//! This crate is part of the Shoal workspace (see the repository's
-//! `ARCHITECTURE.md`); its API lands with its own issue.
+//! A gateway serves the HTTP API of `API.md` (`PUT`/`GET`/`DELETE
+//! /v1/kv/{key}` with causal contexts and per-request `r`/`w`, cluster and
+//! debug views, `/health`, a generated `/v1/openapi.json`) and routes each
+//! request by the consistent-hash ring. It is a gossip member with role
+//! `gateway`: it learns the storage nodes and their liveness from gossip,
+//! builds the ring from them, and adds its own local liveness hints when an
+//! RPC to a node fails or times out. It stores nothing: the first live owner
+//! of a key coordinates each write (mints the version), the gateway
+//! replicates the result to the other targets (fallbacks get a hint for the
+//! owner they stand in for) and answers after W acknowledgements; reads ask
+//! every target, answer after R, and repair stale replicas in the background.
+//! Several gateways can run against the same nodes.
+//!
+//! Sockets and the wall clock come from a [`shoal_node::env::Env`] given at
+//! construction, so the same code runs over real TCP or inside a simulation.
+//!
+//! Layout:
+//! - [`http`] — routes, handlers, admission control, the OpenAPI document.
+//! - [`ops`] — the quorum operations (write, read + read repair, inspection).
+//! - [`cluster`] — membership, the cached ring, local liveness hints.
+//! - [`request`] — parsing keys, quorums and contexts (pure).
+//! - [`model`] — the JSON shapes.
+//! - [`rpc`] — the gateway's side of the `Replica` service (gossip only).
+//! - [`error`] — [`ApiError`] (HTTP answers) and [`GatewayError`] (start-up).
+//!
+//! ```no_run
+//! use shoal_gateway::Gateway;
+//! use shoal_node::{config::Config, env::Env};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_toml(r#"
+//!     [member]
+//!     id = "gateway-1"
+//!     listen = "127.0.0.1:0"
+//!     seeds = ["127.0.0.1:7001"]
+//!     [http]
+//!     listen = "127.0.0.1:0"
+//! "#)?;
+//! let gateway = Gateway::start(config, Env::real()).await?;
+//! println!("HTTP API on http://{}", gateway.http_addr());
+//! gateway.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod cluster;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod ops;
+pub mod request;
+pub mod rpc;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use shoal_gossip::{LocalMember, Membership, Role};
+use shoal_node::config::Config;
+use shoal_node::env::{BoxConn, Env};
+use shoal_node::membership::{announce_leave, SharedMembership, Uptime};
+use shoal_node::pool::Pool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use error::{ApiError, GatewayError};
+
+/// The header carrying the causal context, in both directions.
+pub const CONTEXT_HEADER: &str = "x-shoal-context";
+
+/// How long a node whose RPC failed is treated as down by this gateway at
+/// most (gossip usually says so sooner, or clears it).
+const MAX_SUSPICION: Duration = Duration::from_secs(5);
+
+/// Gossip settings derived from the shared config (the same derivation as
+/// the nodes', so every member judges liveness alike).
+pub fn gossip_config(config: &Config) -> shoal_gossip::Config {
+    let interval = Duration::from_millis(config.gossip.interval_ms);
+    let down = Duration::from_millis(config.gossip.failure_timeout_ms);
+    shoal_gossip::Config {
+        fanout: config.gossip.fanout,
+        interval,
+        detector: shoal_gossip::Detector::Timeout {
+            suspect_after: down / 2,
+            down_after: down,
+        },
+        ..shoal_gossip::Config::default()
+    }
+}
+
+/// Entry point: [`Gateway::start`].
+#[derive(Debug)]
+pub struct Gateway;
+
+/// A running gateway.
+pub struct GatewayHandle {
+    id: String,
+    http_addr: SocketAddr,
+    rpc_addr: SocketAddr,
+    advertise: String,
+    membership: SharedMembership,
+    pool: Arc<Pool>,
+    uptime: Uptime,
+    drain: Duration,
+    http_stop: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    http_task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle")
+            .field("id", &self.id)
+            .field("http_addr", &self.http_addr)
+            .field("rpc_addr", &self.rpc_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Starts a gateway: binds `http.listen` and `member.listen` (port 0
+    /// picks one) through `env`, joins gossip through `member.seeds`, and
+    /// serves until [`GatewayHandle::shutdown`].
+    pub async fn start(config: Config, env: Env) -> Result<GatewayHandle, GatewayError> {
+        if config.member.id.is_empty() {
+            return Err(GatewayError::MissingId);
+        }
+        let id = config.member.id.clone();
+        let bind = |what: &'static str, addr: String| {
+            let net = env.net.clone();
+            async move {
+                let listener =
+                    net.bind(addr.clone())
+                        .await
+                        .map_err(|source| GatewayError::Bind {
+                            what,
+                            addr: addr.clone(),
+                            source,
+                        })?;
+                let local = listener.local_addr().map_err(|source| GatewayError::Bind {
+                    what,
+                    addr,
+                    source,
+                })?;
+                Ok::<_, GatewayError>((listener, local))
+            }
+        };
+        let (rpc_listener, rpc_addr) = bind("rpc", config.member.listen.clone()).await?;
+        let (http_listener, http_addr) = bind("http", config.http.listen.clone()).await?;
+        let advertise = config
+            .member
+            .advertise
+            .clone()
+            .unwrap_or_else(|| rpc_addr.to_string());
+
+        let uptime = Uptime::start();
+        let seeds: Vec<String> = config
+            .member
+            .seeds
+            .iter()
+            .filter(|s| **s != advertise)
+            .cloned()
+            .collect();
+        let now_ms = env.clock.now_millis();
+        let seed = now_ms
+            ^ id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        let membership = Membership::new(
+            gossip_config(&config),
+            LocalMember {
+                id: id.clone().into(),
+                address: advertise.clone(),
+                role: Role::Gateway,
+                weight: 1,
+                // A gateway keeps no state, so wall-clock milliseconds at
+                // start serve as its ever-rising incarnation.
+                incarnation: now_ms.max(1),
+            },
+            seeds,
+            StdRng::seed_from_u64(seed),
+            uptime.now(),
+        )?;
+        let membership: SharedMembership = Arc::new(Mutex::new(membership));
+        let request_timeout = Duration::from_millis(config.http.request_timeout_ms);
+        let pool = Arc::new(Pool::new(
+            env.net.clone(),
+            request_timeout.min(Duration::from_secs(1)),
+            config.max_frame_bytes(),
+        ));
+        let suspicion = Duration::from_millis(config.gossip.failure_timeout_ms).min(MAX_SUSPICION);
+        let cluster = Arc::new(cluster::Cluster::new(membership.clone(), suspicion));
+        let engine = Arc::new(ops::Engine::new(
+            cluster,
+            pool.clone(),
+            config.replication.n,
+            request_timeout,
+        ));
+
+        let (stop, stop_rx) = watch::channel(false);
+        let (http_stop, http_stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let service = rpc::GatewayService::new(id.clone(), membership.clone(), uptime);
+        tasks.push(tokio::spawn(shoal_node::serve::accept_loop(
+            rpc_listener,
+            config.max_frame_bytes(),
+            stop_rx.clone(),
+            move |transport, stop| {
+                let service = service.clone();
+                tokio::spawn(
+                    async move { shoal_node::serve_connection!(transport, service, stop) },
+                );
+            },
+        )));
+        tasks.push(tokio::spawn(shoal_node::membership::run(
+            membership.clone(),
+            pool.clone(),
+            uptime,
+            advertise.clone(),
+            Duration::from_millis(config.gossip.interval_ms),
+            stop_rx,
+        )));
+
+        let state = http::AppState::new(
+            engine,
+            id.clone(),
+            config.limits,
+            config.replication,
+            request_timeout,
+            config.http.max_concurrent_requests,
+        );
+        let app = http::router(state);
+        let mut http_stop_rx = http_stop_rx;
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(HttpListener(http_listener), app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%id, %http_addr, %rpc_addr, %advertise, "gateway started");
+        Ok(GatewayHandle {
+            id,
+            http_addr,
+            rpc_addr,
+            advertise,
+            membership,
+            pool,
+            uptime,
+            drain: request_timeout + Duration::from_secs(1),
+            http_stop,
+            stop,
+            http_task,
+            tasks,
+        })
+    }
+}
+
+impl GatewayHandle {
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound RPC (gossip) address.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    /// The gateway's member id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The gateway's current view of the membership.
+    pub fn members(&self) -> Vec<shoal_gossip::MemberInfo> {
+        cluster::lock(&self.membership).members()
+    }
+
+    /// Graceful stop: stop accepting HTTP connections, let in-flight
+    /// requests finish (bounded by the request timeout plus a second),
+    /// announce the departure through gossip, then stop the RPC side.
+    pub async fn shutdown(self) {
+        let _ = self.http_stop.send(true);
+        let mut http_task = self.http_task;
+        if tokio::time::timeout(self.drain, &mut http_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight HTTP requests did not finish in time; dropping them");
+            http_task.abort();
+        }
+        announce_leave(
+            &self.membership,
+            &self.pool,
+            self.uptime,
+            &self.advertise,
+            Duration::from_secs(1),
+        )
+        .await;
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        tracing::info!(id = %self.id, "gateway stopped");
+    }
+}
+
+/// axum's listener over an [`Env`] listener, so the HTTP side binds through
+/// the same seam as everything else.
+struct HttpListener(Box<dyn shoal_node::env::Listener>);
+
+impl axum::serve::Listener for HttpListener {
+    type Io = BoxConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => return accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // rather than spin.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}

@@ -1,0 +1,510 @@
+//! The HTTP API of API.md: routes, handlers, limits and the generated
+//! OpenAPI document.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use futures::StreamExt;
+use shoal_node::config::{LimitsConfig, ReplicationConfig};
+use shoal_vclock::Content;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use utoipa::OpenApi;
+
+use crate::cluster::lock;
+use crate::error::ApiError;
+use crate::model::{
+    ClusterBody, ErrorBody, HealthBody, MemberBody, PreflistBody, ReadBody, ReplicaBody,
+    ReplicaSibling, ReplicasBody, SiblingBody,
+};
+use crate::ops::Engine;
+use crate::request::{encode_context, parse_context, parse_key, parse_quorum, wants_json};
+use crate::CONTEXT_HEADER;
+
+/// Content type stored when a PUT names none.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Seconds a client is told to wait (`Retry-After`) when the gateway is full.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    engine: Arc<Engine>,
+    id: String,
+    limits: LimitsConfig,
+    replication: ReplicationConfig,
+    request_timeout: Duration,
+    slots: Arc<Semaphore>,
+    max_concurrent: usize,
+    openapi: Arc<String>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State for the gateway `id`.
+    pub fn new(
+        engine: Arc<Engine>,
+        id: String,
+        limits: LimitsConfig,
+        replication: ReplicationConfig,
+        request_timeout: Duration,
+        max_concurrent: usize,
+    ) -> Self {
+        Self {
+            engine,
+            id,
+            limits,
+            replication,
+            request_timeout,
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+            openapi: Arc::new(openapi_json()),
+        }
+    }
+}
+
+/// The OpenAPI 3 document of the HTTP API, generated from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Shoal gateway",
+        description = "HTTP API of Shoal, a Dynamo-style key-value store: tunable quorums, vector-clock contexts, siblings."
+    ),
+    paths(put_key, get_key, delete_key, cluster, preflist, replicas, health, openapi),
+    components(schemas(
+        ErrorBody, ReadBody, SiblingBody, ClusterBody, MemberBody, PreflistBody,
+        ReplicasBody, ReplicaBody, ReplicaSibling, HealthBody
+    )),
+    tags((name = "kv", description = "Keys and values"), (name = "cluster", description = "Membership and placement"))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"internal\",\"message\":\"{e}\"}}"))
+}
+
+/// The router of the whole API.
+pub fn router(state: AppState) -> Router {
+    let limited = Router::new()
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+        .route("/v1/kv", any(empty_key))
+        .route("/v1/kv/", any(empty_key))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/preflist/{*key}", get(preflist))
+        .route("/v1/debug/replicas/{*key}", get(replicas))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
+        .merge(limited)
+        .fallback(no_route)
+        .with_state(state)
+}
+
+/// Admission control: a request takes a slot or is refused at once.
+async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.slots.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => ApiError::Overloaded {
+            limit: state.max_concurrent,
+            retry_after_secs: RETRY_AFTER_SECS,
+        }
+        .into_response(),
+    }
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NotFound {
+        message: format!("no such endpoint: {}", uri.path()),
+        context: None,
+    }
+}
+
+async fn empty_key() -> ApiError {
+    ApiError::bad_request("the key is empty")
+}
+
+/// The still percent-encoded key: the path after `prefix`.
+fn raw_key<'a>(uri: &'a Uri, prefix: &str) -> &'a str {
+    uri.path().strip_prefix(prefix).unwrap_or("")
+}
+
+fn header_bytes<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get(name).map(HeaderValue::as_bytes)
+}
+
+fn context_value(context: String) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&context).map_err(|e| ApiError::Internal {
+        message: format!("context is not a header value: {e}"),
+    })
+}
+
+/// Reads at most `max` bytes of body, refusing more without reading it all.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(ApiError::ValueTooLarge { max });
+    }
+    let capacity = declared.map_or(0, |len| len as usize);
+    let mut out = Vec::with_capacity(capacity);
+    let mut stream = body.into_data_stream();
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "the request body did not arrive within the request timeout",
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!(
+                    "cannot read the request body: {e}"
+                )))
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        if out.len() + chunk.len() > max {
+            return Err(ApiError::ValueTooLarge { max });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Stores a value.
+#[utoipa::path(
+    put, path = "/v1/kv/{key}", tag = "kv",
+    params(
+        ("key" = String, Path, description = "The key, percent-encoded (any non-empty bytes)"),
+        ("w" = Option<u32>, Query, description = "Write quorum for this request, 1..=N"),
+        ("X-Shoal-Context" = Option<String>, Header, description = "Context of the versions this write supersedes (from a read)"),
+    ),
+    request_body(content = String, content_type = "application/octet-stream", description = "The value; its Content-Type is stored and returned"),
+    responses(
+        (status = 204, description = "Stored on W replicas", headers(("X-Shoal-Context" = String, description = "Context of the new version"))),
+        (status = 400, description = "Bad key encoding, w out of range or malformed context", body = ErrorBody),
+        (status = 413, description = "Value over the limit", body = ErrorBody),
+        (status = 414, description = "Key over the limit", body = ErrorBody),
+        (status = 503, description = "Quorum not reached, or overloaded", body = ErrorBody),
+    )
+)]
+async fn put_key(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    let key = parse_key(raw_key(&uri, "/v1/kv/"), state.limits.max_key_bytes)?;
+    let w = parse_quorum(uri.query(), "w", state.replication.n, state.replication.w)?;
+    let context = parse_context(header_bytes(&headers, CONTEXT_HEADER))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(DEFAULT_CONTENT_TYPE)
+        .to_string();
+    let value = read_body(&headers, body, state.limits.max_value_bytes, deadline).await?;
+    write(
+        &state,
+        key,
+        context,
+        Content::value(value, content_type),
+        w,
+        deadline,
+    )
+    .await
+}
+
+/// Deletes a key (writes a tombstone).
+#[utoipa::path(
+    delete, path = "/v1/kv/{key}", tag = "kv",
+    params(
+        ("key" = String, Path, description = "The key, percent-encoded"),
+        ("w" = Option<u32>, Query, description = "Write quorum for this request, 1..=N"),
+        ("X-Shoal-Context" = Option<String>, Header, description = "Context of the versions this delete supersedes"),
+    ),
+    responses(
+        (status = 204, description = "Tombstone stored on W replicas", headers(("X-Shoal-Context" = String, description = "Context of the tombstone"))),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 414, description = "Key over the limit", body = ErrorBody),
+        (status = 503, description = "Quorum not reached, or overloaded", body = ErrorBody),
+    )
+)]
+async fn delete_key(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    let key = parse_key(raw_key(&uri, "/v1/kv/"), state.limits.max_key_bytes)?;
+    let w = parse_quorum(uri.query(), "w", state.replication.n, state.replication.w)?;
+    let context = parse_context(header_bytes(&headers, CONTEXT_HEADER))?;
+    write(&state, key, context, Content::Tombstone, w, deadline).await
+}
+
+async fn write(
+    state: &AppState,
+    key: Vec<u8>,
+    context: shoal_vclock::Context,
+    content: Content,
+    w: usize,
+    deadline: Instant,
+) -> Result<Response, ApiError> {
+    let set = state
+        .engine
+        .write(key, context, content, w, deadline)
+        .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        CONTEXT_HEADER,
+        context_value(encode_context(&set.context()))?,
+    );
+    Ok(response)
+}
+
+/// Reads a key.
+#[utoipa::path(
+    get, path = "/v1/kv/{key}", tag = "kv",
+    params(
+        ("key" = String, Path, description = "The key, percent-encoded"),
+        ("r" = Option<u32>, Query, description = "Read quorum for this request, 1..=N"),
+        ("Accept" = Option<String>, Header, description = "`application/json` for the JSON form whatever the sibling count"),
+    ),
+    responses(
+        (status = 200, description = "One value (its own Content-Type), or the JSON form with Accept: application/json", body = ReadBody,
+         headers(("X-Shoal-Context" = String, description = "Context covering what was read"))),
+        (status = 300, description = "Concurrent values (siblings)", body = ReadBody,
+         headers(("X-Shoal-Context" = String, description = "Context covering every sibling"))),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 404, description = "Absent or deleted; X-Shoal-Context present when tombstones exist", body = ErrorBody),
+        (status = 414, description = "Key over the limit", body = ErrorBody),
+        (status = 503, description = "Quorum not reached, or overloaded", body = ErrorBody),
+    )
+)]
+async fn get_key(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    let key = parse_key(raw_key(&uri, "/v1/kv/"), state.limits.max_key_bytes)?;
+    let r = parse_quorum(uri.query(), "r", state.replication.n, state.replication.r)?;
+    let json = wants_json(header_bytes(&headers, "accept"));
+    let reconciled = state.engine.read(key.clone(), r, deadline).await?;
+    let Some(merged) = reconciled.merged else {
+        return Err(ApiError::NotFound {
+            message: "no value stored for this key".into(),
+            context: None,
+        });
+    };
+    let context = encode_context(&merged.context());
+    let live: Vec<&shoal_vclock::Sibling> = merged
+        .values()
+        .iter()
+        .filter(|s| !s.is_tombstone())
+        .collect();
+    if live.is_empty() {
+        return Err(ApiError::NotFound {
+            message: "the key was deleted".into(),
+            context: Some(context),
+        });
+    }
+    let context_header = context_value(context.clone())?;
+    let mut response = match (json, live.as_slice()) {
+        (false, [one]) => {
+            let content_type = one
+                .content_type()
+                .filter(|t| !t.is_empty())
+                .unwrap_or(DEFAULT_CONTENT_TYPE);
+            let mut r = one.value().unwrap_or_default().to_vec().into_response();
+            let ct = HeaderValue::from_str(content_type)
+                .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            r
+        }
+        (true, _) => Json(ReadBody::new(&key, context, &merged)).into_response(),
+        (false, _) => (
+            StatusCode::MULTIPLE_CHOICES,
+            Json(ReadBody::new(&key, context, &merged)),
+        )
+            .into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(CONTEXT_HEADER, context_header);
+    Ok(response)
+}
+
+/// Members, quorums and ring ownership.
+#[utoipa::path(
+    get, path = "/v1/cluster", tag = "cluster",
+    responses((status = 200, description = "The membership as this gateway sees it", body = ClusterBody))
+)]
+async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
+    let cluster = state.engine.cluster();
+    let members = lock(cluster.membership()).members();
+    let snap = cluster.snapshot();
+    let ownership = snap
+        .ring
+        .map(|ring| {
+            ring.ownership(state.replication.n)
+                .into_iter()
+                .map(|(id, o)| (id, o.replicated))
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(ClusterBody {
+        n: state.replication.n,
+        r: state.replication.r,
+        w: state.replication.w,
+        members: members
+            .into_iter()
+            .map(|m| MemberBody {
+                id: m.id.as_str().to_string(),
+                addr: m.address,
+                role: role_name(m.role).into(),
+                status: status_name(m.status).into(),
+                weight: m.weight,
+                heartbeat: m.heartbeat,
+                incarnation: m.incarnation,
+            })
+            .collect(),
+        ownership,
+    })
+}
+
+fn role_name(role: shoal_gossip::Role) -> &'static str {
+    match role {
+        shoal_gossip::Role::Storage => "storage",
+        shoal_gossip::Role::Gateway => "gateway",
+    }
+}
+
+fn status_name(status: shoal_gossip::Status) -> &'static str {
+    match status {
+        shoal_gossip::Status::Alive => "alive",
+        shoal_gossip::Status::Suspect => "suspect",
+        shoal_gossip::Status::Down => "down",
+        shoal_gossip::Status::Leaving => "leaving",
+        shoal_gossip::Status::Left => "left",
+    }
+}
+
+/// A key's token, owners and fallbacks in use.
+#[utoipa::path(
+    get, path = "/v1/cluster/preflist/{key}", tag = "cluster",
+    params(("key" = String, Path, description = "The key, percent-encoded")),
+    responses(
+        (status = 200, description = "Where the key lives", body = PreflistBody),
+        (status = 400, description = "Bad key", body = ErrorBody),
+        (status = 414, description = "Key over the limit", body = ErrorBody),
+    )
+)]
+async fn preflist(State(state): State<AppState>, uri: Uri) -> Result<Json<PreflistBody>, ApiError> {
+    let key = parse_key(
+        raw_key(&uri, "/v1/cluster/preflist/"),
+        state.limits.max_key_bytes,
+    )?;
+    Ok(Json(state.engine.preflist(&key)))
+}
+
+/// What each replica stores for a key, without repairing anything.
+#[utoipa::path(
+    get, path = "/v1/debug/replicas/{key}", tag = "cluster",
+    params(("key" = String, Path, description = "The key, percent-encoded")),
+    responses(
+        (status = 200, description = "Per-replica local state", body = ReplicasBody),
+        (status = 400, description = "Bad key", body = ErrorBody),
+        (status = 414, description = "Key over the limit", body = ErrorBody),
+    )
+)]
+async fn replicas(State(state): State<AppState>, uri: Uri) -> Result<Json<ReplicasBody>, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    let key = parse_key(
+        raw_key(&uri, "/v1/debug/replicas/"),
+        state.limits.max_key_bytes,
+    )?;
+    let replicas = state.engine.inspect(&key, deadline).await;
+    Ok(Json(ReplicasBody {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        token: shoal_ring::key_position(&key),
+        replicas,
+    }))
+}
+
+/// Whether the gateway sees at least W live storage nodes.
+#[utoipa::path(
+    get, path = "/health", tag = "cluster",
+    responses(
+        (status = 200, description = "At least W storage nodes are live", body = HealthBody),
+        (status = 503, description = "Fewer than W storage nodes are live", body = HealthBody),
+    )
+)]
+async fn health(State(state): State<AppState>) -> Response {
+    let snap = state.engine.cluster().snapshot();
+    let live = snap.live_count();
+    let ok = live >= state.replication.w;
+    let body = HealthBody {
+        status: if ok { "ok" } else { "unavailable" }.into(),
+        id: state.id.clone(),
+        live_nodes: live,
+        ring_nodes: snap.nodes.len(),
+        w: state.replication.w,
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// This document.
+#[utoipa::path(
+    get, path = "/v1/openapi.json", tag = "cluster",
+    responses((status = 200, description = "The OpenAPI 3 document of this API", content_type = "application/json"))
+)]
+async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        state.openapi.as_str().to_owned(),
+    )
+        .into_response()
+}

@@ -1,0 +1,98 @@
+//! The gateway's side of the `Replica` tarpc service: gossip travels over it,
+//! so a gateway serves it too, and refuses the data methods with
+//! [`RemoteError::NotStorage`].
+
+use shoal_gossip::Message;
+use shoal_node::membership::{receive, SharedMembership, Uptime};
+use shoal_node::rpc::{
+    CoordinateRequest, KeyReport, NodeStatus, RemoteError, Replica, ReplicateRequest,
+    PROTOCOL_VERSION,
+};
+use shoal_vclock::SiblingSet;
+
+/// The RPC handler of a gateway (cheap to clone: one per connection).
+#[derive(Clone)]
+pub struct GatewayService {
+    id: String,
+    membership: SharedMembership,
+    uptime: Uptime,
+}
+
+impl std::fmt::Debug for GatewayService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayService")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayService {
+    /// A handler for the gateway `id` feeding gossip into `membership`.
+    pub fn new(id: String, membership: SharedMembership, uptime: Uptime) -> Self {
+        Self {
+            id,
+            membership,
+            uptime,
+        }
+    }
+
+    fn not_storage(&self) -> RemoteError {
+        RemoteError::NotStorage {
+            id: self.id.clone(),
+        }
+    }
+}
+
+impl Replica for GatewayService {
+    async fn coordinate(
+        self,
+        _: tarpc::context::Context,
+        _request: CoordinateRequest,
+    ) -> Result<SiblingSet, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn replicate(
+        self,
+        _: tarpc::context::Context,
+        _request: ReplicateRequest,
+    ) -> Result<(), RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn read(
+        self,
+        _: tarpc::context::Context,
+        _key: Vec<u8>,
+    ) -> Result<Option<SiblingSet>, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn inspect(
+        self,
+        _: tarpc::context::Context,
+        _key: Vec<u8>,
+    ) -> Result<KeyReport, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn gossip(
+        self,
+        _: tarpc::context::Context,
+        from: String,
+        message: Message,
+    ) -> Result<Vec<Message>, RemoteError> {
+        Ok(receive(&self.membership, self.uptime, &from, message))
+    }
+
+    async fn status(self, _: tarpc::context::Context) -> Result<NodeStatus, RemoteError> {
+        let incarnation = crate::cluster::lock(&self.membership).local().incarnation;
+        Ok(NodeStatus {
+            id: self.id.clone(),
+            protocol: PROTOCOL_VERSION,
+            storage: false,
+            incarnation,
+            hints_held: 0,
+        })
+    }
+}
