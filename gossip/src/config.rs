@@ -116,7 +116,10 @@ impl Config {
                     return bad("detector.down_phi", "must be a positive number");
                 }
                 if !(suspect_phi.is_finite() && suspect_phi > 0.0 && suspect_phi <= down_phi) {
-                    return bad("detector.suspect_phi", "must be positive and at most down_phi");
+                    return bad(
+                        "detector.suspect_phi",
+                        "must be positive and at most down_phi",
+                    );
                 }
                 if !(1..=10_000).contains(&window) {
                     return bad("detector.window", "must be between 1 and 10000");

@@ -72,7 +72,12 @@ impl Liveness {
     }
 
     /// The detector's conclusion at `now`.
-    pub(crate) fn verdict(&self, now: Duration, detector: &Detector, bootstrap: Duration) -> Verdict {
+    pub(crate) fn verdict(
+        &self,
+        now: Duration,
+        detector: &Detector,
+        bootstrap: Duration,
+    ) -> Verdict {
         match *detector {
             Detector::Timeout {
                 suspect_after,

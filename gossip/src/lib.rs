@@ -65,7 +65,7 @@
 //! - [`member`]: ids, roles, statuses, [`MemberInfo`].
 //! - [`config`]: [`Config`] and the failure [`Detector`] choice.
 //! - [`event`]: [`Event`]s reported to the caller.
-//! - [`error`]: [`GossipError`].
+//! - [`error`]: the error type, [`GossipError`].
 
 pub mod config;
 mod detector;

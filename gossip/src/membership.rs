@@ -474,18 +474,14 @@ impl<R: Rng> Membership<R> {
             .config
             .max_message_bytes
             .saturating_sub(header_len(&self.local_id) + 8 + 1);
-        let total: usize = self
-            .members
-            .values()
-            .map(|e| e.record.digest().encoded_len())
-            .sum();
+        let total: usize = self.members.keys().map(Digest::encoded_len_of).sum();
         let (digest, complete) = if total <= budget {
             let digest = self.members.values().map(|e| e.record.digest()).collect();
             (digest, true)
         } else {
             let entries: Vec<&Entry> = self.members.values().collect();
             let mut chosen = vec![false; entries.len()];
-            let mut used = self.local_record().digest().encoded_len();
+            let mut used = Digest::encoded_len_of(&self.local_id);
             let start = self.rng.gen_range(0..entries.len());
             for offset in 0..entries.len() {
                 let i = (start + offset) % entries.len();
@@ -494,7 +490,7 @@ impl<R: Rng> Membership<R> {
                     chosen[i] = true;
                     continue;
                 }
-                let len = entry.record.digest().encoded_len();
+                let len = Digest::encoded_len_of(&entry.record.id);
                 if used + len > budget {
                     break;
                 }
@@ -574,7 +570,14 @@ impl<R: Rng> Membership<R> {
                         } else {
                             match de.version().cmp(&ours.version()) {
                                 Ordering::Greater if same_meta => {
-                                    adopt_heartbeat(id, entry, de.heartbeat, now, window, &mut events);
+                                    adopt_heartbeat(
+                                        id,
+                                        entry,
+                                        de.heartbeat,
+                                        now,
+                                        window,
+                                        &mut events,
+                                    );
                                 }
                                 Ordering::Greater => requests.push(de.id.clone()),
                                 Ordering::Less => {
@@ -665,28 +668,38 @@ impl<R: Rng> Membership<R> {
         Some(Ack2 { records })
     }
 
+    /// Takes newer heartbeats for members whose metadata we hold, walking the
+    /// id-sorted list (validated on receipt) alongside our own sorted map.
     fn merge_heartbeats(&mut self, digests: &[Digest]) {
         let now = self.now;
         let window = window_of(&self.config.detector);
         let mut events = Vec::new();
         let mut refute_to = None;
+        let mut mine = self.members.iter_mut();
+        let mut m = mine.next();
         for de in digests {
-            if de.id == self.local_id {
-                if de.version() > self.local_record().version() {
-                    refute_to = Some(de.version());
+            // Skip our members that sort before this entry; bounded by the map.
+            while let Some((id, _)) = &m {
+                if **id >= de.id {
+                    break;
                 }
+                m = mine.next();
+            }
+            let Some((id, entry)) = m.as_mut() else {
+                break;
+            };
+            if **id != de.id {
                 continue;
             }
-            if let Some((id, entry)) = self.members.get_key_value(&de.id) {
-                let ours = &entry.record;
-                let id = id.clone();
-                if (de.incarnation, de.meta_version) == (ours.incarnation, ours.meta_version)
-                    && de.heartbeat > ours.heartbeat
-                {
-                    if let Some(entry) = self.members.get_mut(&id) {
-                        adopt_heartbeat(&id, entry, de.heartbeat, now, window, &mut events);
-                    }
+            let ours = &entry.record;
+            if **id == self.local_id {
+                if de.version() > ours.version() {
+                    refute_to = Some(de.version());
                 }
+            } else if (de.incarnation, de.meta_version) == (ours.incarnation, ours.meta_version)
+                && de.heartbeat > ours.heartbeat
+            {
+                adopt_heartbeat(id, entry, de.heartbeat, now, window, &mut events);
             }
         }
         self.push_events(events);
@@ -776,7 +789,8 @@ impl<R: Rng> Membership<R> {
                     }
                     if (&old.address, old.role, old.weight) != (&new.address, new.role, new.weight)
                     {
-                        let after = info(entry, status_of(entry, &self.local_id, now, &self.config));
+                        let after =
+                            info(entry, status_of(entry, &self.local_id, now, &self.config));
                         events.push(Event::Changed { before, after });
                     }
                     if entry.record.lifecycle == Lifecycle::Leaving
@@ -793,7 +807,12 @@ impl<R: Rng> Membership<R> {
 
 /// Adds our newer knowledge of a member to an answer: the full record if the
 /// initiator's metadata is stale, the heartbeat alone otherwise.
-fn push_newer(ours: &Record, theirs: &Digest, records: &mut Vec<Record>, heartbeats: &mut Vec<Digest>) {
+fn push_newer(
+    ours: &Record,
+    theirs: &Digest,
+    records: &mut Vec<Record>,
+    heartbeats: &mut Vec<Digest>,
+) {
     if (ours.incarnation, ours.meta_version) != (theirs.incarnation, theirs.meta_version) {
         records.push(ours.clone());
     } else {
@@ -840,7 +859,10 @@ fn status_of(entry: &Entry, local_id: &MemberId, now: Duration, config: &Config)
         _ if entry.down_since.is_some() => Status::Down,
         Lifecycle::Leaving => Status::Leaving,
         Lifecycle::Active if entry.record.id == *local_id => Status::Alive,
-        Lifecycle::Active => match entry.liveness.verdict(now, &config.detector, config.interval) {
+        Lifecycle::Active => match entry
+            .liveness
+            .verdict(now, &config.detector, config.interval)
+        {
             Verdict::Fresh => Status::Alive,
             // Down is declared only by `tick`, which also reports the event.
             Verdict::Suspect | Verdict::Down => Status::Suspect,

@@ -72,7 +72,8 @@ pub struct Syn {
 pub struct Ack {
     /// Members the initiator lacks or has older metadata for.
     pub records: Vec<Record>,
-    /// Members for which only the heartbeat is newer than the initiator's.
+    /// Members for which only the heartbeat is newer than the initiator's,
+    /// sorted by id.
     pub heartbeats: Vec<Digest>,
     /// Members the receiver wants full records for.
     pub requests: Vec<MemberId>,
@@ -127,7 +128,12 @@ pub struct Record {
 impl Digest {
     /// Bincode fixed-int size.
     pub(crate) fn encoded_len(&self) -> usize {
-        8 + self.id.as_str().len() + 24
+        Self::encoded_len_of(&self.id)
+    }
+
+    /// Bincode fixed-int size of the digest entry of member `id`.
+    pub(crate) fn encoded_len_of(id: &MemberId) -> usize {
+        8 + id.as_str().len() + 24
     }
 
     /// `(incarnation, heartbeat)`: the order in which versions of a member win.
@@ -179,8 +185,16 @@ impl Message {
                     24 + 1
                         + ack.echo.as_ref().map_or(0, Digest::encoded_len)
                         + ack.records.iter().map(Record::encoded_len).sum::<usize>()
-                        + ack.heartbeats.iter().map(Digest::encoded_len).sum::<usize>()
-                        + ack.requests.iter().map(|id| 8 + id.as_str().len()).sum::<usize>()
+                        + ack
+                            .heartbeats
+                            .iter()
+                            .map(Digest::encoded_len)
+                            .sum::<usize>()
+                        + ack
+                            .requests
+                            .iter()
+                            .map(|id| 8 + id.as_str().len())
+                            .sum::<usize>()
                 }
                 Body::Ack2(ack2) => 8 + ack2.records.iter().map(Record::encoded_len).sum::<usize>(),
             }
@@ -206,25 +220,35 @@ impl Message {
         }
         match &self.body {
             Body::Syn(syn) => {
-                for pair in syn.digest.windows(2) {
-                    if pair[0].id >= pair[1].id {
-                        return Err(GossipError::UnsortedDigest {
-                            id: pair[1].id.to_string(),
-                            previous: pair[0].id.to_string(),
-                        });
-                    }
-                }
+                check_sorted(&syn.digest)?;
                 syn.digest.iter().try_for_each(Digest::validate)
             }
             Body::Ack(ack) => {
+                check_sorted(&ack.heartbeats)?;
                 ack.records.iter().try_for_each(Record::validate)?;
                 ack.heartbeats.iter().try_for_each(Digest::validate)?;
                 ack.echo.iter().try_for_each(Digest::validate)?;
-                ack.requests.iter().try_for_each(|id| check_len("id", id.as_str(), MAX_ID_LEN))
+                ack.requests
+                    .iter()
+                    .try_for_each(|id| check_len("id", id.as_str(), MAX_ID_LEN))
             }
             Body::Ack2(ack2) => ack2.records.iter().try_for_each(Record::validate),
         }
     }
+}
+
+/// Digest lists are merged against the receiver's sorted map in one pass, so
+/// they must be strictly sorted by id.
+fn check_sorted(digests: &[Digest]) -> Result<(), GossipError> {
+    for pair in digests.windows(2) {
+        if pair[0].id >= pair[1].id {
+            return Err(GossipError::UnsortedDigest {
+                id: pair[1].id.to_string(),
+                previous: pair[0].id.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Encoded size of `version`, `from` and the body's enum tag.

@@ -15,7 +15,10 @@ const DOWN_AFTER: u64 = 10;
 fn converged_cluster(cfg: SimConfig, seed: u64) -> Sim {
     let mut sim = Sim::new(cfg, seed);
     let rounds = sim.run_until(60, Sim::converged);
-    assert!(rounds.is_some(), "no convergence from scratch (seed {seed})");
+    assert!(
+        rounds.is_some(),
+        "no convergence from scratch (seed {seed})"
+    );
     sim
 }
 
@@ -27,7 +30,11 @@ fn members_converge_from_seeds() {
     assert!(rounds.is_some(), "seed {seed}");
     assert_eq!(sim.stats.false_downs, 0, "seed {seed}");
     for i in sim.running() {
-        assert_eq!(sim.member(i).live_storage_members().len(), 30, "seed {seed}");
+        assert_eq!(
+            sim.member(i).live_storage_members().len(),
+            30,
+            "seed {seed}"
+        );
     }
 }
 
@@ -49,7 +56,9 @@ fn new_member_is_known_to_all_in_logarithmic_rounds() {
     // 2 * log2(65) + 4 ~ 16.
     let rounds = sim.run_until(16, |s| s.all_know(j));
     assert!(rounds.is_some(), "seed {seed}");
-    assert!(sim.events[0].iter().any(|e| matches!(e, Event::Joined(m) if m.id.as_str() == "node-64")));
+    assert!(sim.events[0]
+        .iter()
+        .any(|e| matches!(e, Event::Joined(m) if m.id.as_str() == "node-64")));
 }
 
 #[test]
@@ -62,8 +71,14 @@ fn crashed_member_is_marked_down_by_all_within_the_detection_period() {
     assert_eq!(sim.stats.false_downs, 0, "seed {seed}");
     // Still on the ring (a down storage member keeps its ranges), not live.
     let view = sim.member(0);
-    assert!(view.ring_members().iter().any(|m| m.id.as_str() == "node-7"));
-    assert!(!view.live_storage_members().iter().any(|m| m.id.as_str() == "node-7"));
+    assert!(view
+        .ring_members()
+        .iter()
+        .any(|m| m.id.as_str() == "node-7"));
+    assert!(!view
+        .live_storage_members()
+        .iter()
+        .any(|m| m.id.as_str() == "node-7"));
     assert!(!view.is_alive("node-7"));
 }
 
@@ -72,15 +87,30 @@ fn restarted_member_replaces_its_old_entry() {
     let seed = seed_from_env(5);
     let mut sim = converged_cluster(SimConfig::new(20), seed);
     sim.crash(3);
-    assert!(sim.run_until(DOWN_AFTER + 6, |s| s.all_see(3, Status::Down)).is_some(), "seed {seed}");
+    assert!(
+        sim.run_until(DOWN_AFTER + 6, |s| s.all_see(3, Status::Down))
+            .is_some(),
+        "seed {seed}"
+    );
     sim.restart(3);
     assert!(sim.run_until(15, Sim::converged).is_some(), "seed {seed}");
-    assert_eq!(sim.member(0).member("node-3").map(|m| m.incarnation), Some(2));
+    assert_eq!(
+        sim.member(0).member("node-3").map(|m| m.incarnation),
+        Some(2)
+    );
     let events = &sim.events[0];
-    assert!(events.iter().any(|e| *e == Event::Up { id: "node-3".into() }), "seed {seed}");
-    assert!(events
-        .iter()
-        .any(|e| *e == Event::Restarted { id: "node-3".into(), incarnation: 2 }));
+    assert!(
+        events.iter().any(|e| *e
+            == Event::Up {
+                id: "node-3".into()
+            }),
+        "seed {seed}"
+    );
+    assert!(events.iter().any(|e| *e
+        == Event::Restarted {
+            id: "node-3".into(),
+            incarnation: 2
+        }));
 
     // A restart faster than the detector: no down in between, the entry is
     // simply replaced.
@@ -110,12 +140,26 @@ fn partition_heals_into_one_view() {
     let mut sim = converged_cluster(SimConfig::new(20), seed);
     let groups: Vec<u32> = (0..20).map(|i| u32::from(i >= 10)).collect();
     sim.partition(groups);
-    let split = sim.run_until(DOWN_AFTER + 10, |s| s.all_see(15, Status::Down) && s.all_see(2, Status::Down));
+    let split = sim.run_until(DOWN_AFTER + 10, |s| {
+        s.all_see(15, Status::Down) && s.all_see(2, Status::Down)
+    });
     assert!(split.is_none() || sim.member(0).status("node-15") == Some(Status::Down));
     sim.run(30);
-    assert_eq!(sim.member(0).status("node-15"), Some(Status::Down), "seed {seed}");
-    assert_eq!(sim.member(15).status("node-0"), Some(Status::Down), "seed {seed}");
-    assert_eq!(sim.member(0).status("node-5"), Some(Status::Alive), "seed {seed}");
+    assert_eq!(
+        sim.member(0).status("node-15"),
+        Some(Status::Down),
+        "seed {seed}"
+    );
+    assert_eq!(
+        sim.member(15).status("node-0"),
+        Some(Status::Down),
+        "seed {seed}"
+    );
+    assert_eq!(
+        sim.member(0).status("node-5"),
+        Some(Status::Alive),
+        "seed {seed}"
+    );
     sim.heal();
     let healed = sim.run_until(40, Sim::converged);
     assert!(healed.is_some(), "partition did not heal (seed {seed})");
@@ -131,24 +175,47 @@ fn graceful_leave_spreads_and_is_forgotten_without_coming_back() {
     let mut sim = converged_cluster(cfg, seed);
 
     sim.member_mut(5).start_leaving();
-    assert!(sim.run_until(15, |s| s.all_see(5, Status::Leaving)).is_some(), "seed {seed}");
+    assert!(
+        sim.run_until(15, |s| s.all_see(5, Status::Leaving))
+            .is_some(),
+        "seed {seed}"
+    );
     let view = sim.member(0);
-    assert!(view.live_storage_members().iter().any(|m| m.id.as_str() == "node-5"));
-    assert!(sim.events[0].contains(&Event::Leaving { id: "node-5".into() }));
+    assert!(view
+        .live_storage_members()
+        .iter()
+        .any(|m| m.id.as_str() == "node-5"));
+    assert!(sim.events[0].contains(&Event::Leaving {
+        id: "node-5".into()
+    }));
 
     sim.member_mut(5).leave();
     let acked = sim.run_until(10, |s| s.member(5).leave_acknowledged_by() >= 3);
     assert!(acked.is_some(), "seed {seed}");
     sim.nodes[5].departed = true;
-    assert!(sim.run_until(15, |s| s.all_see(5, Status::Left)).is_some(), "seed {seed}");
-    assert!(sim.member(0).ring_members().iter().all(|m| m.id.as_str() != "node-5"));
-    assert!(sim.events[0].contains(&Event::Left { id: "node-5".into() }));
+    assert!(
+        sim.run_until(15, |s| s.all_see(5, Status::Left)).is_some(),
+        "seed {seed}"
+    );
+    assert!(sim
+        .member(0)
+        .ring_members()
+        .iter()
+        .all(|m| m.id.as_str() != "node-5"));
+    assert!(sim.events[0].contains(&Event::Left {
+        id: "node-5".into()
+    }));
 
-    assert!(sim.run_until(60, |s| s.all_forgot(5)).is_some(), "seed {seed}");
+    assert!(
+        sim.run_until(60, |s| s.all_forgot(5)).is_some(),
+        "seed {seed}"
+    );
     // Forgotten for good: quarantine refuses any stale copy still in flight.
     sim.run(100);
     assert!(sim.all_forgot(5), "left member came back (seed {seed})");
-    assert!(sim.events[0].contains(&Event::Forgotten { id: "node-5".into() }));
+    assert!(sim.events[0].contains(&Event::Forgotten {
+        id: "node-5".into()
+    }));
     assert_eq!(sim.stats.false_downs, 0, "seed {seed}");
 }
 
@@ -166,14 +233,21 @@ fn stale_gossip_from_a_lagging_member_does_not_revive_a_forgotten_one() {
     sim.member_mut(4).leave();
     sim.run(5);
     sim.nodes[4].departed = true;
-    let others_forgot =
-        sim.run_until(80, |s| s.running().into_iter().filter(|&i| i != 11).all(|i| s.member(i).member("node-4").is_none()));
+    let others_forgot = sim.run_until(80, |s| {
+        s.running()
+            .into_iter()
+            .filter(|&i| i != 11)
+            .all(|i| s.member(i).member("node-4").is_none())
+    });
     assert!(others_forgot.is_some(), "seed {seed}");
     assert!(sim.member(11).member("node-4").is_some());
     sim.heal();
     sim.run(50);
     for i in sim.running().into_iter().filter(|&i| i != 11) {
-        assert!(sim.member(i).member("node-4").is_none(), "revived at node-{i} (seed {seed})");
+        assert!(
+            sim.member(i).member("node-4").is_none(),
+            "revived at node-{i} (seed {seed})"
+        );
     }
     assert!(sim.converged(), "seed {seed}");
 }
@@ -184,7 +258,9 @@ fn weight_change_is_reported_everywhere() {
     let mut sim = converged_cluster(SimConfig::new(15), seed);
     sim.member_mut(2).set_weight(4);
     let spread = sim.run_until(12, |s| {
-        s.running().into_iter().all(|i| s.member(i).member("node-2").map(|m| m.weight) == Some(4))
+        s.running()
+            .into_iter()
+            .all(|i| s.member(i).member("node-2").map(|m| m.weight) == Some(4))
     });
     assert!(spread.is_some(), "seed {seed}");
     for i in sim.running().into_iter().filter(|&i| i != 2) {
@@ -210,7 +286,10 @@ fn phi_accrual_detects_crashes_without_false_downs() {
     sim.run(200);
     sim.crash(3);
     // Down after about 18 mean intervals of silence.
-    assert!(sim.run_until(30, |s| s.all_see(3, Status::Down)).is_some(), "seed {seed}");
+    assert!(
+        sim.run_until(30, |s| s.all_see(3, Status::Down)).is_some(),
+        "seed {seed}"
+    );
     assert_eq!(sim.stats.false_downs, 0, "seed {seed}");
 }
 

@@ -116,6 +116,11 @@ impl Sim {
         sim
     }
 
+    /// Turns bincode size accounting on or off.
+    pub fn measure_bytes(&mut self, on: bool) {
+        self.cfg.measure_bytes = on;
+    }
+
     /// Stops recording events (large runs); false downs are still counted.
     pub fn discard_events(&mut self) {
         self.keep_events = false;
@@ -134,9 +139,17 @@ impl Sim {
             weight: 1,
             incarnation: node.incarnation,
         };
-        let rng = StdRng::seed_from_u64(self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.incarnation);
-        let m = Membership::new(self.cfg.gossip.clone(), local, self.seed_addrs.clone(), rng, self.now())
-            .expect("valid member");
+        let rng = StdRng::seed_from_u64(
+            self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node.incarnation,
+        );
+        let m = Membership::new(
+            self.cfg.gossip.clone(),
+            local,
+            self.seed_addrs.clone(),
+            rng,
+            self.now(),
+        )
+        .expect("valid member");
         self.nodes[i].gossip = Some(m);
     }
 
@@ -181,7 +194,9 @@ impl Sim {
     }
 
     pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.is_running(i)).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .collect()
     }
 
     pub fn member(&self, i: usize) -> &Membership {
@@ -204,7 +219,11 @@ impl Sim {
                 "message of {size} bytes over the cap (seed {})",
                 self.seed
             );
-            assert_eq!(size as usize, message.encoded_len(), "size estimate is exact");
+            assert_eq!(
+                size as usize,
+                message.encoded_len(),
+                "size estimate is exact"
+            );
             self.stats.bytes += size;
             self.stats.largest_message = self.stats.largest_message.max(size);
         }
@@ -220,7 +239,10 @@ impl Sim {
         if delay == 0 {
             now_batch.push(envelope);
         } else {
-            self.queue.entry(self.round + delay).or_default().push(envelope);
+            self.queue
+                .entry(self.round + delay)
+                .or_default()
+                .push(envelope);
         }
     }
 
@@ -263,7 +285,11 @@ impl Sim {
             }
             batch = next;
         }
-        assert!(batch.is_empty(), "exchange longer than three hops (seed {})", self.seed);
+        assert!(
+            batch.is_empty(),
+            "exchange longer than three hops (seed {})",
+            self.seed
+        );
         self.collect_events();
     }
 
