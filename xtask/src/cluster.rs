@@ -324,6 +324,10 @@ fn spawn(dirs: &Dirs, p: &Proc, env: &BTreeMap<String, String>) -> Result<(Child
         .stdout(log)
         .stderr(err_log)
         .process_group(0);
+    // Log files, not terminals: no colour codes in them.
+    if std::env::var_os("NO_COLOR").is_none() {
+        cmd.env("NO_COLOR", "1");
+    }
     // Variables recorded by `up`, unless this shell sets them itself.
     for (k, v) in env {
         if std::env::var_os(k).is_none() {
@@ -627,6 +631,15 @@ fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
             "shoal-gateway",
         ]);
         run_cmd(&mut build).map_err(|e| format!("building the release binaries failed: {e}"))?;
+    }
+    for binary in ["shoal-node", "shoal-gateway"] {
+        let path = dirs.binary(binary);
+        if !path.exists() {
+            return Err(format!(
+                "{} is not built (`cargo build --release -p {binary}`, or drop --no-build)",
+                dirs.show(&path)
+            ));
+        }
     }
     fs::create_dir_all(&dirs.cluster)
         .map_err(|e| format!("cannot create {}: {e}", dirs.show(&dirs.cluster)))?;
