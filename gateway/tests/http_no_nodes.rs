@@ -1,0 +1,210 @@
+//! HTTP-level behaviour that needs no storage node: validation, limits,
+//! errors, health, the OpenAPI document, overload and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{gateway_config, request, WAIT};
+use shoal_gateway::Gateway;
+use shoal_node::env::Env;
+use tokio::io::AsyncWriteExt;
+
+async fn start(extra: &str) -> shoal_gateway::GatewayHandle {
+    Gateway::start(gateway_config("gw-test", &[], extra), Env::real())
+        .await
+        .expect("gateway starts")
+}
+
+#[tokio::test]
+async fn health_is_503_without_nodes() {
+    let gw = start("").await;
+    let r = request(gw.http_addr(), "GET", "/health", &[], b"").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["status"], "unavailable");
+    assert_eq!(r.json()["live_nodes"], 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_are_validated_before_routing() {
+    let gw = start("[limits]\nmax_key_bytes = 8\nmax_value_bytes = 16\n").await;
+    let a = gw.http_addr();
+    // (method, path, headers, body, status, code)
+    let cases: &[(&str, &str, &[(&str, &str)], &[u8], u16, &str)] = &[
+        ("GET", "/v1/kv/123456789", &[], b"", 414, "key_too_long"),
+        ("PUT", "/v1/kv/123456789", &[], b"v", 414, "key_too_long"),
+        ("DELETE", "/v1/kv/123456789", &[], b"", 414, "key_too_long"),
+        (
+            "GET",
+            "/v1/cluster/preflist/123456789",
+            &[],
+            b"",
+            414,
+            "key_too_long",
+        ),
+        ("PUT", "/v1/kv/k", &[], &[b'x'; 17], 413, "value_too_large"),
+        ("GET", "/v1/kv/%zz", &[], b"", 400, "bad_request"),
+        ("GET", "/v1/kv/ab%4", &[], b"", 400, "bad_request"),
+        ("GET", "/v1/kv/", &[], b"", 400, "bad_request"),
+        ("PUT", "/v1/kv", &[], b"v", 400, "bad_request"),
+        ("GET", "/v1/kv/k?r=0", &[], b"", 400, "bad_request"),
+        ("GET", "/v1/kv/k?r=4", &[], b"", 400, "bad_request"),
+        ("PUT", "/v1/kv/k?w=abc", &[], b"v", 400, "bad_request"),
+        ("DELETE", "/v1/kv/k?w=9", &[], b"", 400, "bad_request"),
+        (
+            "PUT",
+            "/v1/kv/k",
+            &[("X-Shoal-Context", "!!")],
+            b"v",
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/v1/kv/k",
+            &[("X-Shoal-Context", "AAAA")],
+            b"v",
+            400,
+            "bad_request",
+        ),
+        ("GET", "/v1/nothing", &[], b"", 404, "not_found"),
+        // Valid requests with no storage node: quorum failure, with counts.
+        ("PUT", "/v1/kv/k", &[], b"v", 503, "quorum_failed"),
+        ("GET", "/v1/kv/k", &[], b"", 503, "quorum_failed"),
+        ("DELETE", "/v1/kv/k", &[], b"", 503, "quorum_failed"),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let r = request(a, method, path, headers, body).await;
+        assert_eq!(r.status, *status, "{method} {path}: {:?}", r.json());
+        assert_eq!(r.error_code(), *code, "{method} {path}");
+        assert!(!r.json()["message"].as_str().unwrap_or("").is_empty());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+    let r = request(a, "PUT", "/v1/kv/k?w=1", &[], b"v").await;
+    let message = r.json()["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("0 of 1 required"), "{message}");
+    assert!(message.contains("may still have reached"), "{message}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_chunked_body_is_refused_without_reading_it_all() {
+    let gw = start("[limits]\nmax_value_bytes = 1024\n").await;
+    let mut s = tokio::net::TcpStream::connect(gw.http_addr())
+        .await
+        .unwrap();
+    let head = "PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    // 4 KiB in one chunk, then the stream stays open: the gateway must
+    // answer without waiting for the end of the body.
+    s.write_all(b"1000\r\n").await.unwrap();
+    s.write_all(&[b'x'; 4096]).await.unwrap();
+    s.write_all(b"\r\n").await.unwrap();
+    let r = tokio::time::timeout(WAIT, common::read_reply(&mut s))
+        .await
+        .expect("answered before the body ended");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.error_code(), "value_too_large");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_gateway_answers_overloaded_at_once() {
+    let mut config = gateway_config("gw-test", &[], "");
+    config.http.max_concurrent_requests = 1;
+    let gw = Gateway::start(config, Env::real()).await.unwrap();
+    // Occupy the only slot: a PUT whose body never completes.
+    let mut slow = tokio::net::TcpStream::connect(gw.http_addr())
+        .await
+        .unwrap();
+    slow.write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut refused = None;
+    for _ in 0..50 {
+        let r = request(gw.http_addr(), "GET", "/v1/kv/k", &[], b"").await;
+        if r.status == 503 && r.error_code() == "overloaded" {
+            refused = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = refused.expect("a second request was refused as overloaded");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // Health is not subject to admission control.
+    let h = request(gw.http_addr(), "GET", "/health", &[], b"").await;
+    assert_eq!(h.status, 503);
+    assert_eq!(h.json()["status"], "unavailable");
+    drop(slow);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_api() {
+    let gw = start("").await;
+    let r = request(gw.http_addr(), "GET", "/v1/openapi.json", &[], b"").await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v1/kv/{key}",
+        "/v1/cluster",
+        "/v1/cluster/preflist/{key}",
+        "/v1/debug/replicas/{key}",
+        "/health",
+        "/v1/openapi.json",
+    ] {
+        assert!(paths.contains_key(p), "missing {p}");
+    }
+    let kv = &paths["/v1/kv/{key}"];
+    for m in ["get", "put", "delete"] {
+        assert!(kv.get(m).is_some(), "missing {m}");
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn cluster_view_lists_the_gateway_itself() {
+    let gw = start("").await;
+    let r = request(gw.http_addr(), "GET", "/v1/cluster", &[], b"").await;
+    assert_eq!(r.status, 200);
+    let body = r.json();
+    assert_eq!(body["n"], 3);
+    assert_eq!(body["w"], 2);
+    assert_eq!(body["r"], 2);
+    let me = &body["members"][0];
+    assert_eq!(me["id"], "gw-test");
+    assert_eq!(me["role"], "gateway");
+    assert_eq!(me["status"], "alive");
+    assert_eq!(me["addr"], gw.rpc_addr().to_string());
+    assert!(body["ownership"].as_object().unwrap().is_empty());
+    let r = request(
+        gw.http_addr(),
+        "GET",
+        "/v1/cluster/preflist/a%2Fb",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["key"], "a/b");
+    assert_eq!(r.json()["token"], shoal_ring::key_position(b"a/b"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_id_is_a_start_error_and_shutdown_is_bounded() {
+    let mut config = gateway_config("x", &[], "");
+    config.member.id.clear();
+    let err = Gateway::start(config, Env::real()).await.unwrap_err();
+    assert!(err.to_string().contains("member.id"));
+    let gw = start("").await;
+    let addr = gw.http_addr();
+    tokio::time::timeout(WAIT, gw.shutdown())
+        .await
+        .expect("shutdown is bounded");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
