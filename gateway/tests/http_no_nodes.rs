@@ -10,6 +10,16 @@ use shoal_gateway::Gateway;
 use shoal_node::env::Env;
 use tokio::io::AsyncWriteExt;
 
+/// (method, path, headers, body, expected status, expected error code)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    &'a [u8],
+    u16,
+    &'a str,
+);
+
 async fn start(extra: &str) -> shoal_gateway::GatewayHandle {
     Gateway::start(gateway_config("gw-test", &[], extra), Env::real())
         .await
@@ -31,7 +41,7 @@ async fn requests_are_validated_before_routing() {
     let gw = start("[limits]\nmax_key_bytes = 8\nmax_value_bytes = 16\n").await;
     let a = gw.http_addr();
     // (method, path, headers, body, status, code)
-    let cases: &[(&str, &str, &[(&str, &str)], &[u8], u16, &str)] = &[
+    let cases: &[Case] = &[
         ("GET", "/v1/kv/123456789", &[], b"", 414, "key_too_long"),
         ("PUT", "/v1/kv/123456789", &[], b"v", 414, "key_too_long"),
         ("DELETE", "/v1/kv/123456789", &[], b"", 414, "key_too_long"),
