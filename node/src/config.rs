@@ -45,7 +45,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// This process's identity in the cluster.
@@ -209,23 +209,6 @@ pub struct LogConfig {
     pub filter: String,
     /// Output format.
     pub format: LogFormat,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            member: MemberConfig::default(),
-            replication: ReplicationConfig::default(),
-            gossip: GossipConfig::default(),
-            storage: StorageConfig::default(),
-            handoff: HandoffConfig::default(),
-            anti_entropy: AntiEntropyConfig::default(),
-            tombstones: TombstoneConfig::default(),
-            limits: LimitsConfig::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for MemberConfig {

@@ -16,6 +16,9 @@ use shoal_node::rpc::CoordinateRequest;
 use shoal_vclock::{Content, Context};
 
 const ROUNDS: usize = 4;
+
+/// An acknowledged write: key and value.
+type Acked = (Vec<u8>, Vec<u8>);
 const RPC: Duration = Duration::from_secs(3);
 
 /// Starts the binary on `config` and returns it with the address it printed.
@@ -67,7 +70,7 @@ async fn sigkill_loses_no_acknowledged_write() {
     .unwrap();
 
     // key -> value of every acknowledged write, across rounds.
-    let acked: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     for round in 0..ROUNDS {
         let (mut child, addr) = spawn(&config);
         let pool = Arc::new(Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20));
