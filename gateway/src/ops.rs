@@ -199,8 +199,17 @@ impl Engine {
                 context: context.clone(),
                 content: content.clone(),
             };
+            // A coordinator that hangs must leave time for the next one (and
+            // for replication), so only the last candidate gets the whole
+            // remaining budget.
+            let now = Instant::now();
+            let attempt_deadline = if jobs.is_empty() {
+                deadline
+            } else {
+                now + deadline.saturating_duration_since(now) / 2
+            };
             let result = self
-                .call(&snap, &job.node, deadline, |c, ctx| async move {
+                .call(&snap, &job.node, attempt_deadline, |c, ctx| async move {
                     c.coordinate(ctx, request).await
                 })
                 .await;
