@@ -340,15 +340,19 @@ fn spawn(dirs: &Dirs, p: &Proc, env: &BTreeMap<String, String>) -> Result<(Child
     Ok((child, offset))
 }
 
-/// The last lines of `log` from `offset` on.
-fn tail(log: &Path, offset: u64) -> String {
-    let mut text = String::new();
+/// What `log` holds from `offset` on.
+fn log_since(log: &Path, offset: u64) -> String {
+    let mut bytes = Vec::new();
     if let Ok(mut f) = File::open(log) {
         let _ = f.seek(SeekFrom::Start(offset));
-        let mut bytes = Vec::new();
         let _ = f.read_to_end(&mut bytes);
-        text = String::from_utf8_lossy(&bytes).into_owned();
     }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The last lines of `log` from `offset` on.
+fn tail(log: &Path, offset: u64) -> String {
+    let text = log_since(log, offset);
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(TAIL_LINES);
     lines[start..]
@@ -870,7 +874,10 @@ fn status(dirs: &Dirs) -> Result<(), String> {
     ]];
     for p in state.procs() {
         let status = if !alive(p) {
-            "not running".to_string()
+            match view.as_ref().ok().and_then(|v| v.members.get(&p.id)) {
+                Some(m) => format!("not running (gateway: {})", m.2),
+                None => "not running".to_string(),
+            }
         } else {
             match &view {
                 Ok(v) => v
@@ -1002,7 +1009,11 @@ fn wait_started(
         if let Ok(Some(status)) = child.try_wait() {
             return Err(died_message(dirs, &p, status, offset));
         }
-        let ok = if is_gateway {
+        let listening = is_gateway || log_since(&p.log, offset).contains(" listening on ");
+        let ok = if !listening {
+            last = "no \"listening on\" line in its log yet".into();
+            false
+        } else if is_gateway {
             match http_get(&http, "/health") {
                 Ok(r) if r.status == 200 => true,
                 Ok(r) => {
