@@ -11,6 +11,7 @@
 //! them to the processes they start later too.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -815,6 +816,10 @@ fn print_summary(dirs: &Dirs, state: &State) {
         state.w,
         state.r
     );
+    if !state.env.is_empty() {
+        let vars: Vec<String> = state.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("environment given to every process: {}", vars.join(" "));
+    }
     println!();
     println!(
         "  gateway   http://{http}   (gossip {}, pid {})",
@@ -857,14 +862,16 @@ fn status(dirs: &Dirs) -> Result<(), String> {
     } else {
         "not running".into()
     };
-    println!(
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "gateway http://{http}: {gateway_state}; N={} W={} R={}",
         state.n, state.w, state.r
     );
     if let Err(e) = &view {
-        println!("(no membership view: {e})");
+        let _ = writeln!(out, "(no membership view: {e})");
     }
-    println!();
+    out.push('\n');
     let mut rows = vec![[
         "NODE".to_string(),
         "ADDRESS".into(),
@@ -923,8 +930,10 @@ fn status(dirs: &Dirs) -> Result<(), String> {
             .zip(widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
+    // Not println!: `status | head` must not panic on a closed pipe.
+    let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(())
 }
 
