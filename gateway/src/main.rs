@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shoal_gateway::Gateway;
-use shoal_node::config::{Config, LogFormat};
+use shoal_node::config::Config;
 use shoal_node::env::Env;
 
 /// The client-facing Shoal coordinator: HTTP API routed by the ring.
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    shoal_node::logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signal = shoal_node::logging::shutdown_signal();
         let gateway = match Gateway::start(config, Env::real()).await {
             Ok(g) => g,
             Err(e) => {
@@ -51,47 +52,9 @@ fn main() -> ExitCode {
             gateway.id(),
             gateway.http_addr()
         );
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("signal received; shutting down");
         gateway.shutdown().await;
         ExitCode::SUCCESS
     })
-}
-
-fn init_logging(config: &Config) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.filter.clone());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Human => builder.try_init(),
-    };
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

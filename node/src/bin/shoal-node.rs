@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signal = logging::shutdown_signal();
         let node = match shoal_node::node::start(config, Env::real()).await {
             Ok(n) => n,
             Err(e) => {
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
             }
         };
         println!("shoal-node {} listening on {}", node.id(), node.addr());
-        logging::shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         node.shutdown().await;
         ExitCode::SUCCESS
