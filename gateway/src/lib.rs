@@ -77,22 +77,6 @@ pub const CONTEXT_HEADER: &str = "x-shoal-context";
 /// most (gossip usually says so sooner, or clears it).
 const MAX_SUSPICION: Duration = Duration::from_secs(5);
 
-/// Gossip settings derived from the shared config (the same derivation as
-/// the nodes', so every member judges liveness alike).
-pub fn gossip_config(config: &Config) -> shoal_gossip::Config {
-    let interval = Duration::from_millis(config.gossip.interval_ms);
-    let down = Duration::from_millis(config.gossip.failure_timeout_ms);
-    shoal_gossip::Config {
-        fanout: config.gossip.fanout,
-        interval,
-        detector: shoal_gossip::Detector::Timeout {
-            suspect_after: down / 2,
-            down_after: down,
-        },
-        ..shoal_gossip::Config::default()
-    }
-}
-
 /// Entry point: [`Gateway::start`].
 #[derive(Debug)]
 pub struct Gateway;
@@ -173,7 +157,8 @@ impl Gateway {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
             });
         let membership = Membership::new(
-            gossip_config(&config),
+            // The nodes' derivation, so every member judges liveness alike.
+            shoal_node::node::gossip_config(&config),
             LocalMember {
                 id: id.clone().into(),
                 address: advertise.clone(),
