@@ -198,6 +198,7 @@ impl Engine {
                 key: key.clone(),
                 context: context.clone(),
                 content: content.clone(),
+                hint_for: job.hint_for.clone(),
             };
             // A coordinator that hangs must leave time for the next one (and
             // for replication), so only the last candidate gets the whole

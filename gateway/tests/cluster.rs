@@ -281,6 +281,7 @@ async fn read_repair_is_visible_in_debug_replicas(c: &Cluster) {
         key: key.clone(),
         context: Context::empty(),
         content: Content::value(b"lonely".to_vec(), "text/plain"),
+        hint_for: None,
     };
     pool.call(
         first.advertise(),
@@ -337,6 +338,44 @@ async fn cluster_and_health(c: &Cluster) {
     assert_eq!(storage, c.nodes.len());
 }
 
+/// With every owner of a key down, a `w=1` write is coordinated by the one
+/// live node standing in: it must keep the version as a hint for an owner
+/// (so handoff delivers it), not only as data no owner will ever ask for.
+async fn every_owner_down(c: &mut Cluster) {
+    let survivor = c.nodes[0].id().to_string();
+    // Down members stay in the ring: ownership does not move on failure.
+    let ring = Ring::new(
+        (1..=4).map(|i| Member::new(format!("node-{i}"), 1)),
+        RingConfig::default(),
+    )
+    .unwrap();
+    while c.nodes.len() > 1 {
+        c.nodes.pop().unwrap().abort();
+    }
+    let key = (0..1000)
+        .map(|i| format!("orphan-{i}"))
+        .find(|k| {
+            !ring
+                .preference_list(k.as_bytes(), 3)
+                .contains(&survivor.as_str())
+        })
+        .expect("some key has no replica on the survivor");
+    let r = c
+        .req("PUT", &format!("/v1/kv/{key}?w=1"), &[], b"stood in")
+        .await;
+    assert_eq!(r.status, 204, "{:?}", String::from_utf8_lossy(&r.body));
+    let d = c
+        .req("GET", &format!("/v1/debug/replicas/{key}"), &[], b"")
+        .await;
+    let rows = d.json()["replicas"].as_array().cloned().unwrap();
+    assert!(
+        rows.iter()
+            .any(|x| x["node"] == survivor.as_str() && x["role"] == "hint"),
+        "the stand-in holds no hint: {}",
+        d.json()
+    );
+}
+
 /// Kills one owner of a key: a `w=3` write still succeeds through a fallback
 /// that holds a hint, and reads still answer.
 async fn one_node_down(mut c: Cluster) {
@@ -373,6 +412,7 @@ async fn one_node_down(mut c: Cluster) {
         .req("GET", &format!("/v1/cluster/preflist/{key}"), &[], b"")
         .await;
     assert_eq!(p.json()["owners"].as_array().unwrap().len(), 3);
+    every_owner_down(&mut c).await;
     tokio::time::timeout(WAIT, c.gateway.shutdown())
         .await
         .expect("gateway shutdown is bounded");

@@ -375,8 +375,16 @@ impl Replica for NodeService {
             }
         }
         let now = self.0.env.clock.now_millis();
-        self.blocking(move |s| s.coordinate(&request.key, &request.context, request.content, now))
-            .await
+        self.blocking(move |s| {
+            s.coordinate(
+                &request.key,
+                &request.context,
+                request.content,
+                now,
+                request.hint_for.as_deref(),
+            )
+        })
+        .await
     }
 
     async fn replicate(self, _: RpcContext, request: ReplicateRequest) -> Result<(), RemoteError> {

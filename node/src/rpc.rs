@@ -51,6 +51,10 @@ pub struct CoordinateRequest {
     pub context: Context,
     /// The value or a tombstone.
     pub content: Content,
+    /// The owner this write is for, when the receiver stands in for it as
+    /// coordinator (every owner that could coordinate is down): the new
+    /// version is also kept as a hint for that owner.
+    pub hint_for: Option<String>,
 }
 
 /// A sibling set to merge into a replica.

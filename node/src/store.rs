@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_storage::{Engine, Options, WalRecovery};
+use shoal_storage::{Engine, Options, WalRecovery, WriteBatch};
 use shoal_vclock::{Content, Context, SiblingSet};
 
 use crate::config::{Config, SyncMode};
@@ -168,13 +168,21 @@ impl Store {
 
     /// Coordinates a client write: reads the local state, applies `update`
     /// with this node's actor, stores it durably and returns it.
+    ///
+    /// With `hint_for`, this node stands in for a down owner: the new version
+    /// is stored as a hint for that owner as well as in the local data. The
+    /// data copy is what keeps this actor's counters for `key` monotonic: a
+    /// hint is deleted once delivered, and minting from it alone would hand
+    /// out the same dot twice for two different values.
     pub fn coordinate(
         &self,
         key: &[u8],
         context: &Context,
         content: Content,
         now: u64,
+        hint_for: Option<&str>,
     ) -> Result<SiblingSet, StoreError> {
+        let hint_key = hint_for.map(|owner| hint_key(owner, key)).transpose()?;
         let _guard = self.lock(key);
         let data_key = data_key(key);
         let mut set = self
@@ -182,7 +190,20 @@ impl Store {
             .unwrap_or_default();
         set.update(context, &self.actor, content, now)
             .map_err(StoreError::Version)?;
-        self.engine.put(&data_key, &set.encode())?;
+        let encoded = set.encode();
+        match hint_key {
+            None => self.engine.put(&data_key, &encoded)?,
+            Some(hint_key) => {
+                let hinted = match self.decode(key, self.engine.get(&hint_key)?)? {
+                    Some(held) => held.sync(&set),
+                    None => set.clone(),
+                };
+                let mut batch = WriteBatch::new();
+                batch.put(data_key, encoded);
+                batch.put(hint_key, hinted.encode());
+                self.engine.write(batch)?;
+            }
+        }
         Ok(set)
     }
 
@@ -397,6 +418,36 @@ mod tests {
     }
 
     #[test]
+    fn standing_in_keeps_a_hint_and_never_reuses_a_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let first = s
+            .coordinate(b"k", &Context::empty(), value("a"), 1, Some("owner-1"))
+            .unwrap();
+        let held = s.hints_for_key(b"k").unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].0, "owner-1");
+        assert_eq!(held[0].1, first, "the hint carries the minted version");
+        // The hint is delivered and deleted; a second blind write for the same
+        // owner must still mint a fresh dot, or the owner would see two values
+        // under one dot and keep only one of them.
+        s.drop_hint("owner-1", b"k").unwrap();
+        let second = s
+            .coordinate(b"k", &Context::empty(), value("b"), 2, Some("owner-1"))
+            .unwrap();
+        let hint = s.hints_for_key(b"k").unwrap().remove(0).1;
+        let dot_of = |v: &[u8]| {
+            hint.values()
+                .iter()
+                .find(|s| s.value() == Some(v))
+                .map(|s| s.dot.clone())
+        };
+        let (a, b) = (dot_of(b"a").unwrap(), dot_of(b"b").unwrap());
+        assert_ne!(a, b, "one dot minted for two values");
+        assert_eq!(second.values().len(), 2, "a blind write keeps the other");
+    }
+
+    #[test]
     fn coordinate_mints_increasing_dots_and_persists() {
         let dir = tempfile::tempdir().unwrap();
         let actor;
@@ -404,13 +455,15 @@ mod tests {
             let s = open(dir.path());
             actor = s.actor().to_string();
             let a = s
-                .coordinate(b"k", &Context::empty(), value("a"), 1)
+                .coordinate(b"k", &Context::empty(), value("a"), 1, None)
                 .unwrap();
             let b = s
-                .coordinate(b"k", &Context::empty(), value("b"), 2)
+                .coordinate(b"k", &Context::empty(), value("b"), 2, None)
                 .unwrap();
             assert_eq!(b.values().len(), 2, "blind writes keep both");
-            let c = s.coordinate(b"k", &b.context(), value("c"), 3).unwrap();
+            let c = s
+                .coordinate(b"k", &b.context(), value("c"), 3, None)
+                .unwrap();
             assert_eq!(c.values().len(), 1);
             assert!(a.values()[0].dot.counter < c.values()[0].dot.counter);
             assert_eq!(s.incarnation(), 1);

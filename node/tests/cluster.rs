@@ -94,6 +94,7 @@ async fn coordinate(
         key: key.to_vec(),
         context: ctx,
         content,
+        hint_for: None,
     };
     pool.call(addr, RPC, |c, ctx| async move {
         c.coordinate(ctx, request).await
@@ -266,6 +267,7 @@ async fn malformed_and_oversized_frames_do_not_crash_the_node() {
         key: b"k".to_vec(),
         context: Context::empty(),
         content: value(&"x".repeat(Config::default().limits.max_value_bytes + 1)),
+        hint_for: None,
     };
     let refused = pool
         .call(

@@ -88,6 +88,7 @@ async fn sigkill_loses_no_acknowledged_write() {
                             key: key.clone(),
                             context: Context::empty(),
                             content: Content::value(value.clone(), "text/plain"),
+                            hint_for: None,
                         };
                         let r = pool
                             .call(&addr, RPC, |c, ctx| async move {
