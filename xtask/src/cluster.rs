@@ -1148,6 +1148,45 @@ fn down(dirs: &Dirs, wipe: bool) -> Result<(), String> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- for `cargo xtask bench`
+
+/// `up` in `dir` instead of `target/cluster/`, so a benchmark never touches the
+/// cluster a user runs; returns the gateway's HTTP address.
+pub(crate) fn up_at(
+    dir: &Path,
+    nodes: u16,
+    gateway_port: u16,
+    (n, w, r): (usize, usize, usize),
+    no_build: bool,
+) -> Result<String, String> {
+    let dirs = Dirs {
+        cluster: dir.to_path_buf(),
+        ..Dirs::new()
+    };
+    let args = UpArgs {
+        nodes,
+        gateway_port,
+        n,
+        w,
+        r,
+        no_build,
+    };
+    up(&dirs, &args)?;
+    State::load_required(&dirs)?
+        .gateway
+        .http
+        .ok_or_else(|| "the cluster state has no gateway address".into())
+}
+
+/// `down --wipe` for a cluster [`up_at`] started.
+pub(crate) fn down_at(dir: &Path) -> Result<(), String> {
+    let dirs = Dirs {
+        cluster: dir.to_path_buf(),
+        ..Dirs::new()
+    };
+    down(&dirs, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

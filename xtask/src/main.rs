@@ -7,6 +7,7 @@ use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ci;
 mod cluster;
 
@@ -24,6 +25,8 @@ enum Cmd {
     Ci(ci::CiArgs),
     /// A local cluster in the background: up, status, stop, kill, start, add, down.
     Cluster(cluster::ClusterArgs),
+    /// Load-generate against a cluster (and with --compare, Redis and etcd); print ops/s and latency.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Ci(args) => ci::run(&args),
         Cmd::Cluster(args) => cluster::run(&args),
+        Cmd::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

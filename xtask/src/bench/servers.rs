@@ -1,0 +1,333 @@
+//! The systems under test, started and stopped by the bench: a Shoal cluster of
+//! its own (through `cluster.rs`, in `target/bench/cluster/` so a cluster the
+//! user runs in `target/cluster/` is left alone), Redis and a 3-member etcd
+//! cluster. Each is a guard whose `Drop` stops what it started, so an error or
+//! an interrupt part-way never leaves processes behind.
+
+use std::fs::{self, File};
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use super::{interrupted, proto};
+use crate::cluster;
+
+/// How long Redis and etcd get to answer after their start.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a process gets after SIGTERM before SIGKILL.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `target/bench/` (or under `$CARGO_TARGET_DIR`).
+pub(crate) fn bench_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| root.join("target"), |t| root.join(t))
+        .join("bench")
+}
+
+/// The path of `binary` on `$PATH`, or an error naming the Debian package.
+pub(crate) fn require(binary: &str, package: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "`{binary}` is not installed; --compare needs the Debian package `{package}` \
+                 (apt-get install -y {package})"
+            )
+        })
+}
+
+/// A free port on 127.0.0.1 (the kernel's pick; released at once, so a small
+/// race with other processes remains, caught by the readiness check).
+pub(crate) fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot bind a port: {e}"))
+}
+
+fn fresh_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| format!("cannot delete {}: {e}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+fn tail(log: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(log) {
+        let len = f.seek(SeekFrom::End(0)).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(2000)));
+        let _ = f.read_to_string(&mut text);
+    }
+    text.lines().map(|l| format!("    | {l}\n")).collect()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Processes the bench started (Redis or etcd members), stopped on drop.
+pub(crate) struct Service {
+    name: String,
+    children: Vec<(Child, PathBuf)>,
+}
+
+impl Service {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Starts `cmd` in its own process group (so a Ctrl-C reaches the bench,
+    /// which stops it in order), output to `log`.
+    fn spawn(&mut self, mut cmd: Command, log: PathBuf) -> Result<(), String> {
+        let out =
+            File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.name))?;
+        self.children.push((child, log));
+        Ok(())
+    }
+
+    /// An error when a process already exited, with its log's tail.
+    fn check_running(&mut self) -> Result<(), String> {
+        for (child, log) in &mut self.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "{} exited during start-up ({status}); end of {}:\n{}",
+                    self.name,
+                    log.display(),
+                    tail(log)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for (child, _) in &self.children {
+            signal(child.id(), "TERM");
+        }
+        let until = Instant::now() + STOP_DEADLINE;
+        for (child, _) in &mut self.children {
+            while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                eprintln!(
+                    "{} (pid {}) ignored SIGTERM; killing it",
+                    self.name,
+                    child.id()
+                );
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `probe` every 100 ms until it succeeds, the service dies, the
+/// deadline passes or the bench is interrupted.
+async fn wait_ready<F, Fut>(svc: &mut Service, mut probe: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let until = Instant::now() + READY_DEADLINE;
+    loop {
+        svc.check_running()?;
+        let last = match tokio::time::timeout(Duration::from_secs(2), probe()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => "no answer within 2 s".into(),
+        };
+        if interrupted() {
+            return Err("interrupted".into());
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "{} not ready within {} s: {last}",
+                svc.name,
+                READY_DEADLINE.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Redis with persistence `appendfsync always` (`durable`) or none at all.
+pub(crate) async fn redis(durable: bool) -> Result<(Service, SocketAddr), String> {
+    let binary = require("redis-server", "redis-server")?;
+    let name = if durable { "redis-always" } else { "redis" };
+    let dir = bench_dir().join(name);
+    fresh_dir(&dir)?;
+    let port = free_port()?;
+    let mut cmd = Command::new(binary);
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+    ])
+    .args(["--daemonize", "no", "--dir"])
+    .arg(&dir);
+    if durable {
+        cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        cmd.args(["--appendonly", "no"]);
+    }
+    let mut svc = Service::new(name);
+    svc.spawn(cmd, dir.join("redis.log"))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_ready(&mut svc, || async move {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(&proto::command(&[b"PING"]))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+        match proto::parse_reply(&buf[..n])? {
+            Some((proto::Reply::Simple(p), _)) if p == "PONG" => Ok(()),
+            other => Err(format!("PING answered {other:?}")),
+        }
+    })
+    .await?;
+    Ok((svc, addr))
+}
+
+/// Three etcd members on loopback, each with its own data dir (WAL fsync on,
+/// etcd's only mode); returns their client addresses.
+pub(crate) async fn etcd() -> Result<(Service, Vec<SocketAddr>), String> {
+    let binary = require("etcd", "etcd-server")?;
+    let dir = bench_dir().join("etcd");
+    fresh_dir(&dir)?;
+    let mut ports = Vec::new();
+    while ports.len() < 6 {
+        let p = free_port()?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let peer = |i: usize| format!("http://127.0.0.1:{}", ports[3 + i]);
+    let client = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
+    let initial: Vec<String> = (0..3).map(|i| format!("m{i}={}", peer(i))).collect();
+    let mut svc = Service::new("etcd");
+    for i in 0..3 {
+        let mut cmd = Command::new(&binary);
+        cmd.arg(format!("--name=m{i}"))
+            .arg(format!(
+                "--data-dir={}",
+                dir.join(format!("m{i}")).display()
+            ))
+            .arg(format!("--listen-client-urls={}", client(i)))
+            .arg(format!("--advertise-client-urls={}", client(i)))
+            .arg(format!("--listen-peer-urls={}", peer(i)))
+            .arg(format!("--initial-advertise-peer-urls={}", peer(i)))
+            .arg(format!("--initial-cluster={}", initial.join(",")))
+            .args([
+                "--initial-cluster-state=new",
+                "--initial-cluster-token=shoal-bench",
+                "--logger=zap",
+                "--log-level=warn",
+            ]);
+        svc.spawn(cmd, dir.join(format!("m{i}.log")))?;
+    }
+    let addrs: Vec<SocketAddr> = ports[..3]
+        .iter()
+        .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .collect();
+    for &addr in &addrs {
+        wait_ready(&mut svc, || async move {
+            let mut s = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            s.write_all(&proto::request("GET", "/health", "bench", &[], b""))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            loop {
+                if let Some((r, _)) = proto::parse_response(&buf)? {
+                    let body = String::from_utf8_lossy(&r.body);
+                    return if r.status == 200 && body.contains("true") {
+                        Ok(())
+                    } else {
+                        Err(format!("/health answered {}: {body}", r.status))
+                    };
+                }
+                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("connection closed".into());
+                }
+            }
+        })
+        .await?;
+    }
+    Ok((svc, addrs))
+}
+
+/// A Shoal cluster the bench started; `cargo xtask cluster down --wipe` semantics on drop.
+pub(crate) struct ShoalCluster {
+    dir: PathBuf,
+}
+
+impl Drop for ShoalCluster {
+    fn drop(&mut self) {
+        if let Err(e) = cluster::down_at(&self.dir) {
+            eprintln!("stopping the bench's Shoal cluster failed: {e}");
+        }
+    }
+}
+
+/// Starts `nodes` nodes and a gateway (N/W/R as given, `sync = "always"` as
+/// `cluster up` writes it), building the release binaries unless `no_build`.
+pub(crate) async fn shoal(
+    nodes: u16,
+    nwr: (usize, usize, usize),
+    no_build: bool,
+) -> Result<(ShoalCluster, SocketAddr), String> {
+    let dir = bench_dir().join("cluster");
+    // A cluster left by an earlier bench that was killed is stopped first.
+    cluster::down_at(&dir)?;
+    let port = free_port()?;
+    let guard = ShoalCluster { dir: dir.clone() };
+    // `up` is blocking (bounded by its own deadline); the guard is created
+    // first so that whatever it started is stopped even when it fails.
+    let http =
+        tokio::task::spawn_blocking(move || cluster::up_at(&dir, nodes, port, nwr, no_build))
+            .await
+            .map_err(|e| format!("cluster start-up task failed: {e}"))??;
+    let addr = http
+        .parse()
+        .map_err(|e| format!("gateway address {http:?}: {e}"))?;
+    Ok((guard, addr))
+}
