@@ -455,7 +455,7 @@ impl CoordinateRequest {
     }
 }
 
-/// Hints read per delivery pass, so one pass holds bounded memory.
+/// Hints read per owner and delivery pass, so one pass holds bounded memory.
 const HINT_BATCH: usize = 1_000;
 /// Longest wait between delivery attempts to an owner that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -469,20 +469,30 @@ async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let rpc_timeout = Duration::from_secs(2);
     // owner -> (next attempt, current backoff)
     let mut backoff: HashMap<String, (tokio::time::Instant, Duration)> = HashMap::new();
+    // After a pass that moved a full batch for some owner, the next pass
+    // starts at once: a backlog drains at delivery speed, not one batch per
+    // interval.
+    let mut backlog = false;
     loop {
-        tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let store = inner.store.clone();
-        let hints = match tokio::task::spawn_blocking(move || store.hints(HINT_BATCH)).await {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read hints");
-                continue;
+        if !backlog {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(interval) => {}
             }
-            Err(_) => continue,
-        };
+        } else if *shutdown.borrow() {
+            return;
+        }
+        backlog = false;
+        let store = inner.store.clone();
+        let hints =
+            match tokio::task::spawn_blocking(move || store.hints_per_owner(HINT_BATCH)).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read hints");
+                    continue;
+                }
+                Err(_) => continue,
+            };
         let now_ms = inner.env.clock.now_millis();
         let now = tokio::time::Instant::now();
         let mut by_owner: HashMap<String, Vec<crate::store::Hint>> = HashMap::new();
@@ -525,6 +535,7 @@ async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                 tracing::debug!(%owner, delivered, retry_in = ?delay, "hint delivery failed");
             } else {
                 backoff.remove(&owner);
+                backlog |= delivered == HINT_BATCH;
                 if delivered > 0 {
                     tracing::info!(%owner, delivered, "hints handed off");
                 }

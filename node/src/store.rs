@@ -281,6 +281,54 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `per_owner` hints for each owner, in owner then key order.
+    ///
+    /// Taking a bounded slice per owner, rather than the first `n` hints of
+    /// the key space, keeps one long-dead owner's backlog from hiding every
+    /// other owner's hints from the handoff loop.
+    pub fn hints_per_owner(&self, per_owner: usize) -> Result<Vec<Hint>, StoreError> {
+        let mut out = Vec::new();
+        let mut from = vec![HINT];
+        let end = [HINT + 1];
+        'owners: loop {
+            let mut taken = 0;
+            let mut current: Option<Vec<u8>> = None;
+            for item in self.engine.scan(from.as_slice()..end.as_slice())? {
+                let (k, v) = item?;
+                let Some((owner, key)) = parse_hint_key(&k) else {
+                    tracing::warn!(key = ?k, "skipping malformed hint key");
+                    continue;
+                };
+                // HINT, length byte, owner: the prefix shared by one owner's hints.
+                let prefix = k[..2 + owner.len()].to_vec();
+                match &current {
+                    Some(p) if *p != prefix => {
+                        from = prefix;
+                        continue 'owners;
+                    }
+                    Some(_) if taken >= per_owner => {
+                        match prefix_successor(&prefix) {
+                            Some(next) => from = next,
+                            None => break 'owners,
+                        }
+                        continue 'owners;
+                    }
+                    _ => current = Some(prefix),
+                }
+                if let Some(siblings) = self.decode(&key, Some(v))? {
+                    out.push(Hint {
+                        owner,
+                        key,
+                        siblings,
+                    });
+                    taken += 1;
+                }
+            }
+            break;
+        }
+        Ok(out)
+    }
+
     /// Number of hints held.
     pub fn hint_count(&self) -> Result<u64, StoreError> {
         let mut n = 0;
@@ -379,6 +427,18 @@ fn hint_key(owner: &str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
     Ok(k)
 }
 
+/// The smallest key greater than every key that starts with `prefix`.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
 fn parse_hint_key(k: &[u8]) -> Option<(String, Vec<u8>)> {
     let (&len, rest) = k.get(1..)?.split_first()?;
     let owner = rest.get(..len as usize)?;
@@ -415,6 +475,26 @@ mod tests {
 
     fn value(v: &str) -> Content {
         Content::value(v.as_bytes().to_vec(), "text/plain")
+    }
+
+    #[test]
+    fn hints_per_owner_takes_a_bounded_slice_of_every_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let mut set = SiblingSet::new();
+        set.update(&Context::empty(), "w#1", value("v"), 1).unwrap();
+        for owner in ["a", "b", "c"] {
+            for i in 0..5 {
+                s.put_hint(owner, format!("k{i}").as_bytes(), &set).unwrap();
+            }
+        }
+        s.put_hint("\u{ff}", b"k", &set).unwrap();
+        let got = s.hints_per_owner(2).unwrap();
+        let owners: Vec<&str> = got.iter().map(|h| h.owner.as_str()).collect();
+        assert_eq!(owners, ["a", "a", "b", "b", "c", "c", "\u{ff}"]);
+        assert_eq!(s.hints_per_owner(10).unwrap().len(), 16);
+        assert_eq!(prefix_successor(&[1, 255]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[255, 255]), None);
     }
 
     #[test]
