@@ -1,0 +1,163 @@
+//! Several gateways against the same nodes (issue 8): they hold no state of
+//! their own beyond gossip, so a write through one is read through another,
+//! concurrent writers on different gateways produce siblings that either
+//! gateway shows, and stopping one gateway leaves the other serving.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{gateway_config, request, WAIT};
+use shoal_gateway::Gateway;
+use shoal_node::config::{Config, SyncMode};
+use shoal_node::env::Env;
+use shoal_node::node;
+
+fn node_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
+    let mut c = Config::default();
+    c.member.id = id.into();
+    c.member.listen = "127.0.0.1:0".into();
+    c.member.seeds = seeds.to_vec();
+    c.member.data_dir = dir.join(id);
+    c.gossip.interval_ms = 50;
+    c.gossip.failure_timeout_ms = 1000;
+    c.storage.sync = SyncMode::Never;
+    c.storage.memtable_bytes = 1 << 20;
+    c
+}
+
+/// Waits (bounded) until `addr`'s gateway sees `count` members, all alive.
+async fn until_all_alive(addr: SocketAddr, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = request(addr, "GET", "/v1/cluster", &[], b"").await;
+        let members = r.json()["members"].as_array().cloned().unwrap_or_default();
+        if members.len() == count && members.iter().all(|m| m["status"] == "alive") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway {addr} never saw {count} live members: {}",
+            r.json()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn put(addr: SocketAddr, key: &str, value: &str, context: Option<&str>) -> String {
+    let mut headers = vec![("Content-Type", "text/plain")];
+    if let Some(c) = context {
+        headers.push(("X-Shoal-Context", c));
+    }
+    let r = request(
+        addr,
+        "PUT",
+        &format!("/v1/kv/{key}?w=2"),
+        &headers,
+        value.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        204,
+        "PUT via {addr}: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.header("x-shoal-context").expect("context").to_string()
+}
+
+fn sibling_values(json: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = json["siblings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(s["value"].as_str().unwrap())
+                .unwrap();
+            String::from_utf8(b).unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_serve_the_same_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = node::start(node_config("node-1", dir.path(), &[]), Env::real())
+        .await
+        .unwrap();
+    let seeds = vec![first.advertise().to_string()];
+    let mut nodes = vec![first];
+    for i in 2..=3 {
+        nodes.push(
+            node::start(
+                node_config(&format!("node-{i}"), dir.path(), &seeds),
+                Env::real(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let g1 = Gateway::start(gateway_config("gw-1", &seeds, ""), Env::real())
+        .await
+        .unwrap();
+    // The second gateway seeds through another node: neither needs the other.
+    let seeds2 = vec![nodes[2].advertise().to_string()];
+    let g2 = Gateway::start(gateway_config("gw-2", &seeds2, ""), Env::real())
+        .await
+        .unwrap();
+    let (a1, a2) = (g1.http_addr(), g2.http_addr());
+    // Three nodes and two gateways: each gateway knows the other by gossip.
+    until_all_alive(a1, 5).await;
+    until_all_alive(a2, 5).await;
+
+    // Written through one, read through the other, at R = 2.
+    let ctx = put(a1, "shared", "from-gw-1", None).await;
+    let r = request(a2, "GET", "/v1/kv/shared?r=2", &[], b"").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"from-gw-1"[..]));
+
+    // Two clients on two gateways update from the same context: neither
+    // gateway mints versions, so both updates survive as siblings.
+    put(a1, "shared", "left", Some(&ctx)).await;
+    put(a2, "shared", "right", Some(&ctx)).await;
+    for addr in [a1, a2] {
+        let r = request(
+            addr,
+            "GET",
+            "/v1/kv/shared?r=3",
+            &[("Accept", "application/json")],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(sibling_values(&r.json()), ["left", "right"], "via {addr}");
+    }
+
+    // A resolving write through the second gateway, with the merged context
+    // it read, supersedes both siblings for readers of the first.
+    let r = request(a2, "GET", "/v1/kv/shared", &[], b"").await;
+    let merged = r.header("x-shoal-context").unwrap().to_string();
+    put(a2, "shared", "left+right", Some(&merged)).await;
+    let r = request(a1, "GET", "/v1/kv/shared?r=3", &[], b"").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"left+right"[..]));
+
+    // One gateway stops; the other keeps serving.
+    tokio::time::timeout(WAIT, g1.shutdown())
+        .await
+        .expect("gateway shutdown is bounded");
+    put(a2, "after", "still-served", None).await;
+    let r = request(a2, "GET", "/v1/kv/after?r=2", &[], b"").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"still-served"[..]));
+
+    tokio::time::timeout(WAIT, g2.shutdown())
+        .await
+        .expect("gateway shutdown is bounded");
+    for n in nodes {
+        tokio::time::timeout(WAIT, n.shutdown()).await.ok();
+    }
+}
