@@ -1,0 +1,322 @@
+//! An in-process cluster: storage nodes and one gateway, real servers on
+//! 127.0.0.1 port 0, each reaching the network through its own
+//! [`FaultNet`](crate::faultnet::FaultNet) on a shared [`Faults`]
+//! switchboard, data in a temporary directory.
+//!
+//! In-process is the right choice where a process boundary does not change
+//! what is tested (partitions, delays, handoff, disk errors): it starts in
+//! milliseconds, and the test can look inside nodes (hint counts). Crashes
+//! need real processes; see [`crate::procs`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_gateway::{Gateway, GatewayHandle};
+use shoal_gossip::{Role, Status};
+use shoal_node::config::{Config, SyncMode};
+use shoal_node::node::{self, NodeHandle};
+
+use crate::faultnet::Faults;
+use crate::http::{encode_key, Client, Reply};
+use crate::run::wait_for;
+
+/// Shape of the cluster.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Storage nodes.
+    pub nodes: usize,
+    /// Replication factor.
+    pub n: usize,
+    /// Default write quorum.
+    pub w: usize,
+    /// Default read quorum.
+    pub r: usize,
+    /// Commit-log durability.
+    pub sync: SyncMode,
+    /// Sloppy quorum with hints.
+    pub handoff: bool,
+    /// Merkle anti-entropy.
+    pub anti_entropy: bool,
+    /// Gateway's per-request budget.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            nodes: 4,
+            n: 3,
+            w: 2,
+            r: 2,
+            // The in-process tests never crash a process, so fsync buys
+            // nothing there and costs the 2-core CI machine a lot.
+            sync: SyncMode::Never,
+            handoff: true,
+            anti_entropy: true,
+            request_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// A running in-process cluster; shut it down with [`Cluster::shutdown`]
+/// (dropping it aborts the tasks with the runtime).
+pub struct Cluster {
+    /// The fault switchboard every member's sockets go through.
+    pub faults: Arc<Faults>,
+    dir: tempfile::TempDir,
+    configs: Vec<Config>,
+    nodes: Vec<Option<NodeHandle>>,
+    gateway: Option<GatewayHandle>,
+    spec: Spec,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("dir", &self.dir.path())
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The id of node `i` (0-based): `node-1`, `node-2`, ...
+pub fn node_id(i: usize) -> String {
+    format!("node-{}", i + 1)
+}
+
+/// The id of the gateway.
+pub const GATEWAY: &str = "gw-1";
+
+impl Cluster {
+    /// Starts `spec.nodes` nodes and a gateway and waits until the gateway
+    /// sees every node alive.
+    pub async fn start(spec: Spec) -> Cluster {
+        Self::start_with(spec, |_, _| {}).await
+    }
+
+    /// Like [`Cluster::start`], letting `customize` change each node's
+    /// config (by index) first, e.g. to put one data directory on a small
+    /// mount.
+    pub async fn start_with(spec: Spec, customize: impl Fn(usize, &mut Config)) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let faults = Faults::new();
+        let mut configs = Vec::new();
+        for i in 0..spec.nodes {
+            let mut c = base_config(&spec);
+            c.member.id = node_id(i);
+            c.member.data_dir = dir.path().join(node_id(i));
+            customize(i, &mut c);
+            configs.push(c);
+        }
+        let mut cluster = Cluster {
+            faults,
+            dir,
+            configs,
+            nodes: (0..spec.nodes).map(|_| None).collect(),
+            gateway: None,
+            spec: spec.clone(),
+        };
+        for i in 0..spec.nodes {
+            cluster.restart(i).await;
+        }
+        let mut gw = base_config(&spec);
+        gw.member.id = GATEWAY.into();
+        gw.member.seeds = cluster.seeds();
+        gw.http.listen = "127.0.0.1:0".into();
+        let gateway = Gateway::start(gw, cluster.faults.env(GATEWAY))
+            .await
+            .expect("gateway starts");
+        cluster.gateway = Some(gateway);
+        cluster
+            .wait_alive(spec.nodes, Duration::from_secs(20))
+            .await
+            .expect("the gateway sees every node alive within 20 s");
+        cluster
+    }
+
+    /// The shape it was started with.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// The gateway's HTTP address.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway.as_ref().expect("gateway running").http_addr()
+    }
+
+    /// A keep-alive client of the gateway.
+    pub fn client(&self) -> Client {
+        Client::new(self.gateway_addr(), Duration::from_secs(5))
+    }
+
+    /// Node `i`, if running.
+    pub fn node(&self, i: usize) -> Option<&NodeHandle> {
+        self.nodes[i].as_ref()
+    }
+
+    /// The config node `i` (re)starts with.
+    pub fn config_mut(&mut self, i: usize) -> &mut Config {
+        &mut self.configs[i]
+    }
+
+    /// The temporary directory holding the data directories.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn seeds(&self) -> Vec<String> {
+        let mut seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| n.advertise().to_string())
+            .collect();
+        if let Some(g) = &self.gateway {
+            seeds.push(g.rpc_addr().to_string());
+        }
+        seeds
+    }
+
+    /// Gracefully stops node `i` (flushes and closes its store).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.shutdown().await;
+        }
+    }
+
+    /// Starts node `i` again on its data directory (a new port; gossip
+    /// spreads the new address). Panics if it does not start.
+    pub async fn restart(&mut self, i: usize) {
+        self.try_restart(i).await.expect("node starts");
+    }
+
+    /// Starts node `i`, returning the start-up error as text.
+    pub async fn try_restart(&mut self, i: usize) -> Result<(), String> {
+        assert!(self.nodes[i].is_none(), "node {i} is already running");
+        let mut c = self.configs[i].clone();
+        c.member.seeds = self.seeds();
+        let n = node::start(c, self.faults.env(&node_id(i)))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.nodes[i] = Some(n);
+        Ok(())
+    }
+
+    /// Waits until the gateway sees exactly `count` storage nodes alive.
+    pub async fn wait_alive(&self, count: usize, bound: Duration) -> Option<Duration> {
+        let gw = self.gateway.as_ref().expect("gateway running");
+        wait_for(bound, || async {
+            gw.members()
+                .iter()
+                .filter(|m| m.role == Role::Storage && m.status == Status::Alive)
+                .count()
+                == count
+        })
+        .await
+    }
+
+    /// Waits until the gateway sees node `i` as not alive (down or
+    /// suspected past use).
+    pub async fn wait_not_alive(&self, i: usize, bound: Duration) -> Option<Duration> {
+        let gw = self.gateway.as_ref().expect("gateway running");
+        let id = node_id(i);
+        wait_for(bound, || async {
+            gw.members()
+                .iter()
+                .any(|m| m.id.to_string() == id && m.status == Status::Down)
+        })
+        .await
+    }
+
+    /// Hints held by the running nodes together.
+    pub fn hints(&self) -> u64 {
+        self.nodes.iter().flatten().map(|n| n.hint_count()).sum()
+    }
+
+    /// `GET /v1/debug/replicas/{key}`: what each replica stores, read
+    /// without repairing.
+    pub async fn replicas(&self, key: &str) -> Option<serde_json::Value> {
+        let mut c = self.client();
+        let r: Reply = c
+            .request(
+                "GET",
+                &format!("/v1/debug/replicas/{}", encode_key(key.as_bytes())),
+                &[],
+                b"",
+            )
+            .await
+            .ok()?;
+        if r.status == 200 {
+            r.json()
+        } else {
+            None
+        }
+    }
+
+    /// Stops the gateway and every node, bounded.
+    pub async fn shutdown(mut self) {
+        let bound = Duration::from_secs(15);
+        if let Some(g) = self.gateway.take() {
+            let _ = tokio::time::timeout(bound, g.shutdown()).await;
+        }
+        for n in self.nodes.iter_mut() {
+            if let Some(n) = n.take() {
+                let _ = tokio::time::timeout(bound, n.shutdown()).await;
+            }
+        }
+    }
+}
+
+/// A config for this cluster: fast gossip and handoff so faults are noticed
+/// and repaired within the seconds a test runs.
+fn base_config(spec: &Spec) -> Config {
+    let mut c = Config::default();
+    c.member.listen = "127.0.0.1:0".into();
+    c.replication.n = spec.n;
+    c.replication.w = spec.w;
+    c.replication.r = spec.r;
+    c.gossip.interval_ms = 50;
+    c.gossip.failure_timeout_ms = 1_000;
+    c.handoff.enabled = spec.handoff;
+    c.handoff.retry_interval_ms = 100;
+    c.anti_entropy.enabled = spec.anti_entropy;
+    c.anti_entropy.interval_ms = 1_000;
+    c.storage.sync = spec.sync;
+    c.storage.memtable_bytes = 1 << 20;
+    c.http.request_timeout_ms = spec.request_timeout_ms;
+    c.log.filter = "warn".into();
+    c
+}
+
+/// Values each replica of a `/v1/debug/replicas` answer holds, by node id;
+/// hint holders are listed as `"<node> (hint for <owner>)"`.
+pub fn replica_values(body: &serde_json::Value) -> Vec<(String, bool, Vec<Vec<u8>>)> {
+    body["replicas"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    let role = r["role"].as_str().unwrap_or("");
+                    let node = r["node"].as_str().unwrap_or("").to_string();
+                    let name = if role == "hint" {
+                        format!("{node} (hint for {})", r["hint_for"].as_str().unwrap_or("?"))
+                    } else {
+                        node
+                    };
+                    let values = r["siblings"]
+                        .as_array()
+                        .map(|s| {
+                            s.iter()
+                                .filter_map(|s| s["value"].as_str())
+                                .filter_map(crate::http::decode_value)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (name, role == "owner", values)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

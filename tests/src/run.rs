@@ -1,0 +1,109 @@
+//! What every scenario shares around its workload: the seed, the short or
+//! long form, bounded waiting, and latency percentiles.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+/// The run's seed: `SHOAL_TEST_SEED` if set (to replay a failure), else
+/// random. Printed, with the line that replays it.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("SHOAL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    println!(
+        "{test}: seed {seed} (replay: SHOAL_TEST_SEED={seed} cargo nextest run -p shoal-tests {test}){}",
+        if long() { " [long form]" } else { "" }
+    );
+    seed
+}
+
+/// Whether the long form was asked for (`SHOAL_LONG=1`): each scenario runs
+/// for minutes instead of seconds.
+pub fn long() -> bool {
+    std::env::var("SHOAL_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `short` in the short form, `long_form` under `SHOAL_LONG=1`.
+pub fn duration(short: Duration, long_form: Duration) -> Duration {
+    if long() {
+        long_form
+    } else {
+        short
+    }
+}
+
+/// Polls `cond` every 50 ms until it is true or `bound` passes; returns how
+/// long it took, or `None` on timeout.
+pub async fn wait_for<F, Fut>(bound: Duration, mut cond: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= bound {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Like [`wait_for`], panicking with `what` on timeout.
+#[track_caller]
+pub fn wait_or_panic(what: &str, bound: Duration, took: Option<Duration>) -> Duration {
+    match took {
+        Some(d) => d,
+        None => panic!("timed out after {bound:?} waiting for {what}"),
+    }
+}
+
+/// The `p`-th percentile (0..=100) of `samples` (nearest rank); zero if empty.
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts every panic in this process from now on (still printing it), so a
+/// test can assert that servers running in-process never panicked, even in
+/// a spawned task whose panic would otherwise only reach stderr.
+pub fn count_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        previous(info);
+    }));
+}
+
+/// Panics counted since [`count_panics`].
+pub fn panics() -> u64 {
+    PANICS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_by_nearest_rank() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        assert_eq!(percentile(&[], 99.0), Duration::ZERO);
+        let s = ms(&(1..=100).collect::<Vec<_>>());
+        assert_eq!(percentile(&s, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&s, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&s, 100.0), Duration::from_millis(100));
+        assert_eq!(percentile(&ms(&[7]), 99.0), Duration::from_millis(7));
+    }
+}
