@@ -139,11 +139,7 @@ impl Conn {
 
     /// Sends `req` and parses one answer with `parse`; any failure drops the
     /// connection so the next call starts clean.
-    async fn roundtrip<T>(
-        &mut self,
-        req: &[u8],
-        parse: Parser<T>,
-    ) -> Result<T, String> {
+    async fn roundtrip<T>(&mut self, req: &[u8], parse: Parser<T>) -> Result<T, String> {
         let out = tokio::time::timeout(REQUEST_TIMEOUT, self.roundtrip_inner(req, parse)).await;
         let out = out.unwrap_or_else(|_| Err("timeout".into()));
         if out.is_err() {
@@ -152,11 +148,7 @@ impl Conn {
         out
     }
 
-    async fn roundtrip_inner<T>(
-        &mut self,
-        req: &[u8],
-        parse: Parser<T>,
-    ) -> Result<T, String> {
+    async fn roundtrip_inner<T>(&mut self, req: &[u8], parse: Parser<T>) -> Result<T, String> {
         if self.stream.is_none() {
             if let Err(e) = self.connect().await {
                 tokio::time::sleep(RECONNECT_PAUSE).await;
@@ -209,6 +201,10 @@ pub(crate) struct Stats {
     /// Shoal GETs answered 300 (siblings): successes, counted apart.
     pub(crate) siblings: u64,
     pub(crate) elapsed: Duration,
+    /// CPU time the servers under test used during the phase.
+    pub(crate) server_cpu: Duration,
+    /// CPU time the load generator used during the phase.
+    pub(crate) client_cpu: Duration,
 }
 
 impl Stats {

@@ -292,7 +292,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
 
     // Shoal first: its idle latency is measured on a cluster nothing else loads.
     {
-        let (guard, target, label) = match &plan.shoal {
+        let (guard, target, label, pids) = match &plan.shoal {
             ShoalAt::Own(nodes, nwr) => {
                 let (guard, addr) = servers::shoal(*nodes, *nwr, plan.no_build).await?;
                 let label = format!(
@@ -303,7 +303,8 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                     addr,
                     query: String::new(),
                 };
-                (Some(guard), target, label)
+                let pids = guard.pids();
+                (Some(guard), target, label, pids)
             }
             ShoalAt::Url(addr, query) => (
                 None,
@@ -312,13 +313,15 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                     query: query.clone(),
                 },
                 format!("shoal at http://{addr}{query}"),
+                // Not ours: its processes may be anywhere.
+                Vec::new(),
             ),
         };
         check_interrupted()?;
         if plan.idle_samples > 0 {
             idle(target.clone(), plan.idle_samples).await?;
         }
-        outcomes.push(workload(plan, &label, target, &keys).await?);
+        outcomes.push(workload(plan, &label, target, &pids, &keys).await?);
         drop(guard);
     }
     if plan.compare {
@@ -330,12 +333,15 @@ async fn bench(plan: &Plan) -> Result<(), String> {
             } else {
                 "redis (no persistence)"
             };
-            outcomes.push(workload(plan, label, Target::Redis { addr }, &keys).await?);
+            let pids = svc.pids();
+            outcomes.push(workload(plan, label, Target::Redis { addr }, &pids, &keys).await?);
             drop(svc);
         }
         check_interrupted()?;
         let (svc, addrs) = servers::etcd().await?;
-        outcomes.push(workload(plan, "etcd (3 members)", Target::Etcd { addrs }, &keys).await?);
+        let pids = svc.pids();
+        let target = Target::Etcd { addrs };
+        outcomes.push(workload(plan, "etcd (3 members)", target, &pids, &keys).await?);
         drop(svc);
     }
     print!("{}", report(plan, &outcomes));
@@ -412,6 +418,7 @@ async fn workload(
     plan: &Plan,
     system: &str,
     target: Target,
+    pids: &[u32],
     keys: &Arc<Keys>,
 ) -> Result<Outcome, String> {
     eprintln!("== {system}");
@@ -432,7 +439,9 @@ async fn workload(
     let mut phases = Vec::new();
     for &(label, read_ratio) in &plan.phases {
         check_interrupted()?;
-        let (c, stats) = load::phase(
+        let me = [std::process::id()];
+        let (server0, client0) = (servers::cpu_time(pids), servers::cpu_time(&me));
+        let (c, mut stats) = load::phase(
             clients,
             Mix { read_ratio },
             plan.duration,
@@ -440,6 +449,10 @@ async fn workload(
         )
         .await;
         load::end_progress();
+        if !pids.is_empty() {
+            stats.server_cpu = servers::cpu_time(pids).saturating_sub(server0);
+        }
+        stats.client_cpu = servers::cpu_time(&me).saturating_sub(client0);
         clients = c;
         eprint!("{}", phase_summary(label, &stats));
         phases.push((label, stats));
@@ -483,6 +496,24 @@ fn phase_summary(label: &str, s: &Stats) -> String {
             );
         }
     }
+    let ops = s.put.count() + s.get.count();
+    if ops > 0 {
+        let per_op = |d: Duration| {
+            #[allow(clippy::cast_precision_loss, reason = "op counts are far below 2^53")]
+            let us = d.as_secs_f64() * 1e6 / ops as f64;
+            format!("{us:.0} us")
+        };
+        let server = if s.server_cpu.is_zero() {
+            "not measured".into()
+        } else {
+            per_op(s.server_cpu)
+        };
+        let _ = writeln!(
+            out,
+            "  {label}: CPU per operation: servers {server}, load generator {}",
+            per_op(s.client_cpu)
+        );
+    }
     if s.siblings > 0 {
         let _ = writeln!(
             out,
@@ -518,9 +549,9 @@ fn report(plan: &Plan, outcomes: &[Outcome]) -> String {
     );
     let _ = writeln!(
         out,
-        "| system | writes/s | write p50 / p99 / p99.9 ms | reads/s | read p50 / p99 / p99.9 ms | errors |"
+        "| system | writes/s | write p50 / p99 / p99.9 ms | reads/s | read p50 / p99 / p99.9 ms | errors | server CPU us per write / read |"
     );
-    let _ = writeln!(out, "|---|---:|---|---:|---|---:|");
+    let _ = writeln!(out, "|---|---:|---|---:|---|---:|---|");
     for o in outcomes {
         let cell = |write: bool| match op_row(o, write) {
             Some((r, h)) => (
@@ -537,10 +568,29 @@ fn report(plan: &Plan, outcomes: &[Outcome]) -> String {
         let (wr, wl) = cell(true);
         let (rr, rl) = cell(false);
         let errors: u64 = o.phases.iter().map(|(_, s)| s.error_count()).sum();
+        let cpu = |write: bool| {
+            o.phases
+                .iter()
+                .find(|(_, s)| if write { s.put.count() } else { s.get.count() } > 0)
+                .filter(|(_, s)| !s.server_cpu.is_zero())
+                .map_or_else(
+                    || "-".to_string(),
+                    |(_, s)| {
+                        #[allow(
+                            clippy::cast_precision_loss,
+                            reason = "op counts are far below 2^53"
+                        )]
+                        let ops = (s.put.count() + s.get.count()) as f64;
+                        format!("{:.0}", s.server_cpu.as_secs_f64() * 1e6 / ops)
+                    },
+                )
+        };
         let _ = writeln!(
             out,
-            "| {} | {wr} | {wl} | {rr} | {rl} | {errors} |",
-            o.system
+            "| {} | {wr} | {wl} | {rr} | {rl} | {errors} | {} / {} |",
+            o.system,
+            cpu(true),
+            cpu(false)
         );
     }
     if let Some((shoal, others)) = outcomes.split_first() {
@@ -670,7 +720,7 @@ mod tests {
         ];
         let text = report(&parse("").unwrap(), &outcomes);
         assert!(
-            text.contains("| a | 300 | 1.000 / 1.000 / 1.000 | - | - | 0 |"),
+            text.contains("| a | 300 | 1.000 / 1.000 / 1.000 | - | - | 0 | - / - |"),
             "{text}"
         );
         assert!(text.contains("vs b"), "{text}");
