@@ -6,6 +6,9 @@
 //! uses tokio's TCP and the system clock; a deterministic simulation passes its
 //! own (simulated network, skewed clocks) and runs the very same service code.
 //! Timers go through `tokio::time`, which simulators already control.
+//! Blocking work (the storage engine) goes through [`Env::spawn_blocking`],
+//! which a simulation runs inline: real threads finish in real-time order,
+//! and that order would leak into the simulated schedule.
 
 use std::future::Future;
 use std::io;
@@ -55,14 +58,51 @@ pub struct Env {
     pub net: Arc<dyn Net>,
     /// The wall clock.
     pub clock: Arc<dyn Clock>,
+    /// Where blocking work (file I/O) runs.
+    pub blocking: Blocking,
 }
 
+/// Where [`Env::spawn_blocking`] runs its closure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Blocking {
+    /// tokio's blocking thread pool: the runtime keeps serving while a file
+    /// operation waits on the disk.
+    #[default]
+    Pool,
+    /// On the calling task, to completion. A deterministic simulation needs
+    /// this: pooled threads complete in real-time order, which would change
+    /// the order of simulated events from run to run. The simulated host
+    /// stalls meanwhile, which costs no simulated time.
+    Inline,
+}
+
+/// A blocking task that panicked or was cancelled (pool mode only).
+#[derive(Debug, thiserror::Error)]
+#[error("blocking task failed: {0}")]
+pub struct BlockingError(String);
+
 impl Env {
-    /// Real TCP and the system clock.
+    /// Real TCP, the system clock and the blocking thread pool.
     pub fn real() -> Self {
         Self {
             net: Arc::new(TcpNet),
             clock: Arc::new(SystemClock),
+            blocking: Blocking::Pool,
+        }
+    }
+
+    /// Runs blocking `f` where [`Env::blocking`] says (a drop-in for
+    /// `tokio::task::spawn_blocking(f).await`).
+    pub async fn spawn_blocking<T, F>(&self, f: F) -> Result<T, BlockingError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        match self.blocking {
+            Blocking::Pool => tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| BlockingError(e.to_string())),
+            Blocking::Inline => Ok(f()),
         }
     }
 }

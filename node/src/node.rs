@@ -96,7 +96,7 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     let store = {
         let (id, config, clock) = (id.clone(), config.clone(), env.clock.clone());
         let open_dir = dir.clone();
-        tokio::task::spawn_blocking(move || Store::open(&open_dir, &id, &config, clock))
+        env.spawn_blocking(move || Store::open(&open_dir, &id, &config, clock))
             .await
             .expect("store open task panicked")
             .map_err(|source| NodeError::Store {
@@ -260,7 +260,7 @@ impl NodeHandle {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         let store = self.inner.store.clone();
-        match tokio::task::spawn_blocking(move || store.close()).await {
+        match self.inner.env.spawn_blocking(move || store.close()).await {
             Ok(Ok(())) => tracing::info!(id = %self.inner.id, "node stopped cleanly"),
             Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
             Err(e) => tracing::error!(error = %e, "closing the store panicked"),
@@ -344,7 +344,7 @@ impl NodeService {
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, RemoteError> {
         let store = self.0.store.clone();
-        match tokio::task::spawn_blocking(move || f(&store)).await {
+        match self.0.env.spawn_blocking(move || f(&store)).await {
             Ok(r) => r.map_err(|e| self.remote(e)),
             Err(e) => {
                 tracing::error!(error = %e, "store task panicked");
@@ -484,15 +484,18 @@ async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         }
         backlog = false;
         let store = inner.store.clone();
-        let hints =
-            match tokio::task::spawn_blocking(move || store.hints_per_owner(HINT_BATCH)).await {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot read hints");
-                    continue;
-                }
-                Err(_) => continue,
-            };
+        let hints = match inner
+            .env
+            .spawn_blocking(move || store.hints_per_owner(HINT_BATCH))
+            .await
+        {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read hints");
+                continue;
+            }
+            Err(_) => continue,
+        };
         let now_ms = inner.env.clock.now_millis();
         let now = tokio::time::Instant::now();
         let mut by_owner: HashMap<String, Vec<crate::store::Hint>> = HashMap::new();
@@ -505,9 +508,10 @@ async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                 tracing::warn!(owner = %hint.owner, key = ?String::from_utf8_lossy(&hint.key),
                     age_ms = age, "dropping hint past its TTL; anti-entropy repairs the owner");
                 let store = inner.store.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || store.drop_hint(&hint.owner, &hint.key))
-                        .await;
+                let _ = inner
+                    .env
+                    .spawn_blocking(move || store.drop_hint(&hint.owner, &hint.key))
+                    .await;
                 continue;
             }
             by_owner.entry(hint.owner.clone()).or_default().push(hint);
@@ -571,10 +575,12 @@ async fn deliver(
                 Ok(Ok(())) => {
                     let store = inner.store.clone();
                     let owner = owner.to_string();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        store.delete_hint_if_unchanged(&owner, &hint.key, &hint.siblings)
-                    })
-                    .await;
+                    let _ = inner
+                        .env
+                        .spawn_blocking(move || {
+                            store.delete_hint_if_unchanged(&owner, &hint.key, &hint.siblings)
+                        })
+                        .await;
                     true
                 }
                 _ => false,

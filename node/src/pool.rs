@@ -51,6 +51,10 @@ impl CallError {
     }
 }
 
+/// Added to tarpc's real-time deadline so that the call's own tokio timeout
+/// (simulated time in a simulation) always decides first.
+const DEADLINE_SLACK: Duration = Duration::from_secs(5);
+
 /// Clients by peer address.
 pub struct Pool {
     net: Arc<dyn Net>,
@@ -119,13 +123,23 @@ impl Pool {
     {
         let client = self.client(addr).await?;
         let mut ctx = tarpc::context::current();
-        ctx.deadline = std::time::Instant::now() + timeout;
-        match f(client, ctx).await {
+        // tarpc's deadline is a `std::time::Instant` (real time), which a
+        // simulation cannot control; the tokio timeout below is what bounds
+        // the call, on tokio's (possibly simulated) clock. The slack keeps
+        // tarpc's own real-time deadline from firing first.
+        ctx.deadline = std::time::Instant::now() + timeout + DEADLINE_SLACK;
+        let outcome = match tokio::time::timeout(timeout, f(client, ctx)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(tarpc::client::RpcError::DeadlineExceeded),
+        };
+        match outcome {
             Ok(v) => Ok(v),
             Err(source) => {
-                if !matches!(source, tarpc::client::RpcError::DeadlineExceeded) {
-                    self.invalidate(addr);
-                }
+                // A timeout too: a connection whose peer crashed or whose
+                // bytes a partition swallowed may never report an error
+                // (no RST arrives), and every later call on it would time
+                // out as well. Dialing again costs one connect.
+                self.invalidate(addr);
                 Err(CallError::Rpc {
                     addr: addr.to_string(),
                     source,

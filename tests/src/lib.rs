@@ -45,4 +45,5 @@ pub mod http;
 pub mod oracle;
 pub mod procs;
 pub mod run;
+pub mod sim;
 pub mod workload;

@@ -1,0 +1,122 @@
+//! `shoal-sim`: runs the deterministic cluster simulation over many seeds
+//! (what `cargo xtask sim` calls, in release mode).
+//!
+//! ```text
+//! shoal-sim [--seeds N] [--seed S] [--clean] [--verbose]
+//! ```
+//!
+//! `--seeds N` runs seeds `S..S+N` (S defaults to 1); `--seed S` alone runs
+//! that one seed. Each failing seed is printed with a one-line reproduction
+//! command; the summary ends with `lost: 0` when nothing acknowledged was
+//! lost. Exits 1 if any seed failed.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use shoal_tests::sim::faults::FaultCounts;
+use shoal_tests::sim::{run, Options};
+
+fn main() -> ExitCode {
+    let mut seeds: Option<u64> = None;
+    let mut first: Option<u64> = None;
+    let mut faults = true;
+    let mut verbose = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |what: &str| -> u64 {
+            match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) => n,
+                None => {
+                    eprintln!("{what} needs a number");
+                    std::process::exit(2);
+                }
+            }
+        };
+        match arg.as_str() {
+            "--seeds" => seeds = Some(number("--seeds")),
+            "--seed" => first = Some(number("--seed")),
+            "--clean" => faults = false,
+            "--verbose" | "-v" => verbose = true,
+            "--help" | "-h" => {
+                println!("shoal-sim [--seeds N] [--seed S] [--clean] [--verbose]");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown argument {other:?} (try --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let count = seeds.unwrap_or(if first.is_some() { 1 } else { 100 });
+    let first = first.unwrap_or(1);
+    let started = Instant::now();
+    let (mut ops, mut acked, mut lost, mut stale, mut reads, mut sim_ms) = (0, 0, 0, 0, 0, 0);
+    let mut totals = FaultCounts::default();
+    let mut failed = Vec::new();
+    for seed in first..first.saturating_add(count) {
+        let options = Options::for_seed(seed, faults);
+        // A panic in the harness itself still names its seed.
+        let report = match std::panic::catch_unwind(|| run(&options)) {
+            Ok(r) => r,
+            Err(_) => {
+                println!("FAIL seed {seed}: panicked");
+                println!("  reproduce: cargo xtask sim --seed {seed}{}", flag(faults));
+                failed.push(seed);
+                continue;
+            }
+        };
+        ops += report.ops;
+        acked += report.acked_checked;
+        lost += report.lost;
+        stale += report.stale_reads;
+        reads += report.register_reads;
+        sim_ms += report.sim_ms;
+        totals.merge(&report.faults);
+        if verbose {
+            println!("{}", report.summary());
+        }
+        if !report.passed() {
+            println!("FAIL {}", report.summary());
+            for v in report.violations.iter().take(10) {
+                println!("  {v}");
+            }
+            println!("  reproduce: cargo xtask sim --seed {seed}{}", flag(faults));
+            failed.push(seed);
+        }
+    }
+    let wall = started.elapsed();
+    let minutes = wall.as_secs_f64() / 60.0;
+    println!(
+        "seeds: {count} ({} failed), operations: {ops}, faults: {} [{totals}], \
+         acknowledged writes checked: {acked}, lost: {lost}",
+        failed.len(),
+        totals.total()
+    );
+    println!(
+        "stale register reads: {stale}/{reads} ({:.2}%), wall {:.1} s: {:.1} seeds/min, \
+         {:.0} simulated ops/s of wall time, {:.1} s simulated",
+        if reads > 0 {
+            stale as f64 * 100.0 / reads as f64
+        } else {
+            0.0
+        },
+        wall.as_secs_f64(),
+        count as f64 / minutes.max(1e-9),
+        ops as f64 / wall.as_secs_f64().max(1e-9),
+        sim_ms as f64 / 1000.0
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failing seeds: {failed:?}");
+        ExitCode::FAILURE
+    }
+}
+
+fn flag(faults: bool) -> &'static str {
+    if faults {
+        ""
+    } else {
+        " --clean"
+    }
+}

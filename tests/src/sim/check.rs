@@ -1,0 +1,261 @@
+//! After the faults are healed: wait (bounded) for one gossip view and for
+//! every key's replicas to agree, then check the oracle on the final reads.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::workload::{self, decode_register, decode_set, Outcome, SharedHistory, CLIENT_TIMEOUT};
+
+/// One member's membership view, as last published by its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// Simulated milliseconds when it was published.
+    pub at_ms: u64,
+    /// `(member id, status)`, sorted by id.
+    pub members: Vec<(String, String)>,
+}
+
+/// Views by member id, published by each host every [`VIEW_PERIOD`].
+pub type Views = Rc<RefCell<BTreeMap<String, View>>>;
+
+/// How often hosts publish their membership view.
+pub const VIEW_PERIOD: Duration = Duration::from_millis(100);
+
+/// Bound on each convergence phase, in simulated time.
+pub const CONVERGE_BOUND: Duration = Duration::from_secs(90);
+
+/// What the checker measured.
+#[derive(Debug, Clone, Default)]
+pub struct Converged {
+    /// Simulated ms from the heal until every member saw all members alive.
+    pub gossip_ms: Option<u64>,
+    /// Simulated ms from the heal until every key's owners held the same
+    /// siblings and no hints were left.
+    pub data_ms: Option<u64>,
+    /// Acknowledged set elements and register writes checked at the end.
+    pub acked_checked: u64,
+    /// Acknowledged writes missing at the end (must be 0).
+    pub lost: u64,
+}
+
+/// The checker's inputs.
+#[derive(Debug, Clone)]
+pub struct CheckPlan {
+    /// Every member id (nodes and gateways).
+    pub members: Vec<String>,
+    /// Gateway HTTP addresses.
+    pub gateways: Vec<String>,
+    /// Simulated ms of the heal.
+    pub healed_at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+fn gossip_converged(plan: &CheckPlan, views: &Views) -> bool {
+    let expected: Vec<(String, String)> = {
+        let mut ids = plan.members.clone();
+        ids.sort();
+        ids.into_iter()
+            .map(|id| (id, "Alive".to_string()))
+            .collect()
+    };
+    let views = views.borrow();
+    plan.members.iter().all(|m| {
+        views
+            .get(m)
+            .is_some_and(|v| v.at_ms > plan.healed_at_ms && v.members == expected)
+    })
+}
+
+/// Whether the owners of `key` agree and no hint for it is left (`Err` says
+/// why not); reads through `gateway`'s debug view, which never repairs.
+async fn replicas_agree(gateway: &str, key: &str) -> Result<(), String> {
+    let Ok(answer) = super::http::request(
+        gateway,
+        "GET",
+        &format!("/v1/debug/replicas/{key}"),
+        &[],
+        b"",
+        CLIENT_TIMEOUT,
+    )
+    .await
+    else {
+        return Err("debug view unreachable".into());
+    };
+    let json = answer.json();
+    let Some(replicas) = json["replicas"].as_array() else {
+        return Err(format!("debug view answered {}", answer.status));
+    };
+    let mut seen: Option<BTreeSet<String>> = None;
+    for r in replicas {
+        if r["reachable"] != true || r["role"] != "owner" {
+            return Err(json.to_string());
+        }
+        let siblings: BTreeSet<String> = r["siblings"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        match &seen {
+            None => seen = Some(siblings),
+            Some(first) if *first != siblings => return Err(json.to_string()),
+            Some(_) => {}
+        }
+    }
+    if replicas.is_empty() {
+        return Err("no replicas".into());
+    }
+    Ok(())
+}
+
+/// The checker client: convergence, then the oracle. Violations go into the
+/// history; measurements into `out`.
+pub async fn checker(
+    plan: CheckPlan,
+    views: Views,
+    history: SharedHistory,
+    out: Rc<RefCell<Converged>>,
+) -> turmoil::Result {
+    let start = now_ms();
+    // 1. One gossip view.
+    while !gossip_converged(&plan, &views) {
+        if now_ms() - start > CONVERGE_BOUND.as_millis() as u64 {
+            let v = views.borrow().clone();
+            history.borrow_mut().violations.push(format!(
+                "gossip did not converge within {CONVERGE_BOUND:?} of the heal: {v:?}"
+            ));
+            return Ok(());
+        }
+        tokio::time::sleep(VIEW_PERIOD).await;
+    }
+    out.borrow_mut().gossip_ms = Some(now_ms() - plan.healed_at_ms);
+
+    // 2. Replicas agree: reads with r = N repair what is stale (read repair),
+    //    hinted handoff empties the hint space; anti-entropy is not in this
+    //    build, so reads are what repairs a replica that missed a write.
+    let keys: Vec<String> = {
+        let h = history.borrow();
+        h.elements
+            .keys()
+            .chain(h.registers.keys())
+            .cloned()
+            .collect()
+    };
+    let gateway = plan.gateways[0].clone();
+    let start = now_ms();
+    loop {
+        let mut pending = Vec::new();
+        let mut why = String::new();
+        for key in &keys {
+            if let Err(e) = replicas_agree(&gateway, key).await {
+                pending.push(key.clone());
+                why = e;
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if now_ms() - start > CONVERGE_BOUND.as_millis() as u64 {
+            history.borrow_mut().violations.push(format!(
+                "replicas of {pending:?} did not agree within {CONVERGE_BOUND:?} of gossip \
+                 convergence (read repair with r=3 and hinted handoff); the last: {why}"
+            ));
+            return Ok(());
+        }
+        for key in &pending {
+            let _ = workload::read(&gateway, key, Some(3)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    out.borrow_mut().data_ms = Some(now_ms() - plan.healed_at_ms);
+
+    // 3. The oracle, on a read of every key from every gateway.
+    let (elements, registers) = {
+        let h = history.borrow();
+        (h.elements.clone(), h.registers.clone())
+    };
+    let mut checked = 0;
+    let mut lost = 0;
+    let mut violations = Vec::new();
+    for gateway in &plan.gateways {
+        for (key, written) in &elements {
+            let Some(read) = workload::read(gateway, key, Some(3)).await else {
+                violations.push(format!("final read of {key} via {gateway} failed"));
+                continue;
+            };
+            let present: BTreeSet<String> =
+                read.values.iter().flat_map(|v| decode_set(v)).collect();
+            for (element, outcome) in written {
+                if *outcome == Outcome::Ok {
+                    checked += 1;
+                    if !present.contains(element) {
+                        lost += 1;
+                        violations.push(format!(
+                            "LOST: acknowledged element {element} missing from {key} via {gateway}"
+                        ));
+                    }
+                }
+            }
+            for element in &present {
+                match written.get(element) {
+                    Some(Outcome::Ok | Outcome::Unknown) => {}
+                    Some(Outcome::Failed) => violations.push(format!(
+                        "element {element} of {key} present, but its write definitely failed"
+                    )),
+                    None => violations.push(format!(
+                        "element {element} of {key} present, but no client ever wrote it"
+                    )),
+                }
+            }
+        }
+        for (key, written) in &registers {
+            let Some(read) = workload::read(gateway, key, Some(3)).await else {
+                violations.push(format!("final read of {key} via {gateway} failed"));
+                continue;
+            };
+            let Some(seqs) = decode_register(&read.values) else {
+                violations.push(format!(
+                    "{key} holds a value no client wrote: {:?}",
+                    read.values
+                ));
+                continue;
+            };
+            let last_acked = written
+                .iter()
+                .filter(|(_, o)| **o == Outcome::Ok)
+                .map(|(s, _)| *s)
+                .max();
+            if let Some(acked) = last_acked {
+                checked += 1;
+                // Only an acknowledged write's successor (which saw it through
+                // the writer's context) may replace it.
+                if seqs.iter().max().is_none_or(|m| *m < acked) {
+                    lost += 1;
+                    violations.push(format!(
+                        "LOST: {key} reads {seqs:?} via {gateway}, but {acked} was acknowledged"
+                    ));
+                }
+            }
+            for s in &seqs {
+                match written.get(s) {
+                    Some(Outcome::Ok | Outcome::Unknown) => {}
+                    other => violations.push(format!(
+                        "{key} holds {s}, whose write was {other:?} (never written or failed)"
+                    )),
+                }
+            }
+        }
+    }
+    let mut h = history.borrow_mut();
+    h.log(format!(
+        "final check: {checked} acknowledged writes checked, {lost} lost"
+    ));
+    h.violations.extend(violations);
+    let mut o = out.borrow_mut();
+    o.acked_checked = checked;
+    o.lost = lost;
+    Ok(())
+}

@@ -1,0 +1,549 @@
+//! Deterministic simulation of a whole Shoal cluster (issue 12): the real
+//! `shoal-node` and `shoal-gateway` code as turmoil hosts (5 storage nodes,
+//! 1-2 gateways, several HTTP clients), all driven from one seed.
+//!
+//! The seams: sockets are turmoil's TCP ([`env::SimNet`]); each process's
+//! wall clock is turmoil's simulated time plus a skew the fault schedule can
+//! change ([`env::SimClock`]); timers are tokio's, which turmoil pauses and
+//! advances; the gossip RNG is seeded from that clock, so from the seed
+//! (the simulated epoch is drawn from it); storage is the real LSM engine on
+//! a real temporary directory per node, its blocking calls run inline
+//! ([`shoal_node::env::Blocking::Inline`]) so that no thread timing leaks
+//! into the schedule. Nodes run `sync = "always"`: a crash (turmoil drops
+//! the host's tasks, the engine closes) loses nothing acknowledged, so
+//! "unsynced writes dropped" is vacuous here: every acknowledged write was
+//! fsynced first, and nothing else is acknowledged.
+//!
+//! A run ([`run`]): start the cluster and wait for one gossip view; start the
+//! clients ([`workload`]) while the driver applies the fault schedule
+//! ([`faults`]) between simulation steps; heal everything; then the checker
+//! ([`check`]) waits, bounded in simulated time, for one gossip view and for
+//! replicas to agree, and checks the oracle of `TESTING.md`. The trace (every
+//! operation and fault, stamped with simulated time) is hashed: the same seed
+//! must give the same hash.
+
+pub mod check;
+pub mod env;
+pub mod faults;
+pub mod http;
+pub mod workload;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shoal_node::config::{Config, SyncMode};
+
+use check::{CheckPlan, Converged, View, Views, VIEW_PERIOD};
+use env::{sim_env, SimClock};
+use faults::{Action, FaultCounts};
+use workload::{ClientPlan, History, SharedHistory};
+
+/// Storage nodes in every run.
+pub const NODES: usize = 5;
+/// Port of every member's RPC listener.
+const RPC_PORT: u16 = 7000;
+/// Port of every gateway's HTTP listener.
+const HTTP_PORT: u16 = 8080;
+/// Bound on the start-up phase (one gossip view before clients start).
+const STARTUP_BOUND: Duration = Duration::from_secs(30);
+/// Hard bound on a whole run in simulated time (turmoil fails past it).
+const SIM_BOUND: Duration = Duration::from_secs(600);
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Inject the fault schedule (false: a clean run, where stale register
+    /// reads are violations).
+    pub faults: bool,
+    /// Clients.
+    pub clients: usize,
+    /// Operations per client.
+    pub ops_per_client: usize,
+}
+
+impl Options {
+    /// The standard shape for `seed`: 1 or 2 gateways and 3 to 5 clients,
+    /// drawn from the seed.
+    pub fn for_seed(seed: u64, faults: bool) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5348_4f41_4c00_0000);
+        Self {
+            seed,
+            faults,
+            clients: rng.gen_range(3..=5),
+            ops_per_client: 40,
+        }
+    }
+}
+
+/// What a run did and found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Whether faults were injected.
+    pub faults_enabled: bool,
+    /// Gateways in the run.
+    pub gateways: usize,
+    /// FNV-1a of the trace: equal for equal seeds.
+    pub trace_hash: u64,
+    /// Trace lines (operations and faults in simulated order).
+    pub trace_len: usize,
+    /// Client operations (reads and writes).
+    pub ops: u64,
+    /// Writes acknowledged / definitely failed / unknown.
+    pub ok: u64,
+    /// See `ok`.
+    pub failed: u64,
+    /// See `ok`.
+    pub unknown: u64,
+    /// Reads that got no answer or no quorum.
+    pub failed_reads: u64,
+    /// Register reads that answered, and how many were stale.
+    pub register_reads: u64,
+    /// See `register_reads`.
+    pub stale_reads: u64,
+    /// Faults injected.
+    pub faults: FaultCounts,
+    /// Acknowledged writes checked at the end, and how many were lost.
+    pub acked_checked: u64,
+    /// See `acked_checked` (must be 0).
+    pub lost: u64,
+    /// Simulated ms from the heal to one gossip view.
+    pub gossip_converge_ms: Option<u64>,
+    /// Simulated ms from the heal to agreeing replicas.
+    pub data_converge_ms: Option<u64>,
+    /// Simulated time of the whole run.
+    pub sim_ms: u64,
+    /// Wall-clock time of the whole run.
+    pub wall: Duration,
+    /// Broken invariants and simulation errors; empty when the run passed.
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    /// No violation.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// One line for logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "seed {} ({}, {} gw): trace {:016x}, {} ops, writes ok {} / failed {} / unknown {}, \
+             failed reads {}, stale reads {}/{}, faults [{}], acked checked {}, lost {}, \
+             converged gossip {:?} ms data {:?} ms, sim {} ms, wall {:?}",
+            self.seed,
+            if self.faults_enabled {
+                "faults"
+            } else {
+                "clean"
+            },
+            self.gateways,
+            self.trace_hash,
+            self.ops,
+            self.ok,
+            self.failed,
+            self.unknown,
+            self.failed_reads,
+            self.stale_reads,
+            self.register_reads,
+            self.faults,
+            self.acked_checked,
+            self.lost,
+            self.gossip_converge_ms,
+            self.data_converge_ms,
+            self.sim_ms,
+            self.wall
+        )
+    }
+}
+
+/// FNV-1a, 64 bits: stable across runs and platforms (std's hashers are
+/// randomly keyed).
+pub fn fnv1a(lines: &[String]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for line in lines {
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn node_name(i: usize) -> String {
+    format!("node-{i}")
+}
+
+fn member_config(id: &str, seeds: &[String]) -> Config {
+    let mut c = Config::default();
+    c.member.id = id.into();
+    c.member.listen = format!("0.0.0.0:{RPC_PORT}");
+    c.member.advertise = Some(format!("{id}:{RPC_PORT}"));
+    c.member.seeds = seeds.to_vec();
+    c.gossip.interval_ms = 100;
+    c.gossip.failure_timeout_ms = 1_500;
+    c.handoff.retry_interval_ms = 200;
+    c.http.listen = format!("0.0.0.0:{HTTP_PORT}");
+    c.http.request_timeout_ms = 2_000;
+    c
+}
+
+fn publish(views: &Views, id: &str, members: Vec<shoal_gossip::MemberInfo>) {
+    let mut list: Vec<(String, String)> = members
+        .into_iter()
+        .map(|m| (m.id.to_string(), format!("{:?}", m.status)))
+        .collect();
+    list.sort();
+    let at_ms = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
+    views.borrow_mut().insert(
+        id.to_string(),
+        View {
+            at_ms,
+            members: list,
+        },
+    );
+}
+
+fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    e.to_string().into()
+}
+
+/// Applies one fault or heal to the world.
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    action: &Action,
+    servers: &[String],
+    clocks: &BTreeMap<String, SimClock>,
+    crashed: &mut BTreeSet<String>,
+    normal_latency: Duration,
+) -> bool {
+    let others = |h: &str| -> Vec<String> { servers.iter().filter(|s| *s != h).cloned().collect() };
+    match action {
+        Action::Partition(a, b) => sim.partition(a.as_str(), b.as_str()),
+        Action::PartitionOneWay(a, b) => sim.partition_oneway(a.as_str(), b.as_str()),
+        Action::Repair(a, b) => sim.repair(a.as_str(), b.as_str()),
+        Action::RepairOneWay(a, b) => sim.repair_oneway(a.as_str(), b.as_str()),
+        Action::Isolate(n) => {
+            for o in others(n) {
+                sim.partition(n.as_str(), o.as_str());
+            }
+        }
+        Action::Rejoin(n) => {
+            for o in others(n) {
+                sim.repair(n.as_str(), o.as_str());
+            }
+        }
+        Action::Crash(n) => {
+            if !crashed.insert(n.clone()) {
+                return false;
+            }
+            sim.crash(n.as_str());
+        }
+        Action::Restart(n) => {
+            if !crashed.remove(n) {
+                return false;
+            }
+            sim.bounce(n.as_str());
+        }
+        Action::Slow(h, max) => {
+            for o in others(h) {
+                sim.set_link_max_message_latency(h.as_str(), o.as_str(), *max);
+            }
+        }
+        Action::Fast(h) => {
+            for o in others(h) {
+                sim.set_link_max_message_latency(h.as_str(), o.as_str(), normal_latency);
+            }
+        }
+        Action::Lossy(h, rate) => {
+            for o in others(h) {
+                sim.set_link_fail_rate(h.as_str(), o.as_str(), *rate);
+            }
+        }
+        Action::Lossless(h) => {
+            for o in others(h) {
+                sim.set_link_fail_rate(h.as_str(), o.as_str(), 0.0);
+            }
+        }
+        Action::Skew(n, ms) => clocks[n].set_skew_ms(*ms),
+    }
+    true
+}
+
+/// Runs one simulation. Never panics on a finding: violations (including
+/// simulation errors) are in the report.
+pub fn run(options: &Options) -> Report {
+    let wall = Instant::now();
+    let mut report = Report {
+        seed: options.seed,
+        faults_enabled: options.faults,
+        ..Report::default()
+    };
+    // tmpfs when there is one: fsync per write is then free, and the
+    // simulation measures the code, not the disk.
+    let base = if Path::new("/dev/shm").is_dir() {
+        Path::new("/dev/shm").to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = match tempfile::Builder::new()
+        .prefix("shoal-sim-")
+        .tempdir_in(base)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            report
+                .violations
+                .push(format!("cannot create a data dir: {e}"));
+            return report;
+        }
+    };
+    let history: SharedHistory = Rc::new(RefCell::new(History::default()));
+    let result = simulate(options, dir.path(), &history, &mut report);
+    let h = history.borrow();
+    if let Err(e) = result {
+        report.violations.push(format!("simulation error: {e}"));
+    }
+    report.trace_hash = fnv1a(&h.trace);
+    report.trace_len = h.trace.len();
+    report.ops = h.ops;
+    report.ok = h.ok;
+    report.failed = h.failed;
+    report.unknown = h.unknown;
+    report.failed_reads = h.failed_reads;
+    report.register_reads = h.register_reads;
+    report.stale_reads = h.stale_reads;
+    report.violations.extend(h.violations.iter().cloned());
+    report.wall = wall.elapsed();
+    report
+}
+
+fn simulate(
+    options: &Options,
+    dir: &Path,
+    history: &SharedHistory,
+    report: &mut Report,
+) -> turmoil::Result {
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let gateways_count = rng.gen_range(1..=2);
+    report.gateways = gateways_count;
+    let normal_latency = Duration::from_millis(20);
+    // The simulated epoch, and so every wall clock and the gossip RNG seeds
+    // derived from it, comes from the seed.
+    let epoch =
+        UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + rng.gen_range(0..1u64 << 32));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(options.seed)
+        .epoch(epoch)
+        .simulation_duration(SIM_BOUND)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(normal_latency)
+        .build();
+
+    let nodes: Vec<String> = (1..=NODES).map(node_name).collect();
+    let gateways: Vec<String> = (1..=gateways_count).map(|i| format!("gw-{i}")).collect();
+    let servers: Vec<String> = nodes.iter().chain(gateways.iter()).cloned().collect();
+    let seeds: Vec<String> = nodes[..2]
+        .iter()
+        .map(|n| format!("{n}:{RPC_PORT}"))
+        .collect();
+    let views: Views = Rc::new(RefCell::new(BTreeMap::new()));
+    let mut clocks = BTreeMap::new();
+
+    for name in &nodes {
+        let clock = SimClock::default();
+        clocks.insert(name.clone(), clock.clone());
+        let mut config = member_config(name, &seeds);
+        config.member.data_dir = dir.join(name);
+        config.storage.sync = SyncMode::Always;
+        config.storage.memtable_bytes = 256 << 10;
+        let (views, host, name) = (views.clone(), name.clone(), name.clone());
+        sim.host(host.as_str(), move || {
+            let (config, clock, views, name) =
+                (config.clone(), clock.clone(), views.clone(), name.clone());
+            async move {
+                let node = shoal_node::node::start(config, sim_env(clock))
+                    .await
+                    .map_err(err)?;
+                loop {
+                    publish(&views, &name, node.members());
+                    tokio::time::sleep(VIEW_PERIOD).await;
+                }
+            }
+        });
+    }
+    for name in &gateways {
+        let clock = SimClock::default();
+        clocks.insert(name.clone(), clock.clone());
+        let config = member_config(name, &seeds);
+        let (views, host, name) = (views.clone(), name.clone(), name.clone());
+        sim.host(host.as_str(), move || {
+            let (config, clock, views, name) =
+                (config.clone(), clock.clone(), views.clone(), name.clone());
+            async move {
+                let gateway = shoal_gateway::Gateway::start(config, sim_env(clock))
+                    .await
+                    .map_err(err)?;
+                loop {
+                    publish(&views, &name, gateway.members());
+                    tokio::time::sleep(VIEW_PERIOD).await;
+                }
+            }
+        });
+    }
+
+    // Start-up: one gossip view before any client speaks.
+    let expected: Vec<(String, String)> = {
+        let mut ids = servers.clone();
+        ids.sort();
+        ids.into_iter()
+            .map(|id| (id, "Alive".to_string()))
+            .collect()
+    };
+    while !servers
+        .iter()
+        .all(|s| views.borrow().get(s).is_some_and(|v| v.members == expected))
+    {
+        if sim.elapsed() > STARTUP_BOUND {
+            return Err(err(format!(
+                "no single gossip view within {STARTUP_BOUND:?} of start: {:?}",
+                views.borrow()
+            )));
+        }
+        sim.step()?;
+    }
+    let start_ms = sim.elapsed().as_millis() as u64;
+    history
+        .borrow_mut()
+        .log(format!("cluster up at {start_ms} ms: {servers:?}"));
+
+    // Clients.
+    let set_keys: Vec<String> = (0..3).map(|i| format!("set-{i}")).collect();
+    let gateway_addrs: Vec<String> = gateways
+        .iter()
+        .map(|g| format!("{g}:{HTTP_PORT}"))
+        .collect();
+    for c in 0..options.clients {
+        let name = format!("client-{c}");
+        let plan = ClientPlan {
+            name: name.clone(),
+            ops: options.ops_per_client,
+            seed: rng.gen(),
+            gateways: gateway_addrs.clone(),
+            set_keys: set_keys.clone(),
+            register_keys: (0..2).map(|k| format!("reg-{c}-{k}")).collect(),
+            strict: !options.faults,
+        };
+        let history = history.clone();
+        sim.client(name.as_str(), workload::client(plan, history));
+    }
+
+    // The fault schedule, over the expected length of the workload.
+    let mut schedule = if options.faults {
+        let count = rng.gen_range(3..=8);
+        let horizon = options.ops_per_client as u64 * 150;
+        faults::schedule(
+            &mut rng,
+            &nodes,
+            &gateways,
+            count,
+            start_ms + 500,
+            start_ms + horizon.max(1_000),
+        )
+    } else {
+        Vec::new()
+    };
+    schedule.reverse();
+    let mut crashed = BTreeSet::new();
+    loop {
+        let now = sim.elapsed().as_millis() as u64;
+        while schedule.last().is_some_and(|s| s.at_ms <= now) {
+            let s = schedule.pop().expect("checked");
+            if apply(
+                &mut sim,
+                &s.action,
+                &servers,
+                &clocks,
+                &mut crashed,
+                normal_latency,
+            ) {
+                if let Some(kind) = s.action.kind() {
+                    report.faults.add(kind);
+                }
+                history.borrow_mut().log(format!("fault {:?}", s.action));
+            }
+        }
+        if sim.step()? {
+            break;
+        }
+    }
+
+    // Heal: every link, latency and loss back to normal, crashed nodes
+    // restarted. Clock skews stay: a skewed clock is not a fault to heal.
+    for (i, a) in servers.iter().enumerate() {
+        for b in &servers[i + 1..] {
+            sim.repair(a.as_str(), b.as_str());
+        }
+        apply(
+            &mut sim,
+            &Action::Fast(a.clone()),
+            &servers,
+            &clocks,
+            &mut crashed,
+            normal_latency,
+        );
+        apply(
+            &mut sim,
+            &Action::Lossless(a.clone()),
+            &servers,
+            &clocks,
+            &mut crashed,
+            normal_latency,
+        );
+    }
+    for n in crashed.clone() {
+        apply(
+            &mut sim,
+            &Action::Restart(n),
+            &servers,
+            &clocks,
+            &mut crashed,
+            normal_latency,
+        );
+    }
+    let healed_at_ms = sim.elapsed().as_millis() as u64;
+    history
+        .borrow_mut()
+        .log(format!("healed at {healed_at_ms} ms"));
+
+    let converged = Rc::new(RefCell::new(Converged::default()));
+    let plan = CheckPlan {
+        members: servers.clone(),
+        gateways: gateway_addrs,
+        healed_at_ms,
+    };
+    sim.client(
+        "checker",
+        check::checker(plan, views.clone(), history.clone(), converged.clone()),
+    );
+    while !sim.step()? {}
+    let c = converged.borrow();
+    report.gossip_converge_ms = c.gossip_ms;
+    report.data_converge_ms = c.data_ms;
+    report.acked_checked = c.acked_checked;
+    report.lost = c.lost;
+    report.sim_ms = sim.elapsed().as_millis() as u64;
+    let line = format!(
+        "converged: gossip {:?} ms, data {:?} ms",
+        c.gossip_ms, c.data_ms
+    );
+    history.borrow_mut().log(line);
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! The clients: read-modify-write on grow-only sets and a single writer per
+//! register, recording every operation with its outcome as the client saw it
+//! (ok, failed: definitely not applied, unknown: may or may not be applied).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::http::{self, HttpError, Response};
+
+/// How long a client waits for one HTTP answer (the gateway's own request
+/// timeout is 2 s; this leaves room for queueing and slow links).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The outcome of a write as the client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Acknowledged (204).
+    Ok,
+    /// Definitely not applied (a 4xx, or 503 `overloaded`, which the gateway
+    /// answers before doing anything).
+    Failed,
+    /// Maybe applied: a timeout, a broken connection, 503 `quorum_failed`
+    /// (some replicas may hold it, as in Dynamo) or a 500.
+    Unknown,
+}
+
+impl Outcome {
+    /// Classifies a write's answer.
+    pub fn of_write(answer: &Result<Response, HttpError>) -> Outcome {
+        match answer {
+            Ok(r) if r.status == 204 => Outcome::Ok,
+            Ok(r) if r.status == 503 && r.json()["error"] == "overloaded" => Outcome::Failed,
+            Ok(r) if (400..500).contains(&r.status) => Outcome::Failed,
+            _ => Outcome::Unknown,
+        }
+    }
+}
+
+/// Everything the clients did, shared by the clients, the checker and the
+/// driver (all run on the simulation's one thread).
+#[derive(Debug, Default)]
+pub struct History {
+    /// One line per operation or fault, in simulated order: what the trace
+    /// hash is computed over.
+    pub trace: Vec<String>,
+    /// Set elements by key: the outcome of the write that tried to add each.
+    pub elements: BTreeMap<String, BTreeMap<String, Outcome>>,
+    /// Register writes by key: the outcome of each sequence number.
+    pub registers: BTreeMap<String, BTreeMap<u64, Outcome>>,
+    /// Client operations (reads and writes).
+    pub ops: u64,
+    /// Writes acknowledged.
+    pub ok: u64,
+    /// Writes definitely not applied.
+    pub failed: u64,
+    /// Writes with an unknown outcome.
+    pub unknown: u64,
+    /// Reads that failed (no quorum, timeout).
+    pub failed_reads: u64,
+    /// Register reads that answered, and how many were stale (older than the
+    /// latest acknowledged write of that key).
+    pub register_reads: u64,
+    /// See `register_reads`.
+    pub stale_reads: u64,
+    /// Broken invariants, each with its evidence.
+    pub violations: Vec<String>,
+}
+
+impl History {
+    /// Appends a trace line stamped with simulated time.
+    pub fn log(&mut self, line: String) {
+        let t = turmoil::sim_elapsed().map_or(0, |d| d.as_millis());
+        self.trace.push(format!("{t} {line}"));
+    }
+
+    fn count_write(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Unknown => self.unknown += 1,
+        }
+    }
+}
+
+/// Shared history handle.
+pub type SharedHistory = Rc<RefCell<History>>;
+
+/// What one client does.
+#[derive(Debug, Clone)]
+pub struct ClientPlan {
+    /// Client name (also its element prefix).
+    pub name: String,
+    /// Operations to run.
+    pub ops: usize,
+    /// This client's random stream.
+    pub seed: u64,
+    /// Gateway HTTP addresses to spread requests over.
+    pub gateways: Vec<String>,
+    /// The shared set keys.
+    pub set_keys: Vec<String>,
+    /// Register keys this client alone writes.
+    pub register_keys: Vec<String>,
+    /// No faults: a stale register read is a violation, not a statistic
+    /// (W + R > N with every replica reachable).
+    pub strict: bool,
+}
+
+/// A key's siblings as read (values decoded), and the context covering them.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    /// The sibling values.
+    pub values: Vec<Vec<u8>>,
+    /// `X-Shoal-Context`, if any (also sent with a 404 over tombstones).
+    pub context: Option<String>,
+}
+
+/// Reads `key` in the JSON form through `gateway` with `r` (default when
+/// `None`); `None` when the read failed.
+pub async fn read(gateway: &str, key: &str, r: Option<usize>) -> Option<ReadResult> {
+    let query = r.map(|r| format!("?r={r}")).unwrap_or_default();
+    let answer = http::request(
+        gateway,
+        "GET",
+        &format!("/v1/kv/{key}{query}"),
+        &[("accept", "application/json")],
+        b"",
+        CLIENT_TIMEOUT,
+    )
+    .await
+    .ok()?;
+    let context = answer.header("x-shoal-context").map(str::to_string);
+    match answer.status {
+        404 => Some(ReadResult {
+            values: Vec::new(),
+            context,
+        }),
+        200 => {
+            let json = answer.json();
+            let siblings = json["siblings"].as_array()?;
+            let mut values = Vec::new();
+            for s in siblings {
+                let v = base64::engine::general_purpose::STANDARD
+                    .decode(s["value"].as_str()?)
+                    .ok()?;
+                values.push(v);
+            }
+            Some(ReadResult { values, context })
+        }
+        _ => None,
+    }
+}
+
+/// Writes `value` to `key` with `context` through `gateway`; returns the
+/// outcome and the new context on success.
+pub async fn write(
+    gateway: &str,
+    key: &str,
+    context: Option<&str>,
+    value: &[u8],
+) -> (Outcome, Option<String>) {
+    let mut headers = vec![("content-type", "text/plain")];
+    if let Some(c) = context {
+        headers.push(("x-shoal-context", c));
+    }
+    let answer = http::request(
+        gateway,
+        "PUT",
+        &format!("/v1/kv/{key}"),
+        &headers,
+        value,
+        CLIENT_TIMEOUT,
+    )
+    .await;
+    let outcome = Outcome::of_write(&answer);
+    let context = answer
+        .ok()
+        .and_then(|r| r.header("x-shoal-context").map(str::to_string));
+    (outcome, context)
+}
+
+/// Set elements encoded in one value (comma-separated).
+pub fn decode_set(value: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(value)
+        .split(',')
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn encode_set(set: &BTreeSet<String>) -> Vec<u8> {
+    set.iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes()
+}
+
+/// The sequence numbers a register read returned (`None` for a value that is
+/// not one: something no client wrote).
+pub fn decode_register(values: &[Vec<u8>]) -> Option<Vec<u64>> {
+    values
+        .iter()
+        .map(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct Register {
+    next: u64,
+    last_acked: Option<u64>,
+    context: Option<String>,
+}
+
+/// Runs one client's plan to the end; every operation is bounded by
+/// [`CLIENT_TIMEOUT`].
+pub async fn client(plan: ClientPlan, history: SharedHistory) -> turmoil::Result {
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let mut registers: BTreeMap<String, Register> = plan
+        .register_keys
+        .iter()
+        .map(|k| (k.clone(), Register::default()))
+        .collect();
+    let mut added = 0u64;
+    for _ in 0..plan.ops {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(5..150))).await;
+        let gateway = plan.gateways[rng.gen_range(0..plan.gateways.len())].clone();
+        history.borrow_mut().ops += 1;
+        match rng.gen_range(0..4) {
+            0 | 1 => {
+                let key = plan.set_keys[rng.gen_range(0..plan.set_keys.len())].clone();
+                let Some(current) = read(&gateway, &key, None).await else {
+                    let mut h = history.borrow_mut();
+                    h.failed_reads += 1;
+                    h.log(format!("{} set-read {key} failed", plan.name));
+                    continue;
+                };
+                // Siblings are merged by union: the set only grows.
+                let mut set: BTreeSet<String> =
+                    current.values.iter().flat_map(|v| decode_set(v)).collect();
+                added += 1;
+                let element = format!("{}.{added}", plan.name);
+                set.insert(element.clone());
+                history.borrow_mut().ops += 1;
+                let (outcome, _) = write(
+                    &gateway,
+                    &key,
+                    current.context.as_deref(),
+                    &encode_set(&set),
+                )
+                .await;
+                let mut h = history.borrow_mut();
+                h.count_write(outcome);
+                h.elements
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(element.clone(), outcome);
+                h.log(format!(
+                    "{} set-add {key} {element} via {gateway} (read {} siblings) -> {outcome:?}",
+                    plan.name,
+                    current.values.len()
+                ));
+            }
+            2 => {
+                let key = plan.register_keys[rng.gen_range(0..plan.register_keys.len())].clone();
+                let reg = registers.get_mut(&key).expect("own register");
+                reg.next += 1;
+                let seq = reg.next;
+                let (outcome, context) = write(
+                    &gateway,
+                    &key,
+                    reg.context.as_deref(),
+                    seq.to_string().as_bytes(),
+                )
+                .await;
+                if outcome == Outcome::Ok {
+                    reg.last_acked = Some(seq);
+                    reg.context = context;
+                }
+                let mut h = history.borrow_mut();
+                h.count_write(outcome);
+                h.registers
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(seq, outcome);
+                h.log(format!(
+                    "{} reg-write {key}={seq} via {gateway} -> {outcome:?}",
+                    plan.name
+                ));
+            }
+            _ => {
+                let key = plan.register_keys[rng.gen_range(0..plan.register_keys.len())].clone();
+                let last_acked = registers[&key].last_acked;
+                let answer = read(&gateway, &key, None).await;
+                let mut h = history.borrow_mut();
+                let Some(answer) = answer else {
+                    h.failed_reads += 1;
+                    h.log(format!("{} reg-read {key} via {gateway} failed", plan.name));
+                    continue;
+                };
+                let Some(seqs) = decode_register(&answer.values) else {
+                    h.violations.push(format!(
+                        "{} read {key}: a value no client wrote: {:?}",
+                        plan.name, answer.values
+                    ));
+                    continue;
+                };
+                h.register_reads += 1;
+                let newest = seqs.iter().max().copied();
+                let stale = last_acked.is_some_and(|a| newest.is_none_or(|n| n < a));
+                if stale {
+                    h.stale_reads += 1;
+                    if plan.strict {
+                        h.violations.push(format!(
+                            "{} read {key} via {gateway}: {seqs:?}, but {} was acknowledged \
+                             (W+R>N, no faults)",
+                            plan.name,
+                            last_acked.unwrap_or_default()
+                        ));
+                    }
+                }
+                h.log(format!(
+                    "{} reg-read {key} via {gateway} -> {seqs:?} (acked {last_acked:?}){}",
+                    plan.name,
+                    if stale { " STALE" } else { "" }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
