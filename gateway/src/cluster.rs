@@ -6,12 +6,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_node::membership::SharedMembership;
-use shoal_ring::{Member, Ring, RingConfig};
+use shoal_node::membership::{MemberList, RingView, SharedMembership};
+use shoal_ring::Ring;
 use tokio::time::Instant;
 
-/// The member set (id, weight; sorted) a ring was built from, and the ring.
-type CachedRing = (Vec<(String, u32)>, Arc<Ring>);
+/// The member lists (current, future) the rings were built from, and the
+/// rings.
+type CachedRing = ((MemberList, MemberList), Rings);
+
+/// The current ring (reads) and, while members join or leave, the future
+/// one (writes go to the replicas of both; see
+/// [`shoal_node::membership::RingView`]).
+#[derive(Debug, Clone, Default)]
+pub struct Rings {
+    /// What reads use.
+    pub current: Option<Arc<Ring>>,
+    /// What the ring becomes once pending joins and leaves are done.
+    pub future: Option<Arc<Ring>>,
+}
 
 /// Membership, ring cache and local suspicions.
 pub struct Cluster {
@@ -36,8 +48,11 @@ impl std::fmt::Debug for Cluster {
 /// What one request needs from the cluster view, taken under one lock.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The ring (`None` while no storage node is known).
+    /// The ring reads use (`None` while no storage node is known).
     pub ring: Option<Arc<Ring>>,
+    /// The ring writes also go to while members join or leave (`None` when
+    /// nothing is in flux).
+    pub future: Option<Arc<Ring>>,
     /// Storage members by id: (address, usable now).
     pub nodes: HashMap<String, (String, bool)>,
 }
@@ -117,43 +132,40 @@ impl Cluster {
                 (id, (i.address.clone(), live))
             })
             .collect();
-        let mut key: Vec<(String, u32)> = ring_members
-            .iter()
-            .map(|i| (i.id.as_str().to_string(), i.weight))
-            .collect();
-        key.sort();
-        let ring = self.ring_for(key);
-        Snapshot { ring, nodes }
+        let rings = self.rings_for(&ring_members);
+        Snapshot {
+            ring: rings.current,
+            future: rings.future,
+            nodes,
+        }
     }
 
-    /// The cached ring if `members` did not change, else a new one.
-    fn ring_for(&self, members: Vec<(String, u32)>) -> Option<Arc<Ring>> {
-        if members.is_empty() {
-            return None;
-        }
+    /// The cached rings if the member lists did not change, else new ones.
+    fn rings_for(&self, members: &[shoal_gossip::MemberInfo]) -> Rings {
+        let lists = RingView::member_lists(members);
         let mut cache = lock(&self.ring);
-        if let Some((cached, ring)) = cache.as_ref() {
-            if *cached == members {
-                return Some(ring.clone());
+        if let Some((cached, rings)) = cache.as_ref() {
+            if *cached == lists {
+                return rings.clone();
             }
         }
-        match Ring::new(
-            members.iter().map(|(id, w)| Member::new(id.clone(), *w)),
-            RingConfig::default(),
-        ) {
-            Ok(ring) => {
-                let ring = Arc::new(ring);
-                tracing::info!(members = members.len(), "ring rebuilt");
-                *cache = Some((members, ring.clone()));
-                Some(ring)
-            }
-            Err(e) => {
-                // Gossip validates ids and weights, so this means a member
-                // with a weight the ring refuses; keep routing with the old ring.
-                tracing::error!(error = %e, "cannot build the ring from the membership");
-                cache.as_ref().map(|(_, r)| r.clone())
-            }
+        let view = RingView::of(members);
+        if view.current.is_none() && !lists.0.is_empty() {
+            // Gossip validates ids, so this means a weight the ring refuses
+            // (logged by `RingView`); keep routing with the old rings.
+            return cache.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
         }
+        let rings = Rings {
+            current: view.current.map(Arc::new),
+            future: view.future.map(Arc::new),
+        };
+        tracing::info!(
+            members = lists.0.len(),
+            in_flux = rings.future.is_some(),
+            "ring rebuilt"
+        );
+        *cache = Some((lists, rings.clone()));
+        rings
     }
 }
 

@@ -393,12 +393,14 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
         w: state.replication.w,
         members: members
             .into_iter()
-            .map(|m| MemberBody {
+            .map(|m| (shoal_node::membership::split_weight(m.weight), m))
+            .map(|((weight, joining), m)| MemberBody {
                 id: m.id.as_str().to_string(),
                 addr: m.address,
                 role: role_name(m.role).into(),
                 status: status_name(m.status).into(),
-                weight: m.weight,
+                weight,
+                joining,
                 heartbeat: m.heartbeat,
                 incarnation: m.incarnation,
             })

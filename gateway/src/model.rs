@@ -93,6 +93,9 @@ pub struct MemberBody {
     pub status: String,
     /// Relative capacity on the ring.
     pub weight: u32,
+    /// Whether the member is still receiving the ranges it joins with: it
+    /// takes writes for them but no reads yet.
+    pub joining: bool,
     /// Latest heartbeat heard.
     pub heartbeat: u64,
     /// Process generation.

@@ -148,9 +148,67 @@ impl Engine {
     /// The plan for `key` and the live non-targets after it on the ring
     /// (spares that replace targets failing mid-request).
     fn plan(&self, snap: &Snapshot, key: &[u8]) -> Option<(Plan, VecDeque<String>)> {
+        self.plan_with(snap, key, 0)
+    }
+
+    /// The plan of a write, and how many acknowledgements it needs beyond
+    /// `w`. While members join or leave, the key's replicas under the future
+    /// ring that are not replicas under the current one (`pending`) are
+    /// added after the current owners, and the write needs `w + pending`
+    /// acknowledgements: with both replica sets of size N, that many answers
+    /// among their union include at least `w` from each set, so a read on
+    /// either ring (before or after the change completes) meets the write.
+    fn write_plan(&self, snap: &Snapshot, key: &[u8]) -> Option<(Plan, VecDeque<String>, usize)> {
         let ring = snap.ring.as_ref()?;
-        let walk: Vec<&str> = ring.walk(key_position(key)).collect();
-        let p = plan(walk.iter().copied(), self.n, |m| snap.is_live(m), true);
+        let pending = match &snap.future {
+            Some(future) => {
+                let position = key_position(key);
+                let current: Vec<&str> = ring.walk(position).take(self.n).collect();
+                future
+                    .walk(position)
+                    .take(self.n)
+                    .filter(|m| !current.contains(m))
+                    .count()
+            }
+            None => 0,
+        };
+        let (plan, spares) = self.plan_with(snap, key, pending)?;
+        Some((plan, spares, pending))
+    }
+
+    fn plan_with(
+        &self,
+        snap: &Snapshot,
+        key: &[u8],
+        pending: usize,
+    ) -> Option<(Plan, VecDeque<String>)> {
+        let ring = snap.ring.as_ref()?;
+        let position = key_position(key);
+        let mut walk: Vec<&str> = ring.walk(position).collect();
+        if pending > 0 {
+            if let Some(future) = &snap.future {
+                // Current owners, then the pending ones, then the fallbacks.
+                let owners: Vec<&str> = walk.iter().copied().take(self.n).collect();
+                let extra: Vec<&str> = future
+                    .walk(position)
+                    .take(self.n)
+                    .filter(|m| !owners.contains(m))
+                    .collect();
+                let rest: Vec<&str> = walk
+                    .iter()
+                    .copied()
+                    .skip(self.n)
+                    .filter(|m| !extra.contains(m))
+                    .collect();
+                walk = owners.into_iter().chain(extra).chain(rest).collect();
+            }
+        }
+        let p = plan(
+            walk.iter().copied(),
+            self.n + pending,
+            |m| snap.is_live(m),
+            true,
+        );
         let spares = walk
             .iter()
             .filter(|m| {
@@ -175,10 +233,10 @@ impl Engine {
         deadline: Instant,
     ) -> Result<SiblingSet, ApiError> {
         let snap = self.cluster.snapshot();
-        let Some((plan, mut spares)) = self.plan(&snap, &key) else {
+        let Some((plan, mut spares, pending)) = self.write_plan(&snap, &key) else {
             return Err(no_nodes(Operation::Write, w));
         };
-        let mut tally: Tally<()> = Tally::new(w, plan.owners.len());
+        let mut tally: Tally<()> = Tally::new(w + pending, plan.owners.len());
         for owner in &plan.uncovered {
             tally.fail(owner.clone(), "down, and no live node to stand in");
         }

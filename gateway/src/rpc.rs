@@ -85,6 +85,52 @@ impl Replica for GatewayService {
         Ok(receive(&self.membership, self.uptime, &from, message))
     }
 
+    async fn merkle(
+        self,
+        _: tarpc::context::Context,
+        _request: shoal_node::rpc::MerkleRequest,
+    ) -> Result<shoal_node::rpc::MerkleResponse, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn scan(
+        self,
+        _: tarpc::context::Context,
+        _request: shoal_node::rpc::ScanRequest,
+    ) -> Result<shoal_node::rpc::ScanPage, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn read_many(
+        self,
+        _: tarpc::context::Context,
+        _keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<SiblingSet>>, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn merge_batch(
+        self,
+        _: tarpc::context::Context,
+        _entries: Vec<(Vec<u8>, SiblingSet)>,
+    ) -> Result<u64, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn repair(
+        self,
+        _: tarpc::context::Context,
+    ) -> Result<shoal_node::rpc::RepairReport, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn decommission(
+        self,
+        _: tarpc::context::Context,
+    ) -> Result<shoal_node::rpc::HandoverReport, RemoteError> {
+        Err(self.not_storage())
+    }
+
     async fn status(self, _: tarpc::context::Context) -> Result<NodeStatus, RemoteError> {
         let incarnation = crate::cluster::lock(&self.membership).local().incarnation;
         Ok(NodeStatus {

@@ -86,6 +86,12 @@ pub struct MemberConfig {
     pub weight: u32,
     /// Where a node keeps its data (storage nodes only).
     pub data_dir: PathBuf,
+    /// Whether this node joins a running cluster: it announces itself as
+    /// joining, receives the ranges it gains from their current replicas
+    /// (resumably, across restarts), and only then takes its share of reads.
+    /// Leave it `false` for the nodes that bootstrap a cluster together, and
+    /// for a node restarting (even with a wiped disk: anti-entropy refills it).
+    pub join: bool,
 }
 
 /// Replication factors: the cluster-wide defaults that requests may override.
@@ -158,6 +164,13 @@ pub struct AntiEntropyConfig {
     pub interval_ms: u64,
     /// Upper bound on keys repaired per second, so repair never starves clients.
     pub max_keys_per_sec: u64,
+    /// Upper bound on anti-entropy bytes (hashes, listings, values) per second.
+    pub max_bytes_per_sec: u64,
+    /// The Merkle tree has 2^`leaf_bits` leaves (16..=24). Replicas compare
+    /// trees only of equal shape, so every node of a cluster must agree. One
+    /// leaf costs 40 bytes of memory: 20 (the default) is 40 MiB per node;
+    /// 16 is 2.5 MiB, for small clusters and tests.
+    pub leaf_bits: u8,
 }
 
 /// Delete semantics.
@@ -220,6 +233,7 @@ impl Default for MemberConfig {
             seeds: Vec::new(),
             weight: 1,
             data_dir: PathBuf::from("data"),
+            join: false,
         }
     }
 }
@@ -266,6 +280,8 @@ impl Default for AntiEntropyConfig {
             enabled: true,
             interval_ms: 30_000,
             max_keys_per_sec: 10_000,
+            max_bytes_per_sec: 32 << 20,
+            leaf_bits: 20,
         }
     }
 }
@@ -440,6 +456,25 @@ impl Config {
         if self.anti_entropy.max_keys_per_sec == 0 {
             return bad("anti_entropy.max_keys_per_sec", "must be at least 1");
         }
+        if self.anti_entropy.max_bytes_per_sec < 64 << 10 {
+            return bad(
+                "anti_entropy.max_bytes_per_sec",
+                "must be at least 65536 (one Merkle message is up to 132 KiB)",
+            );
+        }
+        if !(shoal_merkle::MIN_LEAF_BITS..=shoal_merkle::MAX_LEAF_BITS)
+            .contains(&self.anti_entropy.leaf_bits)
+        {
+            return bad(
+                "anti_entropy.leaf_bits",
+                format!(
+                    "{} is not in {}..={}",
+                    self.anti_entropy.leaf_bits,
+                    shoal_merkle::MIN_LEAF_BITS,
+                    shoal_merkle::MAX_LEAF_BITS
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -584,6 +619,16 @@ mod tests {
         check_rejected("[member]\nlisten = \"nowhere\"\n", &[], "member.listen");
         check_rejected("[replication]\nn = \"three\"\n", &[], "replication.n");
         check_rejected("", &[("SHOAL_REPLICATION__W", "lots")], "replication.w");
+        check_rejected(
+            "[anti_entropy]\nleaf_bits = 12\n",
+            &[],
+            "anti_entropy.leaf_bits",
+        );
+        check_rejected(
+            "[anti_entropy]\nmax_bytes_per_sec = 10\n",
+            &[],
+            "anti_entropy.max_bytes_per_sec",
+        );
     }
 
     #[test]

@@ -31,15 +31,21 @@
 //! - [`rpc`]: the service definition and its wire types;
 //! - [`serve`], [`pool`]: the server accept loop and pooled clients;
 //! - [`membership`]: runs the gossip state machine over the service;
-//! - [`store`]: key layout, per-key locking, hints, node metadata;
+//! - [`store`]: key layout, per-key locking, hints, node metadata, the
+//!   Merkle tree over the data;
+//! - [`anti_entropy`]: Merkle exchanges between replicas, paced, periodic or
+//!   on demand (the `repair` RPC);
+//! - [`handover`]: range streaming when a node joins or is decommissioned;
 //! - [`node`]: start-up, the service implementation, hinted handoff, shutdown;
 //! - [`logging`]: log setup and signals for the binaries.
 //!
 //! Durability: a write is acknowledged only after the engine accepted it under
 //! the configured `storage.sync` (default `always`: fsynced, group-committed).
 
+pub mod anti_entropy;
 pub mod config;
 pub mod env;
+pub mod handover;
 pub mod logging;
 pub mod membership;
 pub mod node;

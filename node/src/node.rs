@@ -19,8 +19,9 @@ use crate::env::Env;
 use crate::membership::{self, SharedMembership, Uptime};
 use crate::pool::Pool;
 use crate::rpc::{
-    CoordinateRequest, KeyReport, NodeStatus, RemoteError, Replica, ReplicateRequest, StoredView,
-    PROTOCOL_VERSION,
+    CoordinateRequest, HandoverReport, KeyReport, MerkleRequest, MerkleResponse, NodeStatus,
+    RemoteError, RepairReport, Replica, ReplicateRequest, ScanPage, ScanRequest, StoredView,
+    MAX_BATCH_KEYS, MAX_SCAN_KEYS, MAX_SCAN_RANGES, PROTOCOL_VERSION,
 };
 use crate::store::{Store, StoreError};
 
@@ -51,15 +52,27 @@ pub enum NodeError {
     Gossip(#[from] shoal_gossip::GossipError),
 }
 
-struct Inner {
-    config: Config,
-    env: Env,
-    id: String,
-    store: Arc<Store>,
-    membership: SharedMembership,
-    uptime: Uptime,
-    pool: Arc<Pool>,
-    shutting_down: AtomicBool,
+/// What the service, the loops and the RPC handlers share.
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) env: Env,
+    pub(crate) id: String,
+    pub(crate) store: Arc<Store>,
+    pub(crate) membership: SharedMembership,
+    pub(crate) uptime: Uptime,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) shutting_down: AtomicBool,
+    /// One anti-entropy pass at a time (periodic or the repair RPC), so that
+    /// two never sync the same keys against each other.
+    pub(crate) anti_entropy_lock: tokio::sync::Mutex<()>,
+    /// Paces all anti-entropy traffic of this node.
+    pub(crate) anti_entropy_limiter: crate::anti_entropy::RateLimiter,
+    /// The address peers dial (announced in gossip).
+    pub(crate) advertise: String,
+    /// Set when the node must stop on its own (after a decommission).
+    pub(crate) stop_requested: Arc<watch::Sender<bool>>,
+    /// What the join streamed, once it finished.
+    pub(crate) join_report: Mutex<Option<HandoverReport>>,
 }
 
 /// The RPC face of a node (cheap to clone: one per connection).
@@ -122,6 +135,7 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         .clone()
         .unwrap_or_else(|| addr.to_string());
 
+    let joining = crate::handover::join_pending(&config, &store);
     let gossip_config = gossip_config(&config);
     let uptime = Uptime::start();
     let mut seeds = config.member.seeds.clone();
@@ -133,7 +147,13 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
             id: id.clone().into(),
             address: advertise.clone(),
             role: Role::Storage,
-            weight: config.member.weight,
+            // A joining node announces itself with the joining flag: gateways
+            // write to it but do not read from it until it clears the flag.
+            weight: if joining {
+                config.member.weight | crate::membership::JOINING_FLAG
+            } else {
+                config.member.weight
+            },
             incarnation: store.incarnation(),
         },
         seeds,
@@ -155,6 +175,14 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         uptime,
         pool: pool.clone(),
         shutting_down: AtomicBool::new(false),
+        anti_entropy_lock: tokio::sync::Mutex::new(()),
+        anti_entropy_limiter: crate::anti_entropy::RateLimiter::new(
+            config.anti_entropy.max_keys_per_sec,
+            config.anti_entropy.max_bytes_per_sec,
+        ),
+        advertise: advertise.clone(),
+        stop_requested: Arc::new(watch::channel(false).0),
+        join_report: Mutex::new(None),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -177,6 +205,26 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         Duration::from_millis(config.gossip.interval_ms),
         shutdown_rx.clone(),
     )));
+    if joining {
+        let inner = inner.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                result = crate::handover::join(inner) => {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "join did not finish; restart the node to resume it");
+                    }
+                }
+            }
+        }));
+    }
+    if config.anti_entropy.enabled {
+        tasks.push(tokio::spawn(crate::anti_entropy::run(
+            inner.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     if config.handoff.enabled {
         tasks.push(tokio::spawn(handoff_loop(inner.clone(), shutdown_rx)));
     }
@@ -242,6 +290,25 @@ impl NodeHandle {
         self.inner.store.hint_count().unwrap_or(0)
     }
 
+    /// What the join streamed, once it finished (`None` while joining, or
+    /// when the node did not join).
+    pub fn join_report(&self) -> Option<HandoverReport> {
+        self.inner
+            .join_report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Resolves when the node asks to be stopped (a decommission finished);
+    /// the binary then shuts it down. Never resolves otherwise.
+    pub async fn stop_requested(&self) {
+        let mut rx = self.inner.stop_requested.subscribe();
+        if rx.wait_for(|s| *s).await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    }
+
     /// The local store (tests inspect it directly).
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
@@ -278,7 +345,26 @@ impl NodeHandle {
     }
 }
 
+/// Refuses a batch over [`MAX_BATCH_KEYS`].
+fn check_batch(len: usize) -> Result<(), RemoteError> {
+    if len > MAX_BATCH_KEYS {
+        return Err(RemoteError::BadRequest {
+            message: format!("{len} keys in one batch, over the limit of {MAX_BATCH_KEYS}"),
+        });
+    }
+    Ok(())
+}
+
 impl NodeService {
+    fn check_running(&self) -> Result<(), RemoteError> {
+        if self.0.shutting_down.load(Ordering::SeqCst) {
+            return Err(RemoteError::ShuttingDown {
+                id: self.0.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn check_key(&self, key: &[u8]) -> Result<(), RemoteError> {
         if self.0.shutting_down.load(Ordering::SeqCst) {
             return Err(RemoteError::ShuttingDown {
@@ -325,7 +411,10 @@ impl NodeService {
                     message: e.to_string(),
                 }
             }
-            StoreError::Version(_) | StoreError::OwnerTooLong { .. } => RemoteError::BadRequest {
+            StoreError::Version(_)
+            | StoreError::OwnerTooLong { .. }
+            | StoreError::Merkle(_)
+            | StoreError::BadCursor => RemoteError::BadRequest {
                 message: e.to_string(),
             },
             StoreError::Engine(_) => {
@@ -432,6 +521,85 @@ impl Replica for NodeService {
             &from,
             message,
         ))
+    }
+
+    async fn merkle(
+        self,
+        _: RpcContext,
+        request: MerkleRequest,
+    ) -> Result<MerkleResponse, RemoteError> {
+        self.check_running()?;
+        // Answering is pure CPU on the in-memory tree, bounded by the
+        // message size limit; no blocking pool needed.
+        self.0
+            .store
+            .with_tree(|t| t.answer(&request))
+            .map_err(|e| RemoteError::BadRequest {
+                message: format!("merkle request: {e}"),
+            })
+    }
+
+    async fn scan(self, _: RpcContext, request: ScanRequest) -> Result<ScanPage, RemoteError> {
+        self.check_running()?;
+        if request.ranges.len() > MAX_SCAN_RANGES {
+            return Err(RemoteError::BadRequest {
+                message: format!(
+                    "{} ranges in one scan, over the limit of {MAX_SCAN_RANGES}",
+                    request.ranges.len()
+                ),
+            });
+        }
+        let max_keys = request.max_keys.clamp(1, MAX_SCAN_KEYS) as usize;
+        // Half a frame of values per page, so a page always fits a frame.
+        let max_bytes = self.0.config.max_frame_bytes() / 2;
+        self.blocking(move |s| {
+            s.scan_ranges(
+                &request.ranges,
+                request.cursor.as_ref(),
+                max_keys,
+                max_bytes,
+                request.values,
+            )
+        })
+        .await
+    }
+
+    async fn read_many(
+        self,
+        _: RpcContext,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<SiblingSet>>, RemoteError> {
+        self.check_running()?;
+        check_batch(keys.len())?;
+        for key in &keys {
+            self.check_key(key)?;
+        }
+        self.blocking(move |s| s.read_many(&keys)).await
+    }
+
+    async fn merge_batch(
+        self,
+        _: RpcContext,
+        entries: Vec<(Vec<u8>, SiblingSet)>,
+    ) -> Result<u64, RemoteError> {
+        self.check_running()?;
+        check_batch(entries.len())?;
+        for (key, set) in &entries {
+            self.check_key(key)?;
+            self.check_set(set)?;
+        }
+        self.blocking(move |s| s.merge_many(&entries).map(|(_, changed)| changed as u64))
+            .await
+    }
+
+    async fn repair(self, _: RpcContext) -> Result<RepairReport, RemoteError> {
+        self.check_running()?;
+        Ok(crate::anti_entropy::repair(&self.0).await)
+    }
+
+    async fn decommission(self, _: RpcContext) -> Result<HandoverReport, RemoteError> {
+        self.check_running()?;
+        crate::handover::decommission(&self.0).await
     }
 
     async fn status(self, _: RpcContext) -> Result<NodeStatus, RemoteError> {

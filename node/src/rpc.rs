@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 use shoal_gossip::Message;
 use shoal_vclock::{CausalView, Content, Context, SiblingSet};
 
+pub use crate::store::{ScanCursor, ScanEntry, ScanPage};
+/// The Merkle diff messages, re-exported so other implementers of the
+/// service need not depend on `shoal-merkle` themselves.
+pub use shoal_merkle::{Request as MerkleRequest, Response as MerkleResponse};
+
 /// Version of this service's wire types; bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -40,6 +45,116 @@ pub trait Replica {
 
     /// This member's identity and counters.
     async fn status() -> Result<NodeStatus, RemoteError>;
+
+    /// Anti-entropy: answers one step of a peer's Merkle diff
+    /// ([`shoal_merkle::Diff`]) from this node's tree, which covers every data
+    /// key it holds (hints excluded). The asker drives the diff; this side is
+    /// stateless, so a diff survives any number of lost or retried calls.
+    async fn merkle(request: MerkleRequest) -> Result<MerkleResponse, RemoteError>;
+
+    /// One page of the data keys in `ranges`, in ring order: digests only
+    /// (anti-entropy compares them) or with their states (range streaming for
+    /// a join). Resume by passing the returned cursor back; the scan holds no
+    /// server state, so either side may crash and the other resume.
+    async fn scan(request: ScanRequest) -> Result<ScanPage, RemoteError>;
+
+    /// The local states of several keys (`None` where absent), in order.
+    async fn read_many(keys: Vec<Vec<u8>>) -> Result<Vec<Option<SiblingSet>>, RemoteError>;
+
+    /// Merges (`vclock` sync) several states into local data in one durable
+    /// batch: what anti-entropy pushes and decommission streams. Returns how
+    /// many keys changed.
+    async fn merge_batch(entries: Vec<(Vec<u8>, SiblingSet)>) -> Result<u64, RemoteError>;
+
+    /// Runs anti-entropy now with every live peer this node shares ranges
+    /// with, both directions, and reports what moved (what `nodetool repair`
+    /// is to Cassandra; `cargo xtask cluster repair NODE` calls it).
+    async fn repair() -> Result<RepairReport, RemoteError>;
+
+    /// Decommissions this node: announce `leaving`, wait for the cluster to
+    /// route writes to the new owners as well, stream every range this node
+    /// replicates to its new owners, announce `left`, then stop the node.
+    /// Answers once the ranges are handed over, before the stop.
+    async fn decommission() -> Result<HandoverReport, RemoteError>;
+}
+
+/// Largest page a [`Replica::scan`] returns, whatever the caller asks.
+pub const MAX_SCAN_KEYS: u32 = 10_000;
+/// Most ranges one [`Replica::scan`] may name.
+pub const MAX_SCAN_RANGES: usize = 4_096;
+/// Most keys one [`Replica::read_many`] or [`Replica::merge_batch`] may carry.
+pub const MAX_BATCH_KEYS: usize = 10_000;
+
+/// What [`Replica::scan`] reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRequest {
+    /// Token ranges, on the ring's grid (up to [`MAX_SCAN_RANGES`]).
+    pub ranges: Vec<shoal_merkle::TokenRange>,
+    /// Where the previous page stopped.
+    pub cursor: Option<ScanCursor>,
+    /// Keys per page (capped at [`MAX_SCAN_KEYS`]).
+    pub max_keys: u32,
+    /// Whether to return the states, not only their digests.
+    pub values: bool,
+}
+
+/// What one anti-entropy exchange with one peer did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeReport {
+    /// The peer.
+    pub peer: String,
+    /// Token ranges compared (adjacent shared ranges merged into one).
+    pub ranges: u64,
+    /// Merkle leaves those ranges span.
+    pub leaves_compared: u64,
+    /// Diff round trips.
+    pub rounds: u64,
+    /// Node hashes received.
+    pub hashes: u64,
+    /// Leaves found differing (segments may span several).
+    pub leaves_differing: u64,
+    /// Ranges where a full listing was cheaper than descending.
+    pub full_listings: u64,
+    /// Keys whose digests were listed from both sides.
+    pub keys_listed: u64,
+    /// Keys this node took from the peer (its state changed).
+    pub keys_pulled: u64,
+    /// Keys this node sent to the peer (the peer's state changed).
+    pub keys_pushed: u64,
+    /// Payload bytes sent to the peer (bincode, as on the wire).
+    pub bytes_sent: u64,
+    /// Payload bytes received from the peer.
+    pub bytes_received: u64,
+    /// Wall time of the exchange.
+    pub elapsed_ms: u64,
+    /// Why the exchange stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// What [`Replica::repair`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// The node that ran it.
+    pub node: String,
+    /// One exchange per peer.
+    pub exchanges: Vec<ExchangeReport>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// What a range handover (join streaming or decommission) moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverReport {
+    /// The node that joined or left.
+    pub node: String,
+    /// Ranges moved.
+    pub ranges: u64,
+    /// Keys moved (sent or received).
+    pub keys: u64,
+    /// Payload bytes moved.
+    pub bytes: u64,
+    /// Wall time of the streaming.
+    pub elapsed_ms: u64,
 }
 
 /// A client write to coordinate.
@@ -157,5 +272,16 @@ pub enum RemoteError {
     ShuttingDown {
         /// Who answered.
         id: String,
+    },
+    /// A repair or decommission could not be carried out (no peer to stream
+    /// to, a peer refused, already leaving).
+    #[error("{operation} on {node} failed: {message}")]
+    Membership {
+        /// `repair` or `decommission`.
+        operation: String,
+        /// Which node.
+        node: String,
+        /// Why.
+        message: String,
     },
 }

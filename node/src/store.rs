@@ -14,12 +14,25 @@
 //! their own space, grouped by the owner they are for, and never mix with the
 //! node's own data.
 //!
+//! The store also keeps the node's one [`MerkleTree`] over every data key
+//! (hints are not in it): each key contributes `(position, key, SHA-256 of its
+//! encoded sibling set)`, the encoding being canonical so equal states give
+//! equal digests. The tree is rebuilt from the data space at open and updated
+//! under the key's lock by every write that changes stored data (coordinate,
+//! merge, batch merge, tombstone purge), so it always equals a rebuild.
+//! Tombstones are purged by [`Store::purge_tombstones`], which deletes them
+//! under their lock and removes them from the tree, rather than by a storage
+//! compaction filter, which would drop them without telling the tree.
+//!
 //! All methods are synchronous; the service calls them in `spawn_blocking`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use shoal_merkle::{MerkleTree, TokenRange, TreeShape};
 use shoal_storage::{Engine, Options, WalRecovery, WriteBatch};
 use shoal_vclock::{Content, Context, SiblingSet};
 
@@ -57,6 +70,49 @@ pub enum StoreError {
         /// Its length.
         len: usize,
     },
+    /// The Merkle tree refused an update or a query (a shape mismatch, a
+    /// malformed request, a range off the leaf grid).
+    #[error("merkle tree: {0}")]
+    Merkle(#[from] shoal_merkle::MerkleError),
+    /// A scan cursor that does not point into the data space.
+    #[error("scan cursor is not a data key of one of the scanned ranges")]
+    BadCursor,
+}
+
+/// The version digest of a stored sibling set: SHA-256 of its canonical
+/// encoding, so two replicas agree on it exactly when they hold the same state.
+pub fn digest_of(encoded: &[u8]) -> [u8; 32] {
+    Sha256::digest(encoded).into()
+}
+
+/// One key found by [`Store::scan_ranges`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanEntry {
+    /// The user key.
+    pub key: Vec<u8>,
+    /// [`digest_of`] its stored state.
+    pub digest: [u8; 32],
+    /// The state itself, when values were asked for.
+    pub siblings: Option<SiblingSet>,
+}
+
+/// Where a paged scan stopped: the index of the range it was in and the last
+/// data key returned from it (storage layout, opaque to callers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanCursor {
+    /// Index into the scanned ranges.
+    pub range: u32,
+    /// Last storage key returned.
+    pub after: Vec<u8>,
+}
+
+/// One page of a scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ScanPage {
+    /// Keys in ring order (range by range).
+    pub entries: Vec<ScanEntry>,
+    /// Where to resume; `None` when the ranges are exhausted.
+    pub next: Option<ScanCursor>,
 }
 
 /// A hint read back for delivery.
@@ -79,6 +135,12 @@ pub struct Store {
     actor: String,
     incarnation: u64,
     locks: Vec<Mutex<()>>,
+    /// One tree over the whole ring; per-range views come from
+    /// `range_hash`. A std mutex: every holder does bounded CPU work and
+    /// never awaits. Lock order: a key stripe, then the tree.
+    tree: Mutex<MerkleTree>,
+    grace_ms: u64,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,8 +177,11 @@ impl Store {
             // A replica repairs a lost log suffix from its peers; refusing to
             // start would turn one bad record into an outage.
             wal_recovery: WalRecovery::Salvage,
+            // Only hints are purged by compaction: data keys are in the Merkle
+            // tree, so their tombstones go through `purge_tombstones`.
             compaction_filter: Some(Arc::new(move |key: &[u8], value: &[u8]| {
-                keep_after_grace(key, value, filter_clock.now_millis(), grace_ms)
+                key.first() != Some(&HINT)
+                    || keep_after_grace(key, value, filter_clock.now_millis(), grace_ms)
             })),
             ..Options::default()
         };
@@ -137,12 +202,44 @@ impl Store {
                 e
             }
         };
+        let shape = TreeShape::new(config.anti_entropy.leaf_bits, 4)?;
+        let tree = rebuild_tree(&engine, shape)?;
+        tracing::info!(keys = tree.len(), dir = %dir.display(), "merkle tree rebuilt from storage");
         Ok(Self {
             engine,
             actor: format!("{node_id}#{epoch:x}"),
             incarnation,
             locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            tree: Mutex::new(tree),
+            grace_ms,
+            clock,
         })
+    }
+
+    /// Runs `f` on the Merkle tree (flushed first, so answers are O(1) per
+    /// node). Keep `f` short: writes wait for it.
+    pub fn with_tree<T>(&self, f: impl FnOnce(&MerkleTree) -> T) -> T {
+        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        tree.flush();
+        f(&tree)
+    }
+
+    /// The tree rebuilt from what the engine holds now (tests compare it with
+    /// the incrementally maintained one).
+    pub fn rebuilt_tree(&self) -> Result<MerkleTree, StoreError> {
+        let shape = self.with_tree(|t| t.shape());
+        rebuild_tree(&self.engine, shape)
+    }
+
+    fn tree_update(&self, key: &[u8], old: Option<&[u8; 32]>, new: Option<&[u8; 32]>) {
+        let position = shoal_ring::key_position(key);
+        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = tree.update(position, key, old, new) {
+            // Only a removal from an empty leaf fails, which would mean the
+            // tree and the engine disagree; the next diff with a peer repairs
+            // the data and the next restart rebuilds the tree.
+            tracing::error!(error = %e, "merkle tree update refused");
+        }
     }
 
     /// The incarnation of this run (rises on every open).
@@ -185,12 +282,13 @@ impl Store {
         let hint_key = hint_for.map(|owner| hint_key(owner, key)).transpose()?;
         let _guard = self.lock(key);
         let data_key = data_key(key);
-        let mut set = self
-            .decode(key, self.engine.get(&data_key)?)?
-            .unwrap_or_default();
+        let stored = self.engine.get(&data_key)?;
+        let old_digest = stored.as_deref().map(digest_of);
+        let mut set = self.decode(key, stored)?.unwrap_or_default();
         set.update(context, &self.actor, content, now)
             .map_err(StoreError::Version)?;
         let encoded = set.encode();
+        let new_digest = digest_of(&encoded);
         match hint_key {
             None => self.engine.put(&data_key, &encoded)?,
             Some(hint_key) => {
@@ -204,6 +302,7 @@ impl Store {
                 self.engine.write(batch)?;
             }
         }
+        self.tree_update(key, old_digest.as_ref(), Some(&new_digest));
         Ok(set)
     }
 
@@ -230,15 +329,195 @@ impl Store {
         incoming: &SiblingSet,
     ) -> Result<SiblingSet, StoreError> {
         let _guard = self.lock(key);
-        let current = self.decode(key, self.engine.get(storage_key)?)?;
+        let stored = self.engine.get(storage_key)?;
+        let old_digest = stored.as_deref().map(digest_of);
+        let current = self.decode(key, stored)?;
         let merged = match &current {
             Some(c) => c.sync(incoming),
             None => incoming.clone(),
         };
         if current.as_ref() != Some(&merged) {
-            self.engine.put(storage_key, &merged.encode())?;
+            let encoded = merged.encode();
+            self.engine.put(storage_key, &encoded)?;
+            if storage_key.first() == Some(&DATA) {
+                self.tree_update(key, old_digest.as_ref(), Some(&digest_of(&encoded)));
+            }
         }
         Ok(merged)
+    }
+
+    /// Merges many states at once (anti-entropy and range streaming): one
+    /// engine batch, so one commit-log sync for the lot. Returns the merged
+    /// states in input order and how many keys changed.
+    pub fn merge_many(
+        &self,
+        items: &[(Vec<u8>, SiblingSet)],
+    ) -> Result<(Vec<SiblingSet>, usize), StoreError> {
+        // Stripes locked in ascending order, each once: every other path
+        // holds one stripe at a time, so this cannot deadlock.
+        let mut stripes: Vec<usize> = items.iter().map(|(k, _)| stripe_of(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<_> = stripes
+            .iter()
+            .map(|&i| self.locks[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let mut batch = WriteBatch::new();
+        let mut merged_all = Vec::with_capacity(items.len());
+        let mut updates = Vec::new();
+        // A key twice in one batch: the second merge must see the first.
+        let mut pending: std::collections::HashMap<&[u8], (Option<[u8; 32]>, SiblingSet)> =
+            std::collections::HashMap::new();
+        for (key, incoming) in items {
+            let (old_digest, current) = match pending.get(key.as_slice()) {
+                Some((d, set)) => (*d, Some(set.clone())),
+                None => {
+                    let stored = self.engine.get(&data_key(key))?;
+                    (stored.as_deref().map(digest_of), self.decode(key, stored)?)
+                }
+            };
+            let merged = match &current {
+                Some(c) => c.sync(incoming),
+                None => incoming.clone(),
+            };
+            if current.as_ref() != Some(&merged) {
+                pending.insert(key.as_slice(), (old_digest, merged.clone()));
+            } else if let Some(entry) = pending.get_mut(key.as_slice()) {
+                entry.1 = merged.clone();
+            }
+            merged_all.push(merged);
+        }
+        let changed = pending.len();
+        for (key, (old_digest, set)) in pending {
+            let encoded = set.encode();
+            updates.push((key.to_vec(), old_digest, digest_of(&encoded)));
+            batch.put(data_key(key), encoded);
+        }
+        self.engine.write(batch)?;
+        for (key, old, new) in updates {
+            self.tree_update(&key, old.as_ref(), Some(&new));
+        }
+        Ok((merged_all, changed))
+    }
+
+    /// The local states of many keys, in order.
+    pub fn read_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<SiblingSet>>, StoreError> {
+        keys.iter().map(|k| self.read(k)).collect()
+    }
+
+    /// Deletes data keys whose state is only tombstones older than the grace
+    /// period, under their lock, removing them from the tree. Visits at most
+    /// `limit` keys per call and returns how many it purged.
+    pub fn purge_tombstones(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut candidates = Vec::new();
+        for item in self
+            .engine
+            .scan([DATA].as_slice()..[DATA + 1].as_slice())?
+            .take(limit)
+        {
+            let (k, v) = item?;
+            if !keep_after_grace(&k, &v, now_ms, self.grace_ms) {
+                candidates.push(k);
+            }
+        }
+        let mut purged = 0;
+        for k in candidates {
+            let key = k[9..].to_vec();
+            let _guard = self.lock(&key);
+            // Re-read under the lock: a write may have revived the key.
+            let Some(v) = self.engine.get(&k)? else {
+                continue;
+            };
+            if keep_after_grace(&k, &v, now_ms, self.grace_ms) {
+                continue;
+            }
+            self.engine.delete(&k)?;
+            self.tree_update(&key, Some(&digest_of(&v)), None);
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
+    /// One page of the data keys in `ranges` (ring token ranges, each one
+    /// ordered scan), from `cursor`, up to `max_keys` keys or about
+    /// `max_bytes` of values. With `values` false only digests are returned
+    /// (anti-entropy's listing); with it true the states too (streaming).
+    pub fn scan_ranges(
+        &self,
+        ranges: &[TokenRange],
+        cursor: Option<&ScanCursor>,
+        max_keys: usize,
+        max_bytes: usize,
+        values: bool,
+    ) -> Result<ScanPage, StoreError> {
+        let mut page = ScanPage::default();
+        let mut bytes = 0usize;
+        let first = cursor.map_or(0, |c| c.range as usize);
+        if cursor.is_some() && first >= ranges.len() {
+            return Err(StoreError::BadCursor);
+        }
+        for (index, range) in ranges.iter().enumerate().skip(first) {
+            let after = cursor
+                .filter(|c| c.range as usize == index)
+                .map(|c| &c.after);
+            if let Some(after) = after {
+                if after.first() != Some(&DATA) || after.len() < 9 {
+                    return Err(StoreError::BadCursor);
+                }
+            }
+            let segments = storage_segments(*range);
+            // Resume inside the segment that holds the cursor; earlier
+            // segments are done.
+            let (skip, mut from) = match after {
+                None => (0, None),
+                Some(a) => match segments.iter().position(|(lo, hi)| {
+                    lo.as_slice() <= a.as_slice() && a.as_slice() < hi.as_slice()
+                }) {
+                    Some(i) => (i, Some(a.clone())),
+                    None => return Err(StoreError::BadCursor),
+                },
+            };
+            for (lo, hi) in segments.into_iter().skip(skip) {
+                let start = match from.take() {
+                    Some(a) => std::ops::Bound::Excluded(a),
+                    None => std::ops::Bound::Included(lo),
+                };
+                let bounds = (start, std::ops::Bound::Excluded(hi));
+                for item in self.engine.scan::<Vec<u8>, _>(bounds)? {
+                    let (k, v) = item?;
+                    let key = k[9..].to_vec();
+                    bytes += k.len() + if values { v.len() } else { 32 };
+                    let siblings = if values {
+                        self.decode(&key, Some(v.clone()))?
+                    } else {
+                        None
+                    };
+                    page.entries.push(ScanEntry {
+                        digest: digest_of(&v),
+                        key,
+                        siblings,
+                    });
+                    if page.entries.len() >= max_keys || bytes >= max_bytes {
+                        page.next = Some(ScanCursor {
+                            range: index as u32,
+                            after: k,
+                        });
+                        return Ok(page);
+                    }
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// A metadata value (join progress and the like), if set.
+    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.engine.get(&meta_key(name.as_bytes()))?)
+    }
+
+    /// Sets a metadata value durably (under the configured sync mode).
+    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        Ok(self.engine.put(&meta_key(name.as_bytes()), value)?)
     }
 
     /// The local state of `key`.
@@ -372,8 +651,10 @@ impl Store {
         Ok(())
     }
 
-    /// Runs a compaction now (tests use it to check tombstone purging).
+    /// Purges expired tombstones, then runs a compaction now (tests use it
+    /// to check tombstone purging).
     pub fn compact(&self) -> Result<(), StoreError> {
+        self.purge_tombstones(self.clock.now_millis(), usize::MAX)?;
         self.engine.flush()?;
         self.engine.compact()?;
         Ok(())
@@ -389,6 +670,49 @@ impl Store {
                     source,
                 }),
         }
+    }
+}
+
+fn stripe_of(key: &[u8]) -> usize {
+    (shoal_ring::key_position(key) as usize) % STRIPES
+}
+
+fn rebuild_tree(engine: &Engine, shape: TreeShape) -> Result<MerkleTree, StoreError> {
+    let mut entries = Vec::new();
+    for item in engine.scan([DATA].as_slice()..[DATA + 1].as_slice())? {
+        let (k, v) = match item {
+            Ok(kv) => kv,
+            Err(e) => {
+                // Serve what is intact: the keys past the damage are missing
+                // from the tree, so diffs with peers show them as differing
+                // and anti-entropy brings them back.
+                tracing::error!(error = %e, "merkle rebuild stopped at damaged data");
+                break;
+            }
+        };
+        let Some(position) = k.get(1..9).and_then(|p| <[u8; 8]>::try_from(p).ok()) else {
+            continue;
+        };
+        entries.push((u64::from_be_bytes(position), k[9..].to_vec(), digest_of(&v)));
+    }
+    Ok(MerkleTree::rebuild(shape, entries))
+}
+
+/// The storage-key segments `[lo, hi)` of a token range, in scan order: a
+/// wrapping range is its part up to the top of the ring, then from zero.
+fn storage_segments(range: TokenRange) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let at = |p: u64| {
+        let mut k = vec![DATA];
+        k.extend_from_slice(&p.to_be_bytes());
+        k
+    };
+    let top = vec![DATA + 1];
+    if range.start < range.end {
+        vec![(at(range.start), at(range.end))]
+    } else if range.end == 0 {
+        vec![(at(range.start), top)]
+    } else {
+        vec![(at(range.start), top), (at(0), at(range.end))]
     }
 }
 
@@ -598,6 +922,143 @@ mod tests {
             b"x",
             1_000_000,
             1_000
+        ));
+    }
+
+    fn small_tree_config() -> Config {
+        let mut config = Config::default();
+        config.storage.sync = SyncMode::Never;
+        config.anti_entropy.leaf_bits = 16;
+        config.tombstones.grace_secs = 1;
+        config
+    }
+
+    #[test]
+    fn incremental_tree_equals_a_rebuild_through_every_write_path_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = small_tree_config();
+        let root;
+        {
+            let s = Store::open(dir.path(), "node-1", &config, Arc::new(SystemClock)).unwrap();
+            for i in 0..200u32 {
+                let key = format!("k{i}");
+                s.coordinate(key.as_bytes(), &Context::empty(), value("a"), 1, None)
+                    .unwrap();
+            }
+            // Overwrites, a stand-in write with a hint, merges, a batch with
+            // a key twice, and deletes that purge.
+            let current = s.read(b"k1").unwrap().unwrap();
+            s.coordinate(b"k1", &current.context(), value("b"), 2, None)
+                .unwrap();
+            s.coordinate(b"k2", &Context::empty(), value("c"), 3, Some("node-9"))
+                .unwrap();
+            let mut other = SiblingSet::new();
+            other
+                .update(&Context::empty(), "node-2#1", value("x"), 4)
+                .unwrap();
+            s.merge(b"k3", &other).unwrap();
+            s.merge(b"new", &other).unwrap();
+            s.put_hint("node-9", b"hint-only", &other).unwrap();
+            let mut again = other.clone();
+            again
+                .update(&other.context(), "node-2#1", value("y"), 5)
+                .unwrap();
+            let (_, changed) = s
+                .merge_many(&[
+                    (b"k4".to_vec(), other.clone()),
+                    (b"batch".to_vec(), other.clone()),
+                    (b"batch".to_vec(), again.clone()),
+                ])
+                .unwrap();
+            assert_eq!(changed, 2);
+            assert_eq!(s.read(b"batch").unwrap(), Some(again));
+            for key in [b"k5".as_slice(), b"k6"] {
+                let current = s.read(key).unwrap().unwrap();
+                s.coordinate(key, &current.context(), Content::Tombstone, 10, None)
+                    .unwrap();
+            }
+            // The tombstones were written at t=10 ms: long past the grace.
+            assert_eq!(s.purge_tombstones(1_000_000, usize::MAX).unwrap(), 2);
+            assert_eq!(s.read(b"k5").unwrap(), None);
+            let incremental = s.with_tree(|t| t.clone());
+            assert_eq!(incremental, s.rebuilt_tree().unwrap());
+            assert_eq!(
+                incremental.len(),
+                200 + 2 - 2,
+                "new + batch, minus two purged"
+            );
+            root = incremental.root_hash();
+            s.close().unwrap();
+        }
+        let s = Store::open(dir.path(), "node-1", &config, Arc::new(SystemClock)).unwrap();
+        assert_eq!(s.with_tree(|t| t.root_hash()), root, "rebuilt at open");
+    }
+
+    #[test]
+    fn range_scans_page_through_wrapping_ranges_and_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            dir.path(),
+            "node-1",
+            &small_tree_config(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let keys: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| format!("key-{i}").into_bytes())
+            .collect();
+        for k in &keys {
+            s.coordinate(k, &Context::empty(), value("v"), 1, None)
+                .unwrap();
+        }
+        // A wrapping range and a plain one.
+        let ranges = [
+            TokenRange {
+                start: 0xC000_0000_0000_0000,
+                end: 0x2000_0000_0000_0000,
+            },
+            TokenRange {
+                start: 0x4000_0000_0000_0000,
+                end: 0x6000_0000_0000_0000,
+            },
+        ];
+        let mut expected: Vec<&Vec<u8>> = keys
+            .iter()
+            .filter(|k| {
+                let p = shoal_ring::key_position(k);
+                ranges.iter().any(|r| r.contains(p))
+            })
+            .collect();
+        expected.sort();
+        let mut got = Vec::new();
+        let mut cursor = None;
+        for _ in 0..100 {
+            let page = s
+                .scan_ranges(&ranges, cursor.as_ref(), 7, usize::MAX, true)
+                .unwrap();
+            assert!(page.entries.len() <= 7);
+            for e in &page.entries {
+                let stored = s.read(&e.key).unwrap().unwrap();
+                assert_eq!(e.siblings.as_ref(), Some(&stored));
+                assert_eq!(e.digest, digest_of(&stored.encode()));
+            }
+            got.extend(page.entries.into_iter().map(|e| e.key));
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert!(cursor.is_none(), "the scan ended");
+        assert_eq!(got.len(), expected.len(), "each key once");
+        got.sort();
+        assert_eq!(got.iter().collect::<Vec<_>>(), expected);
+        let bad = ScanCursor {
+            range: 5,
+            after: vec![DATA; 9],
+        };
+        assert!(matches!(
+            s.scan_ranges(&ranges, Some(&bad), 7, usize::MAX, false),
+            Err(StoreError::BadCursor)
         ));
     }
 

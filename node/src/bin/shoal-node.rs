@@ -41,8 +41,10 @@ fn main() -> ExitCode {
             }
         };
         println!("shoal-node {} listening on {}", node.id(), node.addr());
-        signal.await;
-        tracing::info!("shutting down");
+        tokio::select! {
+            _ = signal => tracing::info!("shutting down"),
+            _ = node.stop_requested() => tracing::info!("decommissioned; shutting down"),
+        }
         node.shutdown().await;
         ExitCode::SUCCESS
     })

@@ -1,0 +1,543 @@
+//! Anti-entropy: replicas of a token range compare Merkle trees and swap the
+//! keys where they differ, so that they converge after anything hinted
+//! handoff does not cover (a node down past the hint TTL, a wiped disk, a
+//! partition).
+//!
+//! One exchange is this node and one peer over every token range they both
+//! replicate (adjacent ranges merged, so three nodes with N=3 compare the
+//! whole ring at once). Per range the [`shoal_merkle::Diff`] state machine
+//! asks the peer for hashes through [`Replica::merkle`](crate::rpc::Replica):
+//! equal replicas stop after the first answer (the range hash). For the
+//! differing segments it reports, both sides list `(key, digest)` pairs
+//! ([`Replica::scan`](crate::rpc::Replica)), and every key whose digests
+//! differ is synced both ways with `vclock` sync: the peer's state is merged
+//! here, and the merge is sent back when the peer lacks it. Hints are not in
+//! the trees; hinted handoff delivers them.
+//!
+//! A token bucket (`anti_entropy.max_keys_per_sec`, `max_bytes_per_sec`)
+//! paces the traffic so that repair never starves client requests, and a
+//! peer whose exchange failed is skipped for a growing number of rounds.
+//! Periodic rounds are started only by the member with the smaller id of
+//! each pair (the sync is symmetric, so one side suffices);
+//! [`Replica::repair`](crate::rpc::Replica) runs every pair of its node now.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use shoal_merkle::{Diff, DiffOptions, DiffOutcome, Step, TokenRange};
+use shoal_vclock::SiblingSet;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::node::Inner;
+use crate::rpc::{ExchangeReport, RemoteError, RepairReport, ScanRequest};
+use crate::store::{digest_of, ScanCursor};
+
+/// Upper bound on one RPC of an exchange.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Diff round trips per range: a 2^24-leaf tree of fan-out 16 needs 7 levels,
+/// and a level takes one message per 4,096 hashes, so this is never reached
+/// by an honest peer.
+const MAX_ROUNDS: u32 = 1_024;
+/// Keys per listing page and per sync batch.
+const PAGE_KEYS: u32 = 2_000;
+/// Differing segments listed per scan request.
+const SEGMENTS_PER_SCAN: usize = 512;
+/// Rounds a failing peer is skipped for, at most (doubling from 1).
+const MAX_SKIP_ROUNDS: u32 = 16;
+
+/// Paces anti-entropy traffic: a virtual clock that each batch of keys and
+/// bytes pushes forward by its cost; a caller ahead of it sleeps. Up to one
+/// second of unused budget may accumulate (a burst).
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    keys_per_sec: f64,
+    bytes_per_sec: f64,
+    next: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl RateLimiter {
+    /// A limiter for the given rates (both at least 1).
+    pub(crate) fn new(keys_per_sec: u64, bytes_per_sec: u64) -> Self {
+        Self {
+            keys_per_sec: keys_per_sec.max(1) as f64,
+            bytes_per_sec: bytes_per_sec.max(1) as f64,
+            next: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits until `keys` and `bytes` fit the budget.
+    pub(crate) async fn acquire(&self, keys: u64, bytes: u64) {
+        let cost = Duration::from_secs_f64(
+            (keys as f64 / self.keys_per_sec).max(bytes as f64 / self.bytes_per_sec),
+        );
+        let wake = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let floor = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+            let start = next.map_or(floor, |n| n.max(floor));
+            let until = start + cost;
+            *next = Some(until);
+            until
+        };
+        if wake > Instant::now() {
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+/// Payload size of an RPC argument or answer, as bincode (tarpc's encoding)
+/// writes it.
+pub(crate) fn wire_size<T: Serialize>(value: &T) -> u64 {
+    bincode::serialized_size(value).unwrap_or(0)
+}
+
+/// Converts a ring range into the Merkle crate's (same convention).
+pub(crate) fn merkle_range(range: &shoal_ring::TokenRange) -> TokenRange {
+    TokenRange {
+        start: range.start,
+        end: range.end,
+    }
+}
+
+/// The peers this node shares ranges with under the current ring (joining
+/// members excluded: they are not replicas yet), each with the shared ranges
+/// merged into maximal runs, and the peer's address. Only live peers.
+pub(crate) fn plan(inner: &Inner, initiator_only: bool) -> Vec<(String, String, Vec<TokenRange>)> {
+    let (members, alive): (Vec<shoal_gossip::MemberInfo>, Vec<String>) = {
+        let m = crate::membership::lock(&inner.membership);
+        let members = m.ring_members();
+        let alive = members
+            .iter()
+            .filter(|i| i.status.is_up())
+            .map(|i| i.id.as_str().to_string())
+            .collect();
+        (members, alive)
+    };
+    let view = crate::membership::RingView::of(&members);
+    let Some(ring) = view.current else {
+        return Vec::new();
+    };
+    let n = inner.config.replication.n;
+    let mut shared: BTreeMap<String, Vec<TokenRange>> = BTreeMap::new();
+    for range in ring.ranges() {
+        let replicas = ring.replicas_of(&range, n);
+        if !replicas.contains(&inner.id.as_str()) {
+            continue;
+        }
+        for peer in replicas.into_iter().filter(|p| *p != inner.id) {
+            let runs = shared.entry(peer.to_string()).or_default();
+            match runs.last_mut() {
+                Some(last) if last.end == range.start => last.end = range.end,
+                _ => runs.push(merkle_range(&range)),
+            }
+        }
+    }
+    for runs in shared.values_mut() {
+        // The last run may continue into the first across the top of the ring.
+        if runs.len() > 1 && runs[runs.len() - 1].end == runs[0].start {
+            if let Some(last) = runs.pop() {
+                runs[0].start = last.start;
+            }
+        }
+    }
+    shared
+        .into_iter()
+        .filter(|(peer, _)| alive.contains(peer))
+        .filter(|(peer, _)| !initiator_only || inner.id.as_str() < peer.as_str())
+        .filter_map(|(peer, runs)| {
+            let address = members
+                .iter()
+                .find(|m| m.id.as_str() == peer)
+                .map(|m| m.address.clone())?;
+            Some((peer, address, runs))
+        })
+        .collect()
+}
+
+/// Runs anti-entropy every `anti_entropy.interval_ms` until `shutdown`, and
+/// purges expired tombstones now and then (they leave the tree with them).
+pub(crate) async fn run(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(inner.config.anti_entropy.interval_ms);
+    // A tombstone lives `grace` at least, so purging a few times per grace
+    // period is plenty; bounded so that short test graces still purge.
+    let purge_every = Duration::from_millis(
+        (inner.config.tombstones.grace_secs.saturating_mul(250)).clamp(1_000, 3_600_000),
+    );
+    let mut last_purge = Instant::now();
+    // peer -> (rounds left to skip, current skip)
+    let mut skip: HashMap<String, (u32, u32)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if last_purge.elapsed() >= purge_every {
+            last_purge = Instant::now();
+            let store = inner.store.clone();
+            let now = inner.env.clock.now_millis();
+            match inner
+                .env
+                .spawn_blocking(move || store.purge_tombstones(now, usize::MAX))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => tracing::info!(purged = n, "expired tombstones purged"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "tombstone purge failed"),
+                Err(e) => tracing::warn!(error = %e, "tombstone purge task failed"),
+            }
+        }
+        let _running = inner.anti_entropy_lock.lock().await;
+        for (peer, address, ranges) in plan(&inner, true) {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Some((left, _)) = skip.get_mut(&peer) {
+                if *left > 0 {
+                    *left -= 1;
+                    continue;
+                }
+            }
+            let report = exchange(&inner, &peer, &address, &ranges).await;
+            log(&report);
+            if report.error.is_some() {
+                let next = skip
+                    .get(&peer)
+                    .map_or(1, |(_, s)| (s * 2).min(MAX_SKIP_ROUNDS));
+                skip.insert(peer, (next, next));
+            } else {
+                skip.remove(&peer);
+            }
+        }
+    }
+}
+
+/// Anti-entropy with every live peer now, both directions (the repair RPC).
+pub(crate) async fn repair(inner: &Arc<Inner>) -> RepairReport {
+    let started = Instant::now();
+    let _running = inner.anti_entropy_lock.lock().await;
+    let mut exchanges = Vec::new();
+    for (peer, address, ranges) in plan(inner, false) {
+        let report = exchange(inner, &peer, &address, &ranges).await;
+        log(&report);
+        exchanges.push(report);
+    }
+    RepairReport {
+        node: inner.id.clone(),
+        exchanges,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+fn log(r: &ExchangeReport) {
+    let bytes = r.bytes_sent + r.bytes_received;
+    match &r.error {
+        Some(error) => tracing::warn!(peer = %r.peer, ranges = r.ranges,
+            leaves_compared = r.leaves_compared, keys_repaired = r.keys_pulled + r.keys_pushed,
+            bytes_moved = bytes, %error, "anti-entropy exchange failed"),
+        None => tracing::info!(peer = %r.peer, ranges = r.ranges,
+            leaves_compared = r.leaves_compared, leaves_differing = r.leaves_differing,
+            keys_pulled = r.keys_pulled, keys_pushed = r.keys_pushed,
+            keys_repaired = r.keys_pulled + r.keys_pushed, bytes_moved = bytes,
+            rounds = r.rounds, elapsed_ms = r.elapsed_ms, "anti-entropy exchange"),
+    }
+}
+
+/// Why an exchange stopped.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("{0}")]
+    Call(#[from] crate::pool::CallError),
+    #[error("peer refused: {0}")]
+    Remote(#[from] RemoteError),
+    #[error("merkle diff: {0}")]
+    Merkle(#[from] shoal_merkle::MerkleError),
+    #[error("local store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("local store task failed: {0}")]
+    Task(String),
+    #[error("diff did not finish in {MAX_ROUNDS} rounds")]
+    TooManyRounds,
+}
+
+/// Compares `ranges` with `peer` and syncs what differs.
+pub(crate) async fn exchange(
+    inner: &Arc<Inner>,
+    peer: &str,
+    address: &str,
+    ranges: &[TokenRange],
+) -> ExchangeReport {
+    let started = Instant::now();
+    let mut report = ExchangeReport {
+        peer: peer.to_string(),
+        ranges: ranges.len() as u64,
+        ..ExchangeReport::default()
+    };
+    for range in ranges {
+        if let Err(e) = exchange_range(inner, address, *range, &mut report).await {
+            report.error = Some(e.to_string());
+            break;
+        }
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+async fn exchange_range(
+    inner: &Arc<Inner>,
+    address: &str,
+    range: TokenRange,
+    report: &mut ExchangeReport,
+) -> Result<(), ExchangeError> {
+    let store = &inner.store;
+    let (shape, start) = store.with_tree(|t| {
+        let shape = t.shape();
+        (shape, Diff::new(t, range, DiffOptions::default()))
+    });
+    let (mut diff, mut request) = start?;
+    report.leaves_compared += u64::from(shape.range_len(shape.leaf_range(range)?));
+    let mut rounds = 0;
+    let done = loop {
+        rounds += 1;
+        if rounds > MAX_ROUNDS {
+            return Err(ExchangeError::TooManyRounds);
+        }
+        let sent = wire_size(&request);
+        inner.anti_entropy_limiter.acquire(0, sent).await;
+        report.bytes_sent += sent;
+        let response = inner
+            .pool
+            .call(address, CALL_TIMEOUT, |c, ctx| async move {
+                c.merkle(ctx, request).await
+            })
+            .await??;
+        report.bytes_received += wire_size(&response);
+        match store.with_tree(|t| diff.handle(t, response))? {
+            Step::Send(next) => request = next,
+            Step::Done(done) => break done,
+        }
+    };
+    report.rounds += u64::from(done.rounds);
+    report.hashes += done.hashes_received;
+    let segments: Vec<TokenRange> = match done.outcome {
+        DiffOutcome::Equal => return Ok(()),
+        DiffOutcome::Segments(segments) => {
+            for s in &segments {
+                report.leaves_differing += u64::from(shape.range_len(*s));
+            }
+            segments.into_iter().map(|s| shape.token_range(s)).collect()
+        }
+        DiffOutcome::FullListing => {
+            report.full_listings += 1;
+            report.leaves_differing += u64::from(shape.range_len(shape.leaf_range(range)?));
+            vec![range]
+        }
+    };
+    for chunk in segments.chunks(SEGMENTS_PER_SCAN) {
+        sync_segments(inner, address, chunk, report).await?;
+    }
+    Ok(())
+}
+
+/// Lists `(key, digest)` of `segments` on both sides and syncs every key
+/// whose digests differ.
+async fn sync_segments(
+    inner: &Arc<Inner>,
+    address: &str,
+    segments: &[TokenRange],
+    report: &mut ExchangeReport,
+) -> Result<(), ExchangeError> {
+    let local = list_local(inner, segments).await?;
+    let remote = list_remote(inner, address, segments, report).await?;
+    report.keys_listed += (local.len() + remote.len()) as u64;
+    let differing: Vec<Vec<u8>> = local
+        .keys()
+        .chain(remote.keys())
+        .filter(|k| local.get(*k) != remote.get(*k))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for batch in differing.chunks(PAGE_KEYS as usize) {
+        sync_keys(inner, address, batch, &remote, report).await?;
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ExchangeError> {
+    let store = inner.store.clone();
+    inner
+        .env
+        .spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ExchangeError::Task(e.to_string()))?
+        .map_err(ExchangeError::from)
+}
+
+async fn list_local(
+    inner: &Arc<Inner>,
+    segments: &[TokenRange],
+) -> Result<BTreeMap<Vec<u8>, [u8; 32]>, ExchangeError> {
+    let mut out = BTreeMap::new();
+    let mut cursor: Option<ScanCursor> = None;
+    loop {
+        let ranges = segments.to_vec();
+        let from = cursor.take();
+        let page = blocking(inner, move |s| {
+            s.scan_ranges(
+                &ranges,
+                from.as_ref(),
+                PAGE_KEYS as usize,
+                usize::MAX,
+                false,
+            )
+        })
+        .await?;
+        out.extend(page.entries.into_iter().map(|e| (e.key, e.digest)));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn list_remote(
+    inner: &Arc<Inner>,
+    address: &str,
+    segments: &[TokenRange],
+    report: &mut ExchangeReport,
+) -> Result<BTreeMap<Vec<u8>, [u8; 32]>, ExchangeError> {
+    let mut out = BTreeMap::new();
+    let mut cursor: Option<ScanCursor> = None;
+    loop {
+        let request = ScanRequest {
+            ranges: segments.to_vec(),
+            cursor: cursor.take(),
+            max_keys: PAGE_KEYS,
+            values: false,
+        };
+        let sent = wire_size(&request);
+        report.bytes_sent += sent;
+        let page = inner
+            .pool
+            .call(address, CALL_TIMEOUT, |c, ctx| async move {
+                c.scan(ctx, request).await
+            })
+            .await??;
+        let received = wire_size(&page);
+        report.bytes_received += received;
+        inner.anti_entropy_limiter.acquire(0, sent + received).await;
+        out.extend(page.entries.into_iter().map(|e| (e.key, e.digest)));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Pulls the peer's state of `keys` (those it holds), merges it here, and
+/// pushes the merged state to the peer wherever the peer's digest differs.
+async fn sync_keys(
+    inner: &Arc<Inner>,
+    address: &str,
+    keys: &[Vec<u8>],
+    remote: &BTreeMap<Vec<u8>, [u8; 32]>,
+    report: &mut ExchangeReport,
+) -> Result<(), ExchangeError> {
+    let wanted: Vec<Vec<u8>> = keys
+        .iter()
+        .filter(|k| remote.contains_key(*k))
+        .cloned()
+        .collect();
+    let mut merged: HashMap<Vec<u8>, SiblingSet> = HashMap::new();
+    if !wanted.is_empty() {
+        let sent = wire_size(&wanted);
+        report.bytes_sent += sent;
+        let request = wanted.clone();
+        let states = inner
+            .pool
+            .call(address, CALL_TIMEOUT, |c, ctx| async move {
+                c.read_many(ctx, request).await
+            })
+            .await??;
+        let received = wire_size(&states);
+        report.bytes_received += received;
+        inner
+            .anti_entropy_limiter
+            .acquire(wanted.len() as u64, sent + received)
+            .await;
+        let items: Vec<(Vec<u8>, SiblingSet)> = wanted
+            .into_iter()
+            .zip(states)
+            .filter_map(|(k, s)| Some((k, s?)))
+            .collect();
+        let keys_of: Vec<Vec<u8>> = items.iter().map(|(k, _)| k.clone()).collect();
+        let (states, changed) = blocking(inner, move |s| s.merge_many(&items)).await?;
+        report.keys_pulled += changed as u64;
+        merged.extend(keys_of.into_iter().zip(states));
+    }
+    let missing: Vec<Vec<u8>> = keys
+        .iter()
+        .filter(|k| !merged.contains_key(*k))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let asked = missing.clone();
+        let states = blocking(inner, move |s| s.read_many(&asked)).await?;
+        for (k, s) in missing.into_iter().zip(states) {
+            if let Some(s) = s {
+                merged.insert(k, s);
+            }
+        }
+    }
+    let push: Vec<(Vec<u8>, SiblingSet)> = merged
+        .into_iter()
+        .filter(|(k, s)| remote.get(k) != Some(&digest_of(&s.encode())))
+        .collect();
+    if push.is_empty() {
+        return Ok(());
+    }
+    let sent = wire_size(&push);
+    inner
+        .anti_entropy_limiter
+        .acquire(push.len() as u64, sent)
+        .await;
+    report.bytes_sent += sent;
+    let changed = inner
+        .pool
+        .call(address, CALL_TIMEOUT, |c, ctx| async move {
+            c.merge_batch(ctx, push).await
+        })
+        .await??;
+    report.keys_pushed += changed;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rate_limiter_paces_after_a_one_second_burst() {
+        let limiter = RateLimiter::new(1_000, 1 << 30);
+        let t0 = Instant::now();
+        // One second of budget accumulates: the first 1,000 keys go at once.
+        limiter.acquire(1_000, 0).await;
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        // The next 200 keys take 200 ms.
+        limiter.acquire(100, 0).await;
+        limiter.acquire(100, 0).await;
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(190), "{waited:?}");
+        // Bytes pace too.
+        let bytes = RateLimiter::new(1 << 30, 10_000);
+        let t1 = Instant::now();
+        bytes.acquire(0, 12_000).await;
+        assert!(t1.elapsed() >= Duration::from_millis(190));
+    }
+}

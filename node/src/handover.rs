@@ -1,0 +1,514 @@
+//! Range handover on membership changes: a joining node pulls the ranges it
+//! gains from their current replicas, and a decommissioned node pushes the
+//! ranges it loses to their new owners.
+//!
+//! Both follow the same sequence, which keeps every acknowledged write
+//! readable (see [`RingView`](crate::membership::RingView)):
+//!
+//! 1. announce the change in gossip (the joining flag in the weight, or the
+//!    `leaving` lifecycle): from then on gateways send each write to the
+//!    replicas of the current ring *and* of the future ring, with W
+//!    acknowledgements needed in each, while reads stay on the current ring;
+//! 2. wait [`settle`] so that every gateway has seen the announcement and
+//!    every write planned before it has finished;
+//! 3. stream the ranges whose replica set changes ([`shoal_ring::diff`]) in
+//!    ordered, batched range scans; a write that lands behind the scan's
+//!    cursor reached the new replicas through step 1;
+//! 4. flip: clear the joining flag (reads move to the new ring, which now
+//!    holds everything) or announce `left` and stop.
+//!
+//! A join records its per-range cursor in the store's metadata after every
+//! batch, so a crash of the joining node resumes where it stopped, and a
+//! crash of the source makes it continue from another replica at the same
+//! cursor (the cursor is a position in the shared key layout).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_ring::{Member, RangeChange, Ring, RingConfig};
+use shoal_vclock::SiblingSet;
+use tokio::time::Instant;
+
+use crate::anti_entropy::{merkle_range, wire_size};
+use crate::membership::RingView;
+use crate::node::Inner;
+use crate::rpc::{HandoverReport, RemoteError, ScanRequest};
+use crate::store::ScanCursor;
+
+/// Keys per streamed batch.
+const BATCH_KEYS: u32 = 1_000;
+/// Upper bound on one streaming RPC.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts per range before a join or decommission gives up on it.
+const MAX_ATTEMPTS: u32 = 60;
+/// How long a joining node waits to hear of a current replica before it
+/// concludes it is the first node (nothing to receive).
+const FIND_PEERS_FOR: Duration = Duration::from_secs(30);
+
+/// Metadata name of the join's completion marker.
+const JOINED: &str = "joined";
+
+/// How long to wait between announcing a change and streaming: long enough
+/// for gossip to carry the announcement to every gateway (a few rounds) and
+/// for every write planned under the old view to finish (the gateway's
+/// request timeout).
+pub(crate) fn settle(config: &crate::Config) -> Duration {
+    Duration::from_millis(
+        config
+            .gossip
+            .interval_ms
+            .saturating_mul(5)
+            .saturating_add(config.http.request_timeout_ms),
+    )
+}
+
+/// The ranges `me` gains when it joins a ring of `current` members with
+/// `weight`: exactly the [`shoal_ring::diff`] entries that list it as gained.
+pub fn gained_ranges(
+    current: &[(String, u32)],
+    me: &str,
+    weight: u32,
+    n: usize,
+) -> Result<Vec<RangeChange>, shoal_ring::RingError> {
+    let old = Ring::new(
+        current.iter().map(|(id, w)| Member::new(id.clone(), *w)),
+        RingConfig::default(),
+    )?;
+    let new = Ring::new(
+        current
+            .iter()
+            .filter(|(id, _)| id != me)
+            .map(|(id, w)| Member::new(id.clone(), *w))
+            .chain(std::iter::once(Member::new(me, weight))),
+        RingConfig::default(),
+    )?;
+    Ok(shoal_ring::diff(&old, &new, n)
+        .into_iter()
+        .filter(|c| c.gained.iter().any(|g| g == me))
+        .collect())
+}
+
+/// The ranges `me` loses when it leaves a ring of `current` members, with
+/// the members that gain each.
+pub fn lost_ranges(
+    current: &[(String, u32)],
+    me: &str,
+    n: usize,
+) -> Result<Vec<RangeChange>, shoal_ring::RingError> {
+    let old = Ring::new(
+        current.iter().map(|(id, w)| Member::new(id.clone(), *w)),
+        RingConfig::default(),
+    )?;
+    let rest: Vec<Member> = current
+        .iter()
+        .filter(|(id, _)| id != me)
+        .map(|(id, w)| Member::new(id.clone(), *w))
+        .collect();
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let new = Ring::new(rest, RingConfig::default())?;
+    Ok(shoal_ring::diff(&old, &new, n)
+        .into_iter()
+        .filter(|c| c.lost.iter().any(|l| l == me))
+        .collect())
+}
+
+/// Whether this node still has a join to finish (configured to join and no
+/// completion marker in its store).
+pub(crate) fn join_pending(config: &crate::Config, store: &crate::store::Store) -> bool {
+    config.member.join && !matches!(store.get_meta(JOINED), Ok(Some(_)))
+}
+
+fn progress_key(range: &shoal_ring::TokenRange) -> String {
+    format!("join/{:016x}-{:016x}", range.start, range.end)
+}
+
+/// Every ring member's id, address and whether it is up.
+type Addresses = Vec<(String, String, bool)>;
+
+/// Non-joining storage members other than this one, `(id, weight)`, and
+/// every member's address.
+fn current_members(inner: &Inner) -> (crate::membership::MemberList, Addresses) {
+    let members = crate::membership::lock(&inner.membership).ring_members();
+    let (current, _) = RingView::member_lists(&members);
+    let current = current
+        .into_iter()
+        .filter(|(id, _)| *id != inner.id)
+        .collect();
+    let addresses = members
+        .iter()
+        .map(|m| {
+            (
+                m.id.as_str().to_string(),
+                m.address.clone(),
+                m.status.is_up(),
+            )
+        })
+        .collect();
+    (current, addresses)
+}
+
+/// Runs a pending join: waits for peers and for the announcement to spread,
+/// streams every gained range, then clears the joining flag. Returns the
+/// report (also kept for [`crate::node::NodeHandle::join_report`]).
+pub(crate) async fn join(inner: Arc<Inner>) -> Result<HandoverReport, String> {
+    let weight = inner.config.member.weight;
+    let found_by = Instant::now() + FIND_PEERS_FOR;
+    let gossip_interval = Duration::from_millis(inner.config.gossip.interval_ms);
+    let current = loop {
+        let (current, _) = current_members(&inner);
+        if !current.is_empty() {
+            break current;
+        }
+        if Instant::now() >= found_by {
+            tracing::info!("no current replica found: this node starts the ring");
+            break Vec::new();
+        }
+        tokio::time::sleep(gossip_interval).await;
+    };
+    let started = Instant::now();
+    let mut report = HandoverReport {
+        node: inner.id.clone(),
+        ..HandoverReport::default()
+    };
+    if !current.is_empty() {
+        tokio::time::sleep(settle(&inner.config)).await;
+        // Members seen since the first look count too.
+        let (current, _) = current_members(&inner);
+        let changes = gained_ranges(&current, &inner.id, weight, inner.config.replication.n)
+            .map_err(|e| format!("cannot build the ring: {e}"))?;
+        tracing::info!(
+            ranges = changes.len(),
+            "join: streaming the ranges this node gains"
+        );
+        for change in &changes {
+            if inner.shutting_down.load(Ordering::SeqCst) {
+                return Err("shutting down".into());
+            }
+            pull_range(&inner, change, &mut report).await?;
+            report.ranges += 1;
+        }
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    let store = inner.store.clone();
+    inner
+        .env
+        .spawn_blocking(move || store.put_meta(JOINED, b"1"))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    crate::membership::lock(&inner.membership).set_weight(weight);
+    let secs = (report.elapsed_ms as f64 / 1000.0).max(0.001);
+    tracing::info!(
+        ranges = report.ranges,
+        keys = report.keys,
+        bytes = report.bytes,
+        elapsed_ms = report.elapsed_ms,
+        keys_per_sec = (report.keys as f64 / secs) as u64,
+        mb_per_sec = format!("{:.1}", report.bytes as f64 / secs / 1e6),
+        "join complete: serving reads for the gained ranges"
+    );
+    *inner
+        .join_report
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
+    Ok(report)
+}
+
+/// Streams one gained range from its old replicas, resuming from the cursor
+/// saved in the store.
+async fn pull_range(
+    inner: &Arc<Inner>,
+    change: &RangeChange,
+    report: &mut HandoverReport,
+) -> Result<(), String> {
+    let key = progress_key(&change.range);
+    let saved = {
+        let store = inner.store.clone();
+        let key = key.clone();
+        inner
+            .env
+            .spawn_blocking(move || store.get_meta(&key))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let mut cursor = match saved.as_deref() {
+        Some(b"done") => return Ok(()),
+        Some(after) if !after.is_empty() => Some(ScanCursor {
+            range: 0,
+            after: after.to_vec(),
+        }),
+        _ => None,
+    };
+    let gossip_interval = Duration::from_millis(inner.config.gossip.interval_ms);
+    let mut attempts = 0;
+    let mut source = 0usize;
+    loop {
+        let (_, addresses) = current_members(inner);
+        let sources: Vec<(String, String)> = change
+            .old_replicas
+            .iter()
+            .filter(|id| **id != inner.id)
+            .filter_map(|id| {
+                addresses
+                    .iter()
+                    .find(|(m, _, up)| m == id && *up)
+                    .map(|(m, a, _)| (m.clone(), a.clone()))
+            })
+            .collect();
+        if sources.is_empty() {
+            attempts += 1;
+            if attempts > MAX_ATTEMPTS {
+                return Err(format!(
+                    "no live replica of range {:?} to stream from",
+                    change.range
+                ));
+            }
+            tokio::time::sleep(gossip_interval * 5).await;
+            continue;
+        }
+        let (source_id, address) = &sources[source % sources.len()];
+        let request = ScanRequest {
+            ranges: vec![merkle_range(&change.range)],
+            cursor: cursor.clone(),
+            max_keys: BATCH_KEYS,
+            values: true,
+        };
+        let page = inner
+            .pool
+            .call(address, CALL_TIMEOUT, |c, ctx| async move {
+                c.scan(ctx, request).await
+            })
+            .await;
+        let page = match page {
+            Ok(Ok(page)) => page,
+            failed => {
+                attempts += 1;
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => String::new(),
+                };
+                if attempts > MAX_ATTEMPTS {
+                    return Err(format!(
+                        "streaming range {:?} failed {MAX_ATTEMPTS} times, last from {source_id}: {error}",
+                        change.range
+                    ));
+                }
+                tracing::warn!(source = %source_id, %error, "join: stream failed, trying the next replica");
+                source += 1;
+                tokio::time::sleep(gossip_interval).await;
+                continue;
+            }
+        };
+        report.bytes += wire_size(&page);
+        let items: Vec<(Vec<u8>, SiblingSet)> = page
+            .entries
+            .into_iter()
+            .filter_map(|e| Some((e.key, e.siblings?)))
+            .collect();
+        report.keys += items.len() as u64;
+        let next = page.next;
+        let progress = match &next {
+            Some(c) => c.after.clone(),
+            None => b"done".to_vec(),
+        };
+        let store = inner.store.clone();
+        let meta_key = key.clone();
+        inner
+            .env
+            .spawn_blocking(move || {
+                store.merge_many(&items)?;
+                store.put_meta(&meta_key, &progress)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The decommission RPC: announce leaving, settle, push every lost range to
+/// the members that gain it, announce `left`, and stop the node.
+pub(crate) async fn decommission(inner: &Arc<Inner>) -> Result<HandoverReport, RemoteError> {
+    let fail = |message: String| RemoteError::Membership {
+        operation: "decommission".into(),
+        node: inner.id.clone(),
+        message,
+    };
+    let current = {
+        let mut m = crate::membership::lock(&inner.membership);
+        m.start_leaving();
+        RingView::member_lists(&m.ring_members()).0
+    };
+    if !current.iter().any(|(id, _)| *id == inner.id) {
+        return Err(fail("this node is not on the ring (still joining?)".into()));
+    }
+    if current.len() <= 1 {
+        return Err(fail(
+            "the last node on the ring cannot hand its data to anyone".into(),
+        ));
+    }
+    tracing::info!(
+        "decommission: leaving; waiting for the cluster to route writes to the new owners"
+    );
+    tokio::time::sleep(settle(&inner.config)).await;
+    let started = Instant::now();
+    let changes = lost_ranges(&current, &inner.id, inner.config.replication.n)
+        .map_err(|e| fail(format!("cannot build the ring: {e}")))?;
+    let mut report = HandoverReport {
+        node: inner.id.clone(),
+        ..HandoverReport::default()
+    };
+    for change in &changes {
+        push_range(inner, change, &mut report).await.map_err(fail)?;
+        report.ranges += 1;
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        ranges = report.ranges,
+        keys = report.keys,
+        bytes = report.bytes,
+        elapsed_ms = report.elapsed_ms,
+        "decommission: ranges handed over; leaving"
+    );
+    let timeout = Duration::from_millis(inner.config.gossip.interval_ms.max(100) * 5);
+    crate::membership::announce_leave(
+        &inner.membership,
+        &inner.pool,
+        inner.uptime,
+        &inner.advertise,
+        timeout,
+    )
+    .await;
+    // Stop after the answer has gone out.
+    let stop = inner.stop_requested.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = stop.send(true);
+    });
+    Ok(report)
+}
+
+/// Sends one lost range to every member that gains it.
+async fn push_range(
+    inner: &Arc<Inner>,
+    change: &RangeChange,
+    report: &mut HandoverReport,
+) -> Result<(), String> {
+    let ranges = vec![merkle_range(&change.range)];
+    let mut cursor: Option<ScanCursor> = None;
+    loop {
+        let (scan_ranges, from) = (ranges.clone(), cursor.clone());
+        let store = inner.store.clone();
+        let page = inner
+            .env
+            .spawn_blocking(move || {
+                store.scan_ranges(
+                    &scan_ranges,
+                    from.as_ref(),
+                    BATCH_KEYS as usize,
+                    8 << 20,
+                    true,
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let items: Vec<(Vec<u8>, SiblingSet)> = page
+            .entries
+            .into_iter()
+            .filter_map(|e| Some((e.key, e.siblings?)))
+            .collect();
+        if !items.is_empty() {
+            for target in &change.gained {
+                send_batch(inner, target, &items, report).await?;
+            }
+            report.keys += items.len() as u64;
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn send_batch(
+    inner: &Arc<Inner>,
+    target: &str,
+    items: &[(Vec<u8>, SiblingSet)],
+    report: &mut HandoverReport,
+) -> Result<(), String> {
+    let gossip_interval = Duration::from_millis(inner.config.gossip.interval_ms);
+    let mut last = String::new();
+    for _ in 0..MAX_ATTEMPTS {
+        let address = crate::membership::lock(&inner.membership)
+            .member(target)
+            .filter(|m| m.status.is_up())
+            .map(|m| m.address);
+        let Some(address) = address else {
+            last = format!("{target} is not up");
+            tokio::time::sleep(gossip_interval * 5).await;
+            continue;
+        };
+        let batch = items.to_vec();
+        let size = wire_size(&batch);
+        match inner
+            .pool
+            .call(&address, CALL_TIMEOUT, |c, ctx| async move {
+                c.merge_batch(ctx, batch).await
+            })
+            .await
+        {
+            Ok(Ok(_)) => {
+                report.bytes += size;
+                return Ok(());
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(gossip_interval).await;
+    }
+    Err(format!(
+        "{target} did not take a batch after {MAX_ATTEMPTS} attempts: {last}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(ids: &[&str]) -> Vec<(String, u32)> {
+        ids.iter().map(|id| (id.to_string(), 1)).collect()
+    }
+
+    #[test]
+    fn a_joiner_gains_about_its_share_and_a_leaver_loses_what_it_held() {
+        let current = members(&["a", "b", "c"]);
+        let gained = gained_ranges(&current, "d", 1, 3).unwrap();
+        let share: f64 = gained.iter().map(|c| c.range.fraction()).sum();
+        // With N=3 of 4 nodes, d replicates about 3/4 of the ring.
+        assert!((0.6..0.9).contains(&share), "{share}");
+        assert!(gained
+            .iter()
+            .all(|c| c.new_replicas.iter().any(|r| r == "d")));
+
+        let all = members(&["a", "b", "c", "d"]);
+        let lost = lost_ranges(&all, "d", 3).unwrap();
+        let lost_share: f64 = lost.iter().map(|c| c.range.fraction()).sum();
+        assert!(
+            (share - lost_share).abs() < 1e-9,
+            "join and leave move the same ranges"
+        );
+        assert!(lost
+            .iter()
+            .all(|c| c.gained.len() == 1 && c.gained[0] != "d"));
+        assert!(lost_ranges(&members(&["a"]), "a", 3).unwrap().is_empty());
+    }
+}

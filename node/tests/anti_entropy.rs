@@ -1,0 +1,331 @@
+//! Anti-entropy and range handover between real nodes over 127.0.0.1
+//! (issue 10): replicas that missed writes converge without a client read, a
+//! wiped node is refilled, equal replicas exchange one hash, the repair RPC
+//! reports what moved, and a joining node receives exactly its ranges.
+//! Every wait is bounded; every node started is stopped.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shoal_node::config::{Config, SyncMode};
+use shoal_node::env::Env;
+use shoal_node::node::{self, NodeHandle};
+use shoal_node::pool::Pool;
+use shoal_node::rpc::{CoordinateRequest, RepairReport, ReplicateRequest};
+use shoal_vclock::{Content, Context, SiblingSet};
+
+const WAIT: Duration = Duration::from_secs(30);
+const RPC: Duration = Duration::from_secs(10);
+
+fn config(id: &str, dir: &Path, seeds: &[String], anti_entropy: bool) -> Config {
+    let mut c = Config::default();
+    c.member.id = id.into();
+    c.member.listen = "127.0.0.1:0".into();
+    c.member.seeds = seeds.to_vec();
+    c.member.data_dir = dir.join(id);
+    c.gossip.interval_ms = 50;
+    c.gossip.failure_timeout_ms = 600;
+    // Hinted handoff off: only anti-entropy may repair.
+    c.handoff.enabled = false;
+    c.anti_entropy.enabled = anti_entropy;
+    c.anti_entropy.interval_ms = 300;
+    c.anti_entropy.leaf_bits = 16;
+    c.http.request_timeout_ms = 300;
+    c.storage.sync = SyncMode::Never;
+    c.storage.memtable_bytes = 1 << 20;
+    c
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn all_alive(nodes: &[NodeHandle], count: usize) -> bool {
+    nodes.iter().all(|n| {
+        let m = n.members();
+        m.len() == count && m.iter().all(|i| i.status == shoal_gossip::Status::Alive)
+    })
+}
+
+async fn cluster(dir: &Path, count: usize, anti_entropy: bool) -> Vec<NodeHandle> {
+    let first = node::start(config("node-1", dir, &[], anti_entropy), Env::real())
+        .await
+        .unwrap();
+    let seeds = vec![first.advertise().to_string()];
+    let mut nodes = vec![first];
+    for i in 2..=count {
+        let c = config(&format!("node-{i}"), dir, &seeds, anti_entropy);
+        nodes.push(node::start(c, Env::real()).await.unwrap());
+    }
+    wait_until("every node to see every other alive", || {
+        all_alive(&nodes, count)
+    })
+    .await;
+    nodes
+}
+
+fn pool() -> Pool {
+    Pool::new(Env::real().net, Duration::from_secs(2), 16 << 20)
+}
+
+fn value(v: &str) -> Content {
+    Content::value(v.as_bytes().to_vec(), "text/plain")
+}
+
+async fn coordinate(pool: &Pool, addr: &str, key: &[u8], ctx: Context, v: &str) -> SiblingSet {
+    let request = CoordinateRequest {
+        key: key.to_vec(),
+        context: ctx,
+        content: value(v),
+        hint_for: None,
+    };
+    pool.call(addr, RPC, |c, ctx| async move {
+        c.coordinate(ctx, request).await
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+async fn replicate(pool: &Pool, addr: &str, key: &[u8], set: &SiblingSet) {
+    let request = ReplicateRequest {
+        key: key.to_vec(),
+        siblings: set.clone(),
+        hint_for: None,
+    };
+    pool.call(addr, RPC, |c, ctx| async move {
+        c.replicate(ctx, request).await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+/// Writes `count` keys through `nodes[0]` and replicates them to the others.
+async fn write_all(pool: &Pool, nodes: &[&NodeHandle], prefix: &str, count: usize) {
+    for i in 0..count {
+        let key = format!("{prefix}-{i}");
+        let set = coordinate(
+            pool,
+            nodes[0].advertise(),
+            key.as_bytes(),
+            Context::empty(),
+            "v",
+        )
+        .await;
+        for n in &nodes[1..] {
+            replicate(pool, n.advertise(), key.as_bytes(), &set).await;
+        }
+    }
+}
+
+fn root(n: &NodeHandle) -> [u8; 32] {
+    n.store().with_tree(|t| t.root_hash())
+}
+
+async fn repair(pool: &Pool, n: &NodeHandle) -> RepairReport {
+    pool.call(
+        n.advertise(),
+        Duration::from_secs(30),
+        |c, ctx| async move { c.repair(ctx).await },
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+async fn stop(nodes: Vec<NodeHandle>) {
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_writes_converge_to_equal_roots_without_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), 3, true).await;
+    let pool = pool();
+    write_all(&pool, &[&nodes[0], &nodes[1], &nodes[2]], "all", 100).await;
+    // node-3 misses 200 writes; node-1 and node-2 miss 20 newer versions
+    // that only node-3 took: repair has to go both ways.
+    write_all(&pool, &[&nodes[0], &nodes[1]], "missed", 200).await;
+    for i in 0..20 {
+        let key = format!("all-{i}");
+        let current = nodes[2].store().read(key.as_bytes()).unwrap().unwrap();
+        coordinate(
+            &pool,
+            nodes[2].advertise(),
+            key.as_bytes(),
+            current.context(),
+            "newer",
+        )
+        .await;
+    }
+    assert_ne!(root(&nodes[0]), root(&nodes[2]));
+    let started = Instant::now();
+    wait_until("equal Merkle roots on all three nodes", || {
+        let r = root(&nodes[0]);
+        nodes.iter().all(|n| root(n) == r)
+    })
+    .await;
+    println!(
+        "converged: 220 differing keys on 3 replicas in {:?} (interval 300 ms)",
+        started.elapsed()
+    );
+    for n in &nodes {
+        let got = n.store().read(b"all-3").unwrap().unwrap();
+        assert_eq!(got.values().len(), 1);
+        assert_eq!(got.values()[0].value(), Some(&b"newer"[..]));
+        assert!(n.store().read(b"missed-150").unwrap().is_some());
+        assert_eq!(
+            n.store().with_tree(|t| t.clone()),
+            n.store().rebuilt_tree().unwrap()
+        );
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_is_refilled_by_anti_entropy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path(), 3, true).await;
+    let pool = pool();
+    write_all(&pool, &[&nodes[0], &nodes[1], &nodes[2]], "k", 300).await;
+    let seeds = vec![nodes[0].advertise().to_string()];
+    let wiped = nodes.pop().unwrap();
+    wiped.shutdown().await;
+    std::fs::remove_dir_all(dir.path().join("node-3")).unwrap();
+    let restarted = node::start(config("node-3", dir.path(), &seeds, true), Env::real())
+        .await
+        .unwrap();
+    assert_eq!(restarted.store().with_tree(|t| t.len()), 0, "wiped");
+    nodes.push(restarted);
+    let started = Instant::now();
+    wait_until("the wiped node to hold everything again", || {
+        root(&nodes[2]) == root(&nodes[0])
+    })
+    .await;
+    println!("wiped node refilled (300 keys) in {:?}", started.elapsed());
+    assert_eq!(nodes[2].store().with_tree(|t| t.len()), 300);
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_rpc_moves_one_hash_between_equal_replicas_and_reports_what_it_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), 3, false).await;
+    let pool = pool();
+    write_all(&pool, &[&nodes[0], &nodes[1], &nodes[2]], "k", 200).await;
+
+    let report = repair(&pool, &nodes[0]).await;
+    assert_eq!(report.exchanges.len(), 2, "{report:?}");
+    for e in &report.exchanges {
+        assert_eq!(e.error, None);
+        // N=3 of 3 nodes: one range, the whole ring, one round trip.
+        assert_eq!((e.ranges, e.rounds, e.hashes), (1, 1, 0), "{e:?}");
+        assert_eq!(e.keys_listed + e.keys_pulled + e.keys_pushed, 0);
+        assert!(e.bytes_sent + e.bytes_received < 200, "{e:?}");
+        println!(
+            "equal replicas: {} bytes sent, {} received",
+            e.bytes_sent, e.bytes_received
+        );
+    }
+
+    // One key only node-2 has, one only node-1 has.
+    let set = coordinate(
+        &pool,
+        nodes[1].advertise(),
+        b"only-2",
+        Context::empty(),
+        "x",
+    )
+    .await;
+    replicate(&pool, nodes[2].advertise(), b"only-2", &set).await;
+    coordinate(
+        &pool,
+        nodes[0].advertise(),
+        b"only-1",
+        Context::empty(),
+        "y",
+    )
+    .await;
+    let report = repair(&pool, &nodes[0]).await;
+    let with_2 = report
+        .exchanges
+        .iter()
+        .find(|e| e.peer == "node-2")
+        .unwrap();
+    assert_eq!(
+        (with_2.keys_pulled, with_2.keys_pushed),
+        (1, 1),
+        "{with_2:?}"
+    );
+    let r = root(&nodes[0]);
+    assert!(nodes.iter().all(|n| root(n) == r), "one repair converges");
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_node_receives_exactly_its_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path(), 3, false).await;
+    let pool = pool();
+    write_all(&pool, &[&nodes[0], &nodes[1], &nodes[2]], "k", 400).await;
+
+    let mut c = config(
+        "node-4",
+        dir.path(),
+        &[nodes[0].advertise().to_string()],
+        false,
+    );
+    c.member.join = true;
+    let joiner = node::start(c, Env::real()).await.unwrap();
+    wait_until("the join to finish", || joiner.join_report().is_some()).await;
+    let report = joiner.join_report().unwrap();
+    println!("join streamed {report:?}");
+
+    let current: Vec<(String, u32)> = (1..=3).map(|i| (format!("node-{i}"), 1)).collect();
+    let gained = shoal_node::handover::gained_ranges(&current, "node-4", 1, 3).unwrap();
+    let expected: BTreeSet<String> = (0..400)
+        .map(|i| format!("k-{i}"))
+        .filter(|k| {
+            let p = shoal_ring::key_position(k.as_bytes());
+            gained.iter().any(|c| c.range.contains(p))
+        })
+        .collect();
+    let page = joiner
+        .store()
+        .scan_ranges(
+            &[shoal_merkle::TokenRange::FULL],
+            None,
+            10_000,
+            usize::MAX,
+            false,
+        )
+        .unwrap();
+    let held: BTreeSet<String> = page
+        .entries
+        .iter()
+        .map(|e| String::from_utf8(e.key.clone()).unwrap())
+        .collect();
+    assert_eq!(held, expected, "exactly the gained ranges");
+    assert_eq!(report.keys, expected.len() as u64);
+    assert!(!expected.is_empty() && expected.len() < 400);
+
+    // The flag is cleared: every node sees node-4 with its plain weight.
+    nodes.push(joiner);
+    wait_until("node-4 to be a full member everywhere", || {
+        nodes.iter().all(|n| {
+            n.members()
+                .iter()
+                .any(|m| m.id.as_str() == "node-4" && m.weight == 1)
+        })
+    })
+    .await;
+    stop(nodes).await;
+}
