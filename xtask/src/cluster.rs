@@ -58,8 +58,13 @@ enum ClusterCmd {
     Kill(NodeArg),
     /// Start a stopped or killed process again, with the same config and data dir.
     Start(NodeArg),
-    /// Start one more node; it joins through the seeds.
+    /// Start one more node; it joins through the seeds, receives the ranges
+    /// it gains from their current replicas, and only then serves reads.
     Add,
+    /// Stream NODE's ranges to their new owners, then stop it (it leaves the ring).
+    Decommission(NodeArg),
+    /// Run anti-entropy for NODE's ranges now and print what moved.
+    Repair(NodeArg),
     /// Stop everything (SIGTERM, then SIGKILL after a bounded wait).
     Down(DownArgs),
 }
@@ -108,6 +113,8 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<(), String> {
         ClusterCmd::Kill(a) => kill(&dirs, &a.node),
         ClusterCmd::Start(a) => start(&dirs, &a.node),
         ClusterCmd::Add => add(&dirs),
+        ClusterCmd::Decommission(a) => decommission(&dirs, &a.node),
+        ClusterCmd::Repair(a) => repair(&dirs, &a.node),
         ClusterCmd::Down(a) => down(&dirs, a.wipe),
     }
 }
@@ -1088,7 +1095,10 @@ fn add(dirs: &Dirs) -> Result<(), String> {
     let p = node_proc(dirs, i, listen);
     // Same seeds as everyone else: the original nodes.
     let seeds: Vec<String> = state.nodes.iter().map(|n| n.listen.clone()).collect();
-    write_config(dirs, &p, &node_config(&p, &seeds, &state))?;
+    // `join = true`: stream the gained ranges before serving reads for them.
+    let config =
+        node_config(&p, &seeds, &state).replacen("[member]\n", "[member]\njoin = true\n", 1);
+    write_config(dirs, &p, &config)?;
     let (child, offset) = spawn(dirs, &p, &state.env)?;
     let id = p.id.clone();
     state.nodes.push(Proc {
@@ -1096,7 +1106,100 @@ fn add(dirs: &Dirs) -> Result<(), String> {
         ..p
     });
     state.save(dirs)?;
-    wait_started(dirs, &state, &id, child, offset)
+    wait_started(dirs, &state, &id, child, offset)?;
+    wait_joined(&state, &id)
+}
+
+/// How long `add` waits for a new node to receive its ranges.
+const JOIN_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Waits until the gateway shows `id` as no longer joining.
+fn wait_joined(state: &State, id: &str) -> Result<(), String> {
+    let Some(http) = state.gateway.http.clone().filter(|_| alive(&state.gateway)) else {
+        println!("{id} is joining; no gateway runs to watch it finish (see its log)");
+        return Ok(());
+    };
+    let until = Instant::now() + JOIN_DEADLINE;
+    let started = Instant::now();
+    loop {
+        let joining = http_get(&http, "/v1/cluster").ok().and_then(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            v.get("members")?
+                .as_array()?
+                .iter()
+                .find(|m| m.get("id").and_then(serde_json::Value::as_str) == Some(id))?
+                .get("joining")?
+                .as_bool()
+        });
+        if joining == Some(false) {
+            println!(
+                "{id} joined: it received its ranges in {:.1} s and now serves reads",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "{id} is still joining after {} s; its log says why",
+                JOIN_DEADLINE.as_secs()
+            ));
+        }
+        sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs `shoal-admin COMMAND ADDR` for a running node and passes its output on.
+fn admin(dirs: &Dirs, command: &str, p: &Proc) -> Result<(), String> {
+    let binary = dirs.binary("shoal-admin");
+    if !binary.exists() {
+        return Err(format!(
+            "{} is not built; `cargo build --release -p shoal-node` builds it",
+            dirs.show(&binary)
+        ));
+    }
+    let status = Command::new(&binary)
+        .args([command, p.listen.as_str()])
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", dirs.show(&binary)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command} of {} failed ({status})", p.id))
+    }
+}
+
+fn repair(dirs: &Dirs, name: &str) -> Result<(), String> {
+    let mut state = State::load_required(dirs)?;
+    let p = state.find_mut(name)?.clone();
+    if p.binary != "shoal-node" {
+        return Err(format!("{} is not a storage node", p.id));
+    }
+    if !alive(&p) {
+        return Err(format!("{} is not running", p.id));
+    }
+    admin(dirs, "repair", &p)
+}
+
+fn decommission(dirs: &Dirs, name: &str) -> Result<(), String> {
+    let mut state = State::load_required(dirs)?;
+    let p = state.find_mut(name)?.clone();
+    if p.binary != "shoal-node" {
+        return Err(format!("{} is not a storage node", p.id));
+    }
+    if !alive(&p) {
+        return Err(format!("{} is not running", p.id));
+    }
+    admin(dirs, "decommission", &p)?;
+    if !wait_dead(&p, STOP_DEADLINE) {
+        return Err(format!(
+            "{} handed its ranges over but is still running {} s later",
+            p.id,
+            STOP_DEADLINE.as_secs()
+        ));
+    }
+    println!("{} left the ring and stopped", p.id);
+    state.find_mut(name)?.pid = None;
+    state.save(dirs)
 }
 
 fn down(dirs: &Dirs, wipe: bool) -> Result<(), String> {
