@@ -329,3 +329,96 @@ async fn joining_node_receives_exactly_its_ranges() {
     .await;
     stop(nodes).await;
 }
+
+/// Loads `count` keys straight into every node in batches (fast preloading).
+async fn preload(pool: &Pool, nodes: &[&NodeHandle], count: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..count).map(|i| format!("bulk-{i}")).collect();
+    let items: Vec<(Vec<u8>, SiblingSet)> = keys
+        .iter()
+        .map(|k| {
+            let mut set = SiblingSet::new();
+            set.update(&Context::empty(), "loader#1", value(k), 1)
+                .unwrap();
+            (k.clone().into_bytes(), set)
+        })
+        .collect();
+    for n in nodes {
+        for batch in items.chunks(1_000) {
+            let batch = batch.to_vec();
+            pool.call(n.advertise(), RPC, |c, ctx| async move {
+                c.merge_batch(ctx, batch).await
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path(), 3, false).await;
+    let pool = pool();
+    let keys = preload(&pool, &[&nodes[0], &nodes[1], &nodes[2]], 3_000).await;
+    let seeds: Vec<String> = nodes.iter().map(|n| n.advertise().to_string()).collect();
+    let joiner_config = || {
+        let mut c = config("node-4", dir.path(), &seeds, false);
+        c.member.join = true;
+        c
+    };
+    let joiner = node::start(joiner_config(), Env::real()).await.unwrap();
+    wait_until("the join to stream something", || {
+        joiner.store().with_tree(|t| t.len()) > 100
+    })
+    .await;
+    assert!(joiner.join_report().is_none(), "interrupted mid-stream");
+    let before = joiner.store().with_tree(|t| t.len());
+    joiner.abort();
+    // Let the aborted node's tasks wind down before reopening its directory.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let joiner = node::start(joiner_config(), Env::real()).await.unwrap();
+    // A source dies while the join resumes: the rest of the stream comes
+    // from the other replicas, from the same cursors.
+    nodes.remove(0).abort();
+    wait_until("the resumed join to finish", || {
+        joiner.join_report().is_some()
+    })
+    .await;
+    let report = joiner.join_report().unwrap();
+    println!("interrupted after {before} keys; the resumed join streamed {report:?}");
+
+    let current: Vec<(String, u32)> = (1..=3).map(|i| (format!("node-{i}"), 1)).collect();
+    let gained = shoal_node::handover::gained_ranges(&current, "node-4", 1, 3).unwrap();
+    let expected: BTreeSet<String> = keys
+        .into_iter()
+        .filter(|k| {
+            let p = shoal_ring::key_position(k.as_bytes());
+            gained.iter().any(|c| c.range.contains(p))
+        })
+        .collect();
+    let page = joiner
+        .store()
+        .scan_ranges(
+            &[shoal_merkle::TokenRange::FULL],
+            None,
+            10_000,
+            usize::MAX,
+            false,
+        )
+        .unwrap();
+    let held: BTreeSet<String> = page
+        .entries
+        .iter()
+        .map(|e| String::from_utf8(e.key.clone()).unwrap())
+        .collect();
+    assert_eq!(held.len(), expected.len());
+    assert_eq!(
+        held, expected,
+        "exactly the gained ranges, after both crashes"
+    );
+    nodes.push(joiner);
+    stop(nodes).await;
+}
