@@ -337,6 +337,9 @@ impl Client {
         let owned = self.contexts.len();
         let start = Instant::now();
         for j in 0..owned {
+            if super::interrupted() {
+                break;
+            }
             let key = self.id + self.clients * j;
             if let Err(e) = self.op(Op::Put, key).await {
                 *stats.errors.entry(format!("PUT {e}")).or_default() += 1;
@@ -351,7 +354,7 @@ impl Client {
         let total = self.keys.names.len();
         let owned = self.contexts.len();
         let start = Instant::now();
-        while Instant::now() < until {
+        while Instant::now() < until && !super::interrupted() {
             let op = if self.rng.chance(mix.read_ratio) {
                 Op::Get
             } else {

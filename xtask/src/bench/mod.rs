@@ -306,16 +306,20 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                 let pids = guard.pids();
                 (Some(guard), target, label, pids)
             }
-            ShoalAt::Url(addr, query) => (
-                None,
-                Target::Shoal {
+            ShoalAt::Url(addr, query) => {
+                check_gateway(*addr).await?;
+                let target = Target::Shoal {
                     addr: *addr,
                     query: query.clone(),
-                },
-                format!("shoal at http://{addr}{query}"),
-                // Not ours: its processes may be anywhere.
-                Vec::new(),
-            ),
+                };
+                // Not ours: its processes may be anywhere, so no CPU accounting.
+                (
+                    None,
+                    target,
+                    format!("shoal at http://{addr}{query}"),
+                    Vec::new(),
+                )
+            }
         };
         check_interrupted()?;
         if plan.idle_samples > 0 {
@@ -354,6 +358,22 @@ async fn bench(plan: &Plan) -> Result<(), String> {
         println!("\n{errors} operations failed (see the errors by kind above)");
     }
     Ok(())
+}
+
+/// A `--url` gateway must answer `/health` with 200 before anything is timed.
+async fn check_gateway(addr: SocketAddr) -> Result<(), String> {
+    let health = servers::http_get(addr, "/health")
+        .await
+        .map_err(|e| format!("cannot reach the gateway at http://{addr}: {e}"))?;
+    if health.status == 200 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the gateway at http://{addr} is not healthy: /health answered {}: {}",
+            health.status,
+            String::from_utf8_lossy(&health.body).trim()
+        ))
+    }
 }
 
 fn print_machine(plan: &Plan) {

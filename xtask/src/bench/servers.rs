@@ -20,6 +20,8 @@ use crate::cluster;
 
 /// How long Redis and etcd get to answer after their start.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// Bound on one readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a process gets after SIGTERM before SIGKILL.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -79,6 +81,30 @@ fn signal(pid: u32, sig: &str) {
         .args([format!("-{sig}"), pid.to_string()])
         .stderr(Stdio::null())
         .status();
+}
+
+/// One GET on a fresh connection, bounded by `PROBE_TIMEOUT`.
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Result<proto::Response, String> {
+    let get = async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(&proto::request("GET", path, "bench", &[], b""))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        loop {
+            if let Some((r, _)) = proto::parse_response(&buf)? {
+                return Ok(r);
+            }
+            if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                return Err("connection closed".into());
+            }
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, get)
+        .await
+        .map_err(|_| format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))?
 }
 
 /// Processes the bench started (Redis or etcd members), stopped on drop.
@@ -274,25 +300,12 @@ pub(crate) async fn etcd() -> Result<(Service, Vec<SocketAddr>), String> {
         .collect();
     for &addr in &addrs {
         wait_ready(&mut svc, || async move {
-            let mut s = TcpStream::connect(addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            s.write_all(&proto::request("GET", "/health", "bench", &[], b""))
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut buf = Vec::new();
-            loop {
-                if let Some((r, _)) = proto::parse_response(&buf)? {
-                    let body = String::from_utf8_lossy(&r.body);
-                    return if r.status == 200 && body.contains("true") {
-                        Ok(())
-                    } else {
-                        Err(format!("/health answered {}: {body}", r.status))
-                    };
-                }
-                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                    return Err("connection closed".into());
-                }
+            let r = http_get(addr, "/health").await?;
+            let body = String::from_utf8_lossy(&r.body);
+            if r.status == 200 && body.contains("true") {
+                Ok(())
+            } else {
+                Err(format!("/health answered {}: {body}", r.status))
             }
         })
         .await?;
