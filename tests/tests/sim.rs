@@ -10,7 +10,7 @@
 use shoal_tests::sim::{run, Options, Report};
 
 /// Seeds with faults per `cargo test` run: a few minutes of CI on 2 cores.
-const FAULT_SEEDS: std::ops::RangeInclusive<u64> = 1..=6;
+const FAULT_SEEDS: std::ops::RangeInclusive<u64> = 1..=10;
 
 #[track_caller]
 fn assert_passed(report: &Report) {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod ci;
 mod cluster;
+mod sim;
 
 /// Shoal project commands.
 #[derive(Parser)]
@@ -27,6 +28,8 @@ enum Cmd {
     Cluster(cluster::ClusterArgs),
     /// Load-generate against a cluster (and with --compare, Redis and etcd); print ops/s and latency.
     Bench(bench::BenchArgs),
+    /// Deterministic simulation of a whole cluster over many seeds (turmoil): oracle, faults, determinism.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Cmd::Ci(args) => ci::run(&args),
         Cmd::Cluster(args) => cluster::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Sim(args) => sim::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
