@@ -290,9 +290,19 @@ fn base_config(spec: &Spec) -> Config {
     c
 }
 
-/// Values each replica of a `/v1/debug/replicas` answer holds, by node id;
-/// hint holders are listed as `"<node> (hint for <owner>)"`.
-pub fn replica_values(body: &serde_json::Value) -> Vec<(String, bool, Vec<Vec<u8>>)> {
+/// What one node holds for a key, per `/v1/debug/replicas`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The node id; a hint holder reads `"<node> (hint for <owner>)"`.
+    pub node: String,
+    /// Whether the node is one of the key's N owners.
+    pub owner: bool,
+    /// The values it stores (tombstones left out).
+    pub values: Vec<Vec<u8>>,
+}
+
+/// What each replica of a `/v1/debug/replicas` answer holds.
+pub fn replica_values(body: &serde_json::Value) -> Vec<Holding> {
     body["replicas"]
         .as_array()
         .map(|rs| {
@@ -301,7 +311,10 @@ pub fn replica_values(body: &serde_json::Value) -> Vec<(String, bool, Vec<Vec<u8
                     let role = r["role"].as_str().unwrap_or("");
                     let node = r["node"].as_str().unwrap_or("").to_string();
                     let name = if role == "hint" {
-                        format!("{node} (hint for {})", r["hint_for"].as_str().unwrap_or("?"))
+                        format!(
+                            "{node} (hint for {})",
+                            r["hint_for"].as_str().unwrap_or("?")
+                        )
                     } else {
                         node
                     };
@@ -314,7 +327,11 @@ pub fn replica_values(body: &serde_json::Value) -> Vec<(String, bool, Vec<Vec<u8
                                 .collect()
                         })
                         .unwrap_or_default();
-                    (name, role == "owner", values)
+                    Holding {
+                        node: name,
+                        owner: role == "owner",
+                        values,
+                    }
                 })
                 .collect()
         })

@@ -379,7 +379,12 @@ mod tests {
 
     /// An echo server bound through `faults` as host `b`; returns its address.
     async fn echo(faults: &Arc<Faults>) -> String {
-        let mut listener = faults.env("b").net.bind("127.0.0.1:0".into()).await.unwrap();
+        let mut listener = faults
+            .env("b")
+            .net
+            .bind("127.0.0.1:0".into())
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
@@ -415,7 +420,8 @@ mod tests {
         faults.isolate("b");
         let stalled = tokio::time::timeout(Duration::from_millis(300), round_trip(&mut conn)).await;
         assert!(stalled.is_err(), "a partitioned link must stall");
-        let refused = tokio::time::timeout(Duration::from_millis(300), net.connect(addr.clone())).await;
+        let refused =
+            tokio::time::timeout(Duration::from_millis(300), net.connect(addr.clone())).await;
         assert!(refused.is_err(), "connects across a partition hang");
         faults.heal();
         // The stalled ping is still queued; the echo of both arrives.

@@ -126,22 +126,26 @@ impl Client {
         head.push_str("\r\n");
         let mut raw = head.into_bytes();
         raw.extend_from_slice(body);
-        self.request_raw(&raw).await
+        self.send(&raw, method == "HEAD").await
     }
 
     /// Sends `raw` bytes as a request (for malformed-input tests) and reads
     /// one response.
     pub async fn request_raw(&mut self, raw: &[u8]) -> Result<Reply, SendError> {
+        self.send(raw, raw.starts_with(b"HEAD ")).await
+    }
+
+    async fn send(&mut self, raw: &[u8], head: bool) -> Result<Reply, SendError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         // A pooled connection the server closed while idle fails on first
         // use; that request was never processed, so one fresh retry is safe
         // only if nothing at all came back.
         let reused = self.conn.is_some();
-        match self.attempt(raw, deadline).await {
+        match self.attempt(raw, head, deadline).await {
             Ok(r) => Ok(r),
             Err(Attempt::StaleConn) if reused => {
                 self.conn = None;
-                match self.attempt(raw, deadline).await {
+                match self.attempt(raw, head, deadline).await {
                     Ok(r) => Ok(r),
                     Err(e) => Err(e.into_send_error()),
                 }
@@ -153,6 +157,7 @@ impl Client {
     async fn attempt(
         &mut self,
         raw: &[u8],
+        head: bool,
         deadline: tokio::time::Instant,
     ) -> Result<Reply, Attempt> {
         if self.conn.is_none() {
@@ -170,7 +175,7 @@ impl Client {
             if let Err(e) = conn.get_mut().write_all(raw).await {
                 return Err(Attempt::from_write_error(e));
             }
-            read_response(conn).await
+            read_response(conn, head).await
         })
         .await;
         match result {
@@ -221,8 +226,12 @@ impl Attempt {
     }
 }
 
-/// Reads one response; returns it and whether the connection may be reused.
-async fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(Reply, bool), Attempt> {
+/// Reads one response (to a `HEAD` request: headers only); returns it and
+/// whether the connection may be reused.
+async fn read_response(
+    conn: &mut BufReader<TcpStream>,
+    head: bool,
+) -> Result<(Reply, bool), Attempt> {
     let mut status_line = String::new();
     match conn.read_line(&mut status_line).await {
         Ok(0) => return Err(Attempt::StaleConn),
@@ -268,7 +277,9 @@ async fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(Reply, bool),
     let close = find("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let chunked = find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let io = |e: std::io::Error| Attempt::Indeterminate(format!("read body: {e}"));
-    let body = if chunked {
+    let body = if head {
+        Vec::new()
+    } else if chunked {
         let mut body = Vec::new();
         loop {
             let mut size_line = String::new();

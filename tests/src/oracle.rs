@@ -320,12 +320,20 @@ mod tests {
 
     #[test]
     fn acknowledged_write_present_holds() {
-        check(|h| w(h, "k", "a", &[], Outcome::Ok), &[("k", &["a"])], (0, 0, 0, 0));
+        check(
+            |h| w(h, "k", "a", &[], Outcome::Ok),
+            &[("k", &["a"])],
+            (0, 0, 0, 0),
+        );
     }
 
     #[test]
     fn acknowledged_write_absent_is_lost() {
-        check(|h| w(h, "k", "a", &[], Outcome::Ok), &[("k", &[])], (1, 0, 0, 0));
+        check(
+            |h| w(h, "k", "a", &[], Outcome::Ok),
+            &[("k", &[])],
+            (1, 0, 0, 0),
+        );
         check(|h| w(h, "k", "a", &[], Outcome::Ok), &[], (1, 0, 0, 0));
     }
 
@@ -381,14 +389,30 @@ mod tests {
 
     #[test]
     fn unknown_may_be_either() {
-        check(|h| w(h, "k", "a", &[], Outcome::Unknown), &[("k", &[])], (0, 0, 0, 0));
-        check(|h| w(h, "k", "a", &[], Outcome::Unknown), &[("k", &["a"])], (0, 0, 0, 0));
+        check(
+            |h| w(h, "k", "a", &[], Outcome::Unknown),
+            &[("k", &[])],
+            (0, 0, 0, 0),
+        );
+        check(
+            |h| w(h, "k", "a", &[], Outcome::Unknown),
+            &[("k", &["a"])],
+            (0, 0, 0, 0),
+        );
     }
 
     #[test]
     fn failed_must_be_absent_and_phantoms_are_caught() {
-        check(|h| w(h, "k", "a", &[], Outcome::Failed), &[("k", &["a"])], (0, 1, 0, 0));
-        check(|h| w(h, "k", "a", &[], Outcome::Ok), &[("k", &["a", "zz"])], (0, 0, 1, 0));
+        check(
+            |h| w(h, "k", "a", &[], Outcome::Failed),
+            &[("k", &["a"])],
+            (0, 1, 0, 0),
+        );
+        check(
+            |h| w(h, "k", "a", &[], Outcome::Ok),
+            &[("k", &["a", "zz"])],
+            (0, 0, 1, 0),
+        );
     }
 
     #[test]
@@ -400,7 +424,10 @@ mod tests {
         h.read(Outcome::Failed);
         h.fault();
         let c = h.counts();
-        assert_eq!((c.operations, c.ok, c.unknown, c.failed, c.faults), (4, 2, 1, 1, 1));
+        assert_eq!(
+            (c.operations, c.ok, c.unknown, c.failed, c.faults),
+            (4, 2, 1, 1, 1)
+        );
         assert_eq!(h.missing(&state(&[("k", &["b"])])).len(), 1);
     }
 }

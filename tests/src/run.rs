@@ -98,7 +98,11 @@ mod tests {
 
     #[test]
     fn percentile_by_nearest_rank() {
-        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(percentile(&[], 99.0), Duration::ZERO);
         let s = ms(&(1..=100).collect::<Vec<_>>());
         assert_eq!(percentile(&s, 99.0), Duration::from_millis(99));

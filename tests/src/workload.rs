@@ -200,7 +200,11 @@ async fn run_owned(spec: Spec, gateway: SocketAddr, history: Arc<History>, seed:
                     seq += 1;
                     let value = format!("{}c{c}-{seq}", spec.prefix).into_bytes();
                     let outcome = if spec.shared_keys > 0 && rng.gen_bool(spec.shared_ratio) {
-                        let key = format!("{}shared-{}", spec.prefix, rng.gen_range(0..spec.shared_keys));
+                        let key = format!(
+                            "{}shared-{}",
+                            spec.prefix,
+                            rng.gen_range(0..spec.shared_keys)
+                        );
                         read_modify_write(
                             &mut client,
                             &history,
@@ -214,8 +218,16 @@ async fn run_owned(spec: Spec, gateway: SocketAddr, history: Arc<History>, seed:
                     } else {
                         let key = format!("{}u-c{c}-{seq}", spec.prefix);
                         let start = Instant::now();
-                        let o = write(&mut client, &history, &key, &value, None, Vec::new(), spec.w)
-                            .await;
+                        let o = write(
+                            &mut client,
+                            &history,
+                            &key,
+                            &value,
+                            None,
+                            Vec::new(),
+                            spec.w,
+                        )
+                        .await;
                         if o == Outcome::Ok {
                             latencies.writes.push(start.elapsed());
                         }
@@ -261,7 +273,11 @@ pub async fn verify(gateway: SocketAddr, history: &History, r: usize, bound: Dur
                 None => unreadable.push(key),
             }
         }
-        let mut again: HashSet<String> = history.missing(&present).into_iter().map(|(k, _)| k).collect();
+        let mut again: HashSet<String> = history
+            .missing(&present)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         again.extend(unreadable.iter().cloned());
         if again.is_empty() || started.elapsed() >= bound {
             if !unreadable.is_empty() {
@@ -286,7 +302,11 @@ pub async fn verify(gateway: SocketAddr, history: &History, r: usize, bound: Dur
 }
 
 /// Reads `keys` with 8 parallel clients; `None` for keys that did not read.
-async fn read_all(gateway: SocketAddr, keys: &[String], r: usize) -> Vec<(String, Option<Vec<Vec<u8>>>)> {
+async fn read_all(
+    gateway: SocketAddr,
+    keys: &[String],
+    r: usize,
+) -> Vec<(String, Option<Vec<Vec<u8>>>)> {
     let keys = Arc::new(keys.to_vec());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..8)
@@ -299,7 +319,9 @@ async fn read_all(gateway: SocketAddr, keys: &[String], r: usize) -> Vec<(String
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(key) = keys.get(i) else { break };
-                    let got = read(&mut client, &scratch, key, Some(r)).await.map(|(v, _)| v);
+                    let got = read(&mut client, &scratch, key, Some(r))
+                        .await
+                        .map(|(v, _)| v);
                     out.push((key.clone(), got));
                 }
                 out
