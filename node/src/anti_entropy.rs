@@ -90,7 +90,7 @@ impl RateLimiter {
 
 /// Payload size of an RPC argument or answer, as bincode (tarpc's encoding)
 /// writes it.
-pub(crate) fn wire_size<T: Serialize>(value: &T) -> u64 {
+pub fn wire_size<T: Serialize>(value: &T) -> u64 {
     bincode::serialized_size(value).unwrap_or(0)
 }
 
@@ -313,7 +313,9 @@ async fn exchange_range(
                 c.merkle(ctx, request).await
             })
             .await??;
-        report.bytes_received += wire_size(&response);
+        let received = wire_size(&response);
+        report.bytes_received += received;
+        report.bytes_merkle += sent + received;
         match store.with_tree(|t| diff.handle(t, response))? {
             Step::Send(next) => request = next,
             Step::Done(done) => break done,
@@ -431,6 +433,7 @@ async fn list_remote(
             .await??;
         let received = wire_size(&page);
         report.bytes_received += received;
+        report.bytes_listing += sent + received;
         inner.anti_entropy_limiter.acquire(0, sent + received).await;
         out.extend(page.entries.into_iter().map(|e| (e.key, e.digest)));
         match page.next {

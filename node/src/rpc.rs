@@ -125,6 +125,11 @@ pub struct ExchangeReport {
     pub bytes_sent: u64,
     /// Payload bytes received from the peer.
     pub bytes_received: u64,
+    /// Of all bytes (both ways), those of Merkle diff messages.
+    pub bytes_merkle: u64,
+    /// Of all bytes (both ways), those of `(key, digest)` listings; the rest
+    /// carried the states of differing keys.
+    pub bytes_listing: u64,
     /// Wall time of the exchange.
     pub elapsed_ms: u64,
     /// Why the exchange stopped early, if it did.
