@@ -458,24 +458,38 @@ async fn sync_keys(
         .cloned()
         .collect();
     let mut merged: HashMap<Vec<u8>, SiblingSet> = HashMap::new();
-    if !wanted.is_empty() {
-        let sent = wire_size(&wanted);
+    // The peer may answer a prefix (its frame budget); ask for the rest.
+    let mut rest: &[Vec<u8>] = &wanted;
+    while !rest.is_empty() {
+        let request = rest.to_vec();
+        let sent = wire_size(&request);
         report.bytes_sent += sent;
-        let request = wanted.clone();
         let states = inner
             .pool
             .call(address, CALL_TIMEOUT, |c, ctx| async move {
                 c.read_many(ctx, request).await
             })
             .await??;
+        if states.is_empty() || states.len() > rest.len() {
+            return Err(ExchangeError::Remote(RemoteError::BadRequest {
+                message: format!(
+                    "read_many answered {} states for {} keys",
+                    states.len(),
+                    rest.len()
+                ),
+            }));
+        }
         let received = wire_size(&states);
         report.bytes_received += received;
         inner
             .anti_entropy_limiter
-            .acquire(wanted.len() as u64, sent + received)
+            .acquire(states.len() as u64, sent + received)
             .await;
-        let items: Vec<(Vec<u8>, SiblingSet)> = wanted
-            .into_iter()
+        let (asked, later) = rest.split_at(states.len());
+        rest = later;
+        let items: Vec<(Vec<u8>, SiblingSet)> = asked
+            .iter()
+            .cloned()
             .zip(states)
             .filter_map(|(k, s)| Some((k, s?)))
             .collect();
@@ -502,22 +516,22 @@ async fn sync_keys(
         .into_iter()
         .filter(|(k, s)| remote.get(k) != Some(&digest_of(&s.encode())))
         .collect();
-    if push.is_empty() {
-        return Ok(());
+    let budget = inner.config.max_frame_bytes() / 2;
+    for batch in crate::rpc::batches_by_size(push, budget) {
+        let sent = wire_size(&batch);
+        inner
+            .anti_entropy_limiter
+            .acquire(batch.len() as u64, sent)
+            .await;
+        report.bytes_sent += sent;
+        let changed = inner
+            .pool
+            .call(address, CALL_TIMEOUT, |c, ctx| async move {
+                c.merge_batch(ctx, batch).await
+            })
+            .await??;
+        report.keys_pushed += changed;
     }
-    let sent = wire_size(&push);
-    inner
-        .anti_entropy_limiter
-        .acquire(push.len() as u64, sent)
-        .await;
-    report.bytes_sent += sent;
-    let changed = inner
-        .pool
-        .call(address, CALL_TIMEOUT, |c, ctx| async move {
-            c.merge_batch(ctx, push).await
-        })
-        .await??;
-    report.keys_pushed += changed;
     Ok(())
 }
 

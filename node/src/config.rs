@@ -632,6 +632,12 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_config_is_every_default() {
+        let text = include_str!("../shoal.example.toml");
+        assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+    }
+
+    #[test]
     fn missing_file_is_named() {
         let err = Config::load_with_env(Some(Path::new("/nonexistent/shoal.toml")), env(&[]))
             .unwrap_err();

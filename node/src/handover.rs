@@ -403,6 +403,8 @@ async fn push_range(
     report: &mut HandoverReport,
 ) -> Result<(), String> {
     let ranges = vec![merkle_range(&change.range)];
+    // A page of states must fit one merge_batch frame.
+    let budget = inner.config.max_frame_bytes() / 2;
     let mut cursor: Option<ScanCursor> = None;
     loop {
         let (scan_ranges, from) = (ranges.clone(), cursor.clone());
@@ -414,7 +416,7 @@ async fn push_range(
                     &scan_ranges,
                     from.as_ref(),
                     BATCH_KEYS as usize,
-                    8 << 20,
+                    budget,
                     true,
                 )
             })

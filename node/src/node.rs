@@ -574,7 +574,21 @@ impl Replica for NodeService {
         for key in &keys {
             self.check_key(key)?;
         }
-        self.blocking(move |s| s.read_many(&keys)).await
+        let budget = self.0.config.max_frame_bytes() / 2;
+        self.blocking(move |s| {
+            let mut out = Vec::with_capacity(keys.len());
+            let mut bytes = 0usize;
+            for key in &keys {
+                if bytes >= budget {
+                    break;
+                }
+                let state = s.read(key)?;
+                bytes += key.len() + state.as_ref().map_or(0, |set| set.encode().len());
+                out.push(state);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn merge_batch(

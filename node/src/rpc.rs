@@ -59,11 +59,14 @@ pub trait Replica {
     async fn scan(request: ScanRequest) -> Result<ScanPage, RemoteError>;
 
     /// The local states of several keys (`None` where absent), in order.
+    /// The answer may be a prefix of the keys asked: it stops once the states
+    /// reach half a frame, so that it always fits one; ask again for the rest.
     async fn read_many(keys: Vec<Vec<u8>>) -> Result<Vec<Option<SiblingSet>>, RemoteError>;
 
     /// Merges (`vclock` sync) several states into local data in one durable
     /// batch: what anti-entropy pushes and decommission streams. Returns how
-    /// many keys changed.
+    /// many keys changed. Callers keep a batch under half a frame
+    /// ([`batches_by_size`]).
     async fn merge_batch(entries: Vec<(Vec<u8>, SiblingSet)>) -> Result<u64, RemoteError>;
 
     /// Runs anti-entropy now with every live peer this node shares ranges
@@ -84,6 +87,31 @@ pub const MAX_SCAN_KEYS: u32 = 10_000;
 pub const MAX_SCAN_RANGES: usize = 4_096;
 /// Most keys one [`Replica::read_many`] or [`Replica::merge_batch`] may carry.
 pub const MAX_BATCH_KEYS: usize = 10_000;
+
+/// Splits `items` into batches of at most [`MAX_BATCH_KEYS`] keys and about
+/// `max_bytes` of encoded state each (a single larger state goes alone), so
+/// that every [`Replica::merge_batch`] request fits a frame.
+pub fn batches_by_size(
+    items: Vec<(Vec<u8>, SiblingSet)>,
+    max_bytes: usize,
+) -> Vec<Vec<(Vec<u8>, SiblingSet)>> {
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    for (key, set) in items {
+        let size = key.len() + set.encode().len() + 16;
+        if !batch.is_empty() && (bytes + size > max_bytes || batch.len() >= MAX_BATCH_KEYS) {
+            out.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push((key, set));
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
 
 /// What [`Replica::scan`] reads.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,4 +317,40 @@ pub enum RemoteError {
         /// Why.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_under_the_byte_budget_unless_one_state_is_larger() {
+        let set = |len: usize| {
+            let mut s = SiblingSet::new();
+            s.update(
+                &Context::empty(),
+                "a#1",
+                Content::value(vec![0; len], "x"),
+                1,
+            )
+            .unwrap();
+            s
+        };
+        let items: Vec<(Vec<u8>, SiblingSet)> = (0..10u8)
+            .map(|i| (vec![i], set(100)))
+            .chain(std::iter::once((vec![99], set(5_000))))
+            .collect();
+        let batches = batches_by_size(items, 400);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 11);
+        for b in &batches {
+            let bytes: usize = b.iter().map(|(k, s)| k.len() + s.encode().len() + 16).sum();
+            assert!(bytes <= 400 || b.len() == 1, "{bytes}");
+        }
+        assert_eq!(
+            batches.last().unwrap().len(),
+            1,
+            "the large state goes alone"
+        );
+        assert!(batches_by_size(Vec::new(), 400).is_empty());
+    }
 }
