@@ -16,7 +16,9 @@ use std::time::Duration;
 use shoal_gateway::{Gateway, GatewayHandle};
 use shoal_gossip::{Role, Status};
 use shoal_node::config::{Config, SyncMode};
+use shoal_node::env::Env;
 use shoal_node::node::{self, NodeHandle};
+use shoal_node::pool::Pool;
 
 use crate::faultnet::Faults;
 use crate::http::{encode_key, Client, Reply};
@@ -204,6 +206,41 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts one more node (the next id), configured by `customize` (e.g.
+    /// `member.join = true` to stream its ranges before serving); returns its
+    /// index.
+    pub async fn add_node(&mut self, customize: impl Fn(&mut Config)) -> usize {
+        let i = self.nodes.len();
+        let mut c = base_config(&self.spec);
+        c.member.id = node_id(i);
+        c.member.data_dir = self.dir.path().join(node_id(i));
+        customize(&mut c);
+        self.configs.push(c);
+        self.nodes.push(None);
+        self.restart(i).await;
+        i
+    }
+
+    /// Decommissions node `i`: it streams its ranges to their new owners,
+    /// announces that it left and asks to stop; the node is then shut down.
+    /// Returns the node's report of what moved.
+    pub async fn decommission(&mut self, i: usize, bound: Duration) -> Result<String, String> {
+        let node = self.nodes[i].as_ref().ok_or("node not running")?;
+        let pool = Pool::new(Env::real().net, Duration::from_secs(2), 16 << 20);
+        let report = pool
+            .call(node.advertise(), bound, |c, ctx| async move {
+                c.decommission(ctx).await
+            })
+            .await
+            .map_err(|e| format!("decommission call: {e}"))?
+            .map_err(|e| format!("decommission refused: {e}"))?;
+        tokio::time::timeout(bound, node.stop_requested())
+            .await
+            .map_err(|_| "the node did not ask to stop after its decommission".to_string())?;
+        self.stop(i).await;
+        Ok(format!("{report:?}"))
+    }
+
     /// Waits until the gateway sees exactly `count` storage nodes alive.
     pub async fn wait_alive(&self, count: usize, bound: Duration) -> Option<Duration> {
         let gw = self.gateway.as_ref().expect("gateway running");
@@ -283,6 +320,10 @@ fn base_config(spec: &Spec) -> Config {
     c.handoff.retry_interval_ms = 100;
     c.anti_entropy.enabled = spec.anti_entropy;
     c.anti_entropy.interval_ms = 1_000;
+    // 2^16 leaves (2.5 MiB per node) instead of the default 40 MiB: a few
+    // thousand test keys need no finer tree, and the 2-core CI machine
+    // rebuilds every tree at each start.
+    c.anti_entropy.leaf_bits = 16;
     c.storage.sync = spec.sync;
     c.storage.memtable_bytes = 1 << 20;
     c.http.request_timeout_ms = spec.request_timeout_ms;

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,9 @@ pub struct Spec {
     pub timeout: Duration,
     /// Prefix of every key, so scenarios sharing a cluster never collide.
     pub prefix: String,
+    /// Ends the run early when set (each client finishes its operation, so
+    /// every operation issued gets its outcome recorded).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Spec {
@@ -50,6 +54,7 @@ impl Default for Spec {
             r: None,
             timeout: Duration::from_secs(5),
             prefix: "k".into(),
+            stop: None,
         }
     }
 }
@@ -196,7 +201,8 @@ async fn run_owned(spec: Spec, gateway: SocketAddr, history: Arc<History>, seed:
                 let mut client = Client::new(gateway, spec.timeout);
                 let mut latencies = Latencies::default();
                 let mut seq = 0u64;
-                while Instant::now() < deadline {
+                let stopped = || spec.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+                while Instant::now() < deadline && !stopped() {
                     seq += 1;
                     let value = format!("{}c{c}-{seq}", spec.prefix).into_bytes();
                     let outcome = if spec.shared_keys > 0 && rng.gen_bool(spec.shared_ratio) {

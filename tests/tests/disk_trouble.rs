@@ -184,6 +184,7 @@ async fn full_and_read_only_disk_lose_nothing() {
         r: Some(2),
         timeout: Duration::from_secs(5),
         prefix: prefix.into(),
+        stop: None,
     };
     let addr = cluster.gateway_addr();
     workload::run(&load("before-"), addr, history.clone(), seed).await;

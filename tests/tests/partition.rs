@@ -58,6 +58,7 @@ async fn partitioned_node_heals_and_converges() {
         r: Some(2),
         timeout: Duration::from_secs(5),
         prefix: String::new(),
+        stop: None,
     };
     let clients = tokio::spawn(workload::run(
         &load,

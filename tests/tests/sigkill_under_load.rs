@@ -39,6 +39,7 @@ async fn sigkill_under_load(name: &str, w: usize, sync: &'static str) {
         r: Some(2),
         timeout: Duration::from_secs(5),
         prefix: String::new(),
+        stop: None,
     };
     let clients = tokio::spawn(workload::run(
         &load,

@@ -40,6 +40,7 @@ async fn slow_node_does_not_slow_quorums() {
         r: Some(2),
         timeout: Duration::from_secs(5),
         prefix: prefix.into(),
+        stop: None,
     };
     let base = workload::run(
         &load("base-"),
