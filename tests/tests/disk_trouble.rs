@@ -32,8 +32,15 @@ use shoal_tests::oracle::History;
 use shoal_tests::{run, workload};
 use shoal_vclock::{Content, Context, SiblingSet};
 
-/// Size of the troubled node's disk.
-const MOUNT_SIZE: &str = "16m";
+/// Size of the troubled node's disk (the long form writes for minutes
+/// before filling it on purpose).
+fn mount_size() -> &'static str {
+    if run::long() {
+        "256m"
+    } else {
+        "16m"
+    }
+}
 
 /// A tmpfs mounted by this test, unmounted (lazily, so a straggling open
 /// file cannot block it) on drop.
@@ -43,7 +50,13 @@ impl Mount {
     fn new(path: &Path) -> Result<Mount, String> {
         std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={MOUNT_SIZE}"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={}", mount_size()),
+                "tmpfs",
+            ])
             .arg(path)
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
@@ -73,7 +86,7 @@ impl Mount {
         let chunk = vec![0xEEu8; 64 * 1024];
         let mut written = 0u64;
         // Bounded by the mount size; ENOSPC ends it.
-        for _ in 0..4096 {
+        for _ in 0..8192 {
             match f.write(&chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => written += n as u64,
