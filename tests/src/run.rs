@@ -76,15 +76,22 @@ pub fn percentile(samples: &[Duration], p: f64) -> Duration {
 
 static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+static HOOK: std::sync::Once = std::sync::Once::new();
+
 /// Counts every panic in this process from now on (still printing it), so a
 /// test can assert that servers running in-process never panicked, even in
-/// a spawned task whose panic would otherwise only reach stderr.
-pub fn count_panics() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        previous(info);
-    }));
+/// a spawned task whose panic would otherwise only reach stderr. Returns the
+/// count so far: compare [`panics`] against it, since tests sharing a
+/// process (plain `cargo test`) share the counter.
+pub fn count_panics() -> u64 {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+    panics()
 }
 
 /// Panics counted since [`count_panics`].

@@ -114,7 +114,7 @@ fn random_context(rng: &mut StdRng, real: &str) -> Option<String> {
 async fn http_api_survives_random_requests() {
     let name = "http_api_survives_random_requests";
     let seed = run::seed(name);
-    run::count_panics();
+    let panics_before = run::count_panics();
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let cluster = Cluster::start(Spec {
@@ -228,7 +228,7 @@ async fn http_api_survives_random_requests() {
         "{name}: {sent} requests + {raw_count} raw garbage in {:?}; statuses {codes:?}; bad {}; raw hung {hung}; panics {}",
         started.elapsed(),
         bad.len(),
-        run::panics()
+        run::panics() - panics_before
     );
     println!("{name}: answers without a clear error, by method and status: {bad_kinds:?}");
     for b in bad
@@ -253,7 +253,11 @@ async fn http_api_survives_random_requests() {
         get.is_ok_and(|r| r.status == 200 || r.status == 300),
         "the seeded key no longer reads (seed {seed})"
     );
-    assert_eq!(run::panics(), 0, "a server panicked (seed {seed})");
+    assert_eq!(
+        run::panics() - panics_before,
+        0,
+        "a server panicked (seed {seed})"
+    );
     cluster.shutdown().await;
 }
 
@@ -276,7 +280,7 @@ fn encode_request(id: u64, message: ReplicaRequest) -> Vec<u8> {
 async fn rpc_port_survives_random_frames() {
     let name = "rpc_port_survives_random_frames";
     let seed = run::seed(name);
-    run::count_panics();
+    let panics_before = run::count_panics();
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let cluster = Cluster::start(Spec {
@@ -361,13 +365,17 @@ async fn rpc_port_survives_random_frames() {
         "{name}: {count} fuzzed connections in {:?}; {still_serving} liveness checks passed; final read {:?}; panics {}",
         started.elapsed(),
         read.as_ref().map(|r| r.is_ok()),
-        run::panics()
+        run::panics() - panics_before
     );
     assert!(
         matches!(read, Ok(Ok(_))),
         "node-1 no longer reads (seed {seed})"
     );
-    assert_eq!(run::panics(), 0, "a server panicked (seed {seed})");
+    assert_eq!(
+        run::panics() - panics_before,
+        0,
+        "a server panicked (seed {seed})"
+    );
     cluster.shutdown().await;
 }
 
@@ -443,7 +451,7 @@ fn mutate(rng: &mut StdRng, bytes: &mut Vec<u8>) -> &'static str {
 fn storage_readers_survive_mutated_files() {
     let name = "storage_readers_survive_mutated_files";
     let seed = run::seed(name);
-    run::count_panics();
+    let panics_before = run::count_panics();
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let golden = populated();
@@ -550,13 +558,17 @@ fn storage_readers_survive_mutated_files() {
     println!(
         "{name}: {count} mutated directories in {:?}: refused to open {refused}, opened {opened} (of which reported read errors {read_errors}), served a wrong value {wrong}, panicked {panicked}, panics counted {}",
         started.elapsed(),
-        run::panics()
+        run::panics() - panics_before
     );
     for w in wrong_examples.iter().take(5) {
         println!("  wrong: {w}");
     }
     assert_eq!(panicked, 0, "the storage readers panicked (seed {seed})");
-    assert_eq!(run::panics(), 0, "a thread panicked (seed {seed})");
+    assert_eq!(
+        run::panics() - panics_before,
+        0,
+        "a thread panicked (seed {seed})"
+    );
     assert_eq!(
         wrong, 0,
         "a corrupt file served a wrong value (seed {seed})"
