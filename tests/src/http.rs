@@ -147,6 +147,12 @@ impl Client {
                 self.conn = None;
                 match self.attempt(raw, head, deadline).await {
                     Ok(r) => Ok(r),
+                    // The first attempt may have been processed after all
+                    // (a server that died before answering looks the same),
+                    // so a retry that never left is still indeterminate.
+                    Err(Attempt::NotSent(m)) => Err(SendError::Indeterminate(format!(
+                        "retry not sent ({m}) after the connection closed"
+                    ))),
                     Err(e) => Err(e.into_send_error()),
                 }
             }
@@ -365,4 +371,80 @@ pub fn sibling_values(json: &serde_json::Value) -> Vec<Vec<u8>> {
 /// Decodes a standard-base64 value from a debug or read body.
 pub fn decode_value(v: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A server answering each request on a connection with the next of
+    /// `answers` (raw bytes); `None` closes the connection without answering.
+    async fn server(answers: Vec<Option<&'static [u8]>>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    for answer in answers {
+                        let mut seen = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        match answer {
+                            Some(bytes) => s.write_all(bytes).await.unwrap(),
+                            None => return,
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn keep_alive_content_length_chunked_and_head() {
+        let addr = server(vec![
+            Some(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\nhello"),
+            Some(b"HTTP/1.1 300 Multiple Choices\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+            Some(b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n"),
+            Some(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ])
+        .await;
+        let mut c = Client::new(addr, Duration::from_secs(2));
+        let r = c.request("GET", "/a", &[], b"").await.unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.header("X-A")),
+            (200, &b"hello"[..], Some("1"))
+        );
+        let r = c.request("GET", "/b", &[], b"").await.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (300, &b"abcde"[..]));
+        let r = c.request("HEAD", "/c", &[], b"").await.unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 0));
+        let r = c.request("PUT", "/d", &[], b"").await.unwrap();
+        assert_eq!(r.status, 204);
+    }
+
+    #[tokio::test]
+    async fn refused_is_not_sent_and_a_silent_close_is_indeterminate() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = free.local_addr().unwrap();
+        drop(free);
+        let mut c = Client::new(closed, Duration::from_secs(2));
+        assert!(matches!(
+            c.request("PUT", "/k", &[], b"v").await,
+            Err(SendError::NotSent(_))
+        ));
+        let addr = server(vec![None]).await;
+        let mut c = Client::new(addr, Duration::from_secs(2));
+        assert!(matches!(
+            c.request("PUT", "/k", &[], b"v").await,
+            Err(SendError::Indeterminate(_))
+        ));
+    }
 }
