@@ -168,13 +168,15 @@ pub(crate) async fn join(inner: Arc<Inner>) -> Result<HandoverReport, String> {
         }
         tokio::time::sleep(gossip_interval).await;
     };
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut report = HandoverReport {
         node: inner.id.clone(),
         ..HandoverReport::default()
     };
     if !current.is_empty() {
         tokio::time::sleep(settle(&inner.config)).await;
+        // The report times the streaming, not the settle wait.
+        started = Instant::now();
         // Members seen since the first look count too.
         let (current, _) = current_members(&inner);
         let changes = gained_ranges(&current, &inner.id, weight, inner.config.replication.n)
