@@ -194,6 +194,12 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
         .await
         .expect("the node asks to stop after a decommission");
     leaving.shutdown().await;
+    // Its directory cannot serve again: its ranges belong to others now.
+    let again = node::start(node_config("node-4", dir.path(), &seeds), Env::real()).await;
+    assert!(
+        matches!(again, Err(node::NodeError::Decommissioned { .. })),
+        "{again:?}"
+    );
     wait_for("the gateway to see node-4 leave", addr, |v| {
         member(v, "node-4").is_none_or(|m| m["status"] == "left")
     })

@@ -48,6 +48,8 @@ const FIND_PEERS_FOR: Duration = Duration::from_secs(30);
 
 /// Metadata name of the join's completion marker.
 const JOINED: &str = "joined";
+/// Metadata name of the marker a decommission leaves behind.
+const DECOMMISSIONED: &str = "decommissioned";
 
 /// How long to wait between announcing a change and streaming: long enough
 /// for gossip to carry the announcement to every gateway (a few rounds) and
@@ -119,6 +121,11 @@ pub fn lost_ranges(
 /// completion marker in its store).
 pub(crate) fn join_pending(config: &crate::Config, store: &crate::store::Store) -> bool {
     config.member.join && !matches!(store.get_meta(JOINED), Ok(Some(_)))
+}
+
+/// Whether this store's node was decommissioned (it must not serve again).
+pub(crate) fn was_decommissioned(store: &crate::store::Store) -> bool {
+    matches!(store.get_meta(DECOMMISSIONED), Ok(Some(_)))
 }
 
 fn progress_key(range: &shoal_ring::TokenRange) -> String {
@@ -380,6 +387,22 @@ pub(crate) async fn decommission(inner: &Arc<Inner>) -> Result<HandoverReport, R
         elapsed_ms = report.elapsed_ms,
         "decommission: ranges handed over; leaving"
     );
+    // Recorded before announcing `left`: a restart on this directory would
+    // otherwise rejoin with a stale copy of ranges others now own.
+    let store = inner.store.clone();
+    inner
+        .env
+        .spawn_blocking(move || store.put_meta(DECOMMISSIONED, b"1"))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let hints = inner.store.hint_count().unwrap_or(0);
+    if hints > 0 {
+        tracing::warn!(
+            hints,
+            "leaving with undelivered hints; anti-entropy repairs their owners"
+        );
+    }
     let timeout = Duration::from_millis(inner.config.gossip.interval_ms.max(100) * 5);
     crate::membership::announce_leave(
         &inner.membership,

@@ -47,6 +47,14 @@ pub enum NodeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The data directory belongs to a node that was decommissioned: its
+    /// ranges went to other nodes, and serving its stale copy would hide
+    /// writes made since.
+    #[error("{path} holds the data of a decommissioned node; delete it to start this node afresh (with member.join = true to stream its ranges)")]
+    Decommissioned {
+        /// The directory.
+        path: String,
+    },
     /// The gossip layer refused the identity (id or address too long, ...).
     #[error("invalid member identity: {0}")]
     Gossip(#[from] shoal_gossip::GossipError),
@@ -135,6 +143,11 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         .clone()
         .unwrap_or_else(|| addr.to_string());
 
+    if crate::handover::was_decommissioned(&store) {
+        return Err(NodeError::Decommissioned {
+            path: dir.display().to_string(),
+        });
+    }
     let joining = crate::handover::join_pending(&config, &store);
     let gossip_config = gossip_config(&config);
     let uptime = Uptime::start();
