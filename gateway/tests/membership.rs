@@ -167,6 +167,36 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
         member(v, "node-5").is_some_and(|m| m["joining"] == true)
     })
     .await;
+    // While node-5 joins, writes of keys it will replicate reach it too
+    // (dual writes), though reads do not ask it yet.
+    let future = shoal_ring::Ring::new(
+        (1..=5).map(|i| shoal_ring::Member::new(format!("node-{i}"), 1)),
+        shoal_ring::RingConfig::default(),
+    )
+    .unwrap();
+    let mut dual = Vec::new();
+    for i in 0..40 {
+        let key = format!("during-join-{i}");
+        put(addr, &key, "d").await.unwrap();
+        if future
+            .preference_list(key.as_bytes(), 3)
+            .contains(&"node-5")
+        {
+            dual.push(key);
+        }
+    }
+    assert!(!dual.is_empty());
+    let deadline = Instant::now() + CHANGE_WAIT;
+    while !dual
+        .iter()
+        .all(|k| joiner.store().read(k.as_bytes()).unwrap().is_some())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "writes during the join reach node-5"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     wait_for("node-5 to finish joining", addr, |v| {
         member(v, "node-5").is_some_and(|m| m["joining"] == false && m["status"] == "alive")
     })
