@@ -3,14 +3,15 @@
 //! ranges it loses to their new owners.
 //!
 //! Both follow the same sequence, which keeps every acknowledged write
-//! readable (see [`RingView`](crate::membership::RingView)):
+//! readable (see [`crate::membership::RingView`]):
 //!
 //! 1. announce the change in gossip (the joining flag in the weight, or the
 //!    `leaving` lifecycle): from then on gateways send each write to the
 //!    replicas of the current ring *and* of the future ring, with W
 //!    acknowledgements needed in each, while reads stay on the current ring;
-//! 2. wait [`settle`] so that every gateway has seen the announcement and
-//!    every write planned before it has finished;
+//! 2. wait a settle time (five gossip rounds plus the request timeout) so
+//!    that every gateway has seen the announcement and every write planned
+//!    before it has finished;
 //! 3. stream the ranges whose replica set changes ([`shoal_ring::diff`]) in
 //!    ordered, batched range scans; a write that lands behind the scan's
 //!    cursor reached the new replicas through step 1;
