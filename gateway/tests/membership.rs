@@ -21,6 +21,7 @@ use shoal_node::node::{self, NodeHandle};
 use shoal_node::pool::Pool;
 
 const CHANGE_WAIT: Duration = Duration::from_secs(30);
+const GATEWAY_TIMEOUT_MS: u64 = 1_500;
 
 fn node_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
     let mut c = Config::default();
@@ -32,8 +33,9 @@ fn node_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
     c.gossip.failure_timeout_ms = 1000;
     c.anti_entropy.enabled = false;
     c.anti_entropy.leaf_bits = 16;
-    // The handover's settle time: gossip rounds plus this request timeout.
-    c.http.request_timeout_ms = 500;
+    // The handover's settle time is gossip rounds plus this request timeout:
+    // the gateway's, so no write planned before a change outlives the wait.
+    c.http.request_timeout_ms = GATEWAY_TIMEOUT_MS;
     c.storage.sync = SyncMode::Never;
     c.storage.memtable_bytes = 1 << 20;
     c
@@ -111,7 +113,7 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
         nodes.push(node::start(c, Env::real()).await.unwrap());
     }
     let mut gw_config = gateway_config("gw-1", &seeds, "");
-    gw_config.http.request_timeout_ms = 3_000;
+    gw_config.http.request_timeout_ms = GATEWAY_TIMEOUT_MS;
     let gateway = Gateway::start(gw_config, Env::real()).await.unwrap();
     let addr = gateway.http_addr();
     wait_for("the gateway to see four live nodes", addr, |v| {

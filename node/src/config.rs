@@ -198,7 +198,9 @@ pub struct LimitsConfig {
 pub struct HttpConfig {
     /// Where the HTTP API listens.
     pub listen: String,
-    /// How long a request may wait for its quorum.
+    /// How long a request may wait for its quorum. Nodes read it too: a join
+    /// or decommission waits this long (plus five gossip rounds) for writes
+    /// planned before the change to finish, so give nodes the gateways' value.
     pub request_timeout_ms: u64,
     /// Requests served at once; beyond it the gateway answers 503 `overloaded`.
     pub max_concurrent_requests: usize,
