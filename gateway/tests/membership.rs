@@ -21,7 +21,7 @@ use shoal_node::node::{self, NodeHandle};
 use shoal_node::pool::Pool;
 
 const CHANGE_WAIT: Duration = Duration::from_secs(30);
-const GATEWAY_TIMEOUT_MS: u64 = 1_500;
+const GATEWAY_TIMEOUT_MS: u64 = 3_000;
 
 fn node_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
     let mut c = Config::default();
