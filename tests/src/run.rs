@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 /// The run's seed: `SHOAL_TEST_SEED` if set (to replay a failure), else
 /// random. Printed, with the line that replays it.
@@ -72,6 +72,19 @@ pub fn percentile(samples: &[Duration], p: f64) -> Duration {
     sorted.sort();
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// At most `max` of `items`, chosen by `seed`: the per-key inspections
+/// (`/v1/debug/replicas` asks every replica) cost too much to run on the
+/// hundreds of thousands of keys a long run writes, and a seeded sample
+/// stays reproducible. Everything when there are `max` or fewer.
+pub fn sample<T: Clone>(items: &[T], max: usize, seed: u64) -> Vec<T> {
+    use rand::seq::SliceRandom;
+    if items.len() <= max {
+        return items.to_vec();
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    items.choose_multiple(&mut rng, max).cloned().collect()
 }
 
 static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
