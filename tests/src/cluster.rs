@@ -67,11 +67,12 @@ impl Default for Spec {
 pub struct Cluster {
     /// The fault switchboard every member's sockets go through.
     pub faults: Arc<Faults>,
-    dir: tempfile::TempDir,
     configs: Vec<Config>,
     nodes: Vec<Option<NodeHandle>>,
     gateway: Option<GatewayHandle>,
     spec: Spec,
+    /// Last, so the handles drop before the directory is removed.
+    dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Cluster {

@@ -162,11 +162,13 @@ struct NodeSlot {
 /// Real processes: `spec.nodes` nodes and one gateway.
 #[derive(Debug)]
 pub struct ProcCluster {
-    dir: tempfile::TempDir,
     node_bin: PathBuf,
     nodes: Vec<NodeSlot>,
     gateway: Option<Proc>,
     gateway_http: SocketAddr,
+    /// Last, so that fields drop in order: the processes are killed before
+    /// their data directories are removed.
+    dir: tempfile::TempDir,
 }
 
 impl ProcCluster {
