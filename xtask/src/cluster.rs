@@ -550,6 +550,8 @@ struct ClusterView {
     /// id -> (addr, role, status)
     members: BTreeMap<String, (String, String, String)>,
     ownership: BTreeMap<String, f64>,
+    /// Members still receiving their ranges (no share of reads yet).
+    joining: std::collections::BTreeSet<String>,
 }
 
 fn cluster_view(http: &str) -> Result<ClusterView, String> {
@@ -588,7 +590,21 @@ fn cluster_view(http: &str) -> Result<ClusterView, String> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(ClusterView { members, ownership })
+    let joining = v
+        .get("members")
+        .and_then(serde_json::Value::as_array)
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m.get("joining").and_then(serde_json::Value::as_bool) == Some(true))
+                .map(|m| text(m, "id"))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ClusterView {
+        members,
+        ownership,
+        joining,
+    })
 }
 
 fn member_alive(view: &ClusterView, id: &str) -> bool {
@@ -901,11 +917,21 @@ fn status(dirs: &Dirs) -> Result<(), String> {
                 Err(_) => "running".into(),
             }
         };
+        let joining = view.as_ref().is_ok_and(|v| v.joining.contains(&p.id));
         let share = view
             .as_ref()
             .ok()
             .and_then(|v| v.ownership.get(&p.id))
-            .map_or_else(|| "-".into(), |s| format!("{:.1}%", s * 100.0));
+            .map_or_else(
+                || {
+                    if joining {
+                        "joining".into()
+                    } else {
+                        "-".into()
+                    }
+                },
+                |s| format!("{:.1}%", s * 100.0),
+            );
         let address = p
             .http
             .as_ref()
