@@ -457,7 +457,9 @@ async fn sync_keys(
         .filter(|k| remote.contains_key(*k))
         .cloned()
         .collect();
-    let mut merged: HashMap<Vec<u8>, SiblingSet> = HashMap::new();
+    // Ordered, so that a deterministic simulation sees the same batches on
+    // every run.
+    let mut merged: BTreeMap<Vec<u8>, SiblingSet> = BTreeMap::new();
     // The peer may answer a prefix (its frame budget); ask for the rest.
     let mut rest: &[Vec<u8>] = &wanted;
     while !rest.is_empty() {

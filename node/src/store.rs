@@ -366,8 +366,10 @@ impl Store {
         let mut merged_all = Vec::with_capacity(items.len());
         let mut updates = Vec::new();
         // A key twice in one batch: the second merge must see the first.
-        let mut pending: std::collections::HashMap<&[u8], (Option<[u8; 32]>, SiblingSet)> =
-            std::collections::HashMap::new();
+        // Ordered, so the batch (and a simulation's trace) is the same on
+        // every run.
+        let mut pending: std::collections::BTreeMap<&[u8], (Option<[u8; 32]>, SiblingSet)> =
+            std::collections::BTreeMap::new();
         for (key, incoming) in items {
             let (old_digest, current) = match pending.get(key.as_slice()) {
                 Some((d, set)) => (*d, Some(set.clone())),
