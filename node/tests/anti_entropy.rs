@@ -166,7 +166,9 @@ async fn missed_writes_converge_to_equal_roots_without_reads() {
         )
         .await;
     }
-    assert_ne!(root(&nodes[0]), root(&nodes[2]));
+    // Anti-entropy may already be repairing while the writes go on (its
+    // interval is shorter than writing them takes), so no "they differ"
+    // assertion here: the writes bypassed node-3 and node-1/2 by construction.
     let started = Instant::now();
     wait_until("equal Merkle roots on all three nodes", || {
         let r = root(&nodes[0]);
