@@ -693,7 +693,10 @@ async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         };
         let now_ms = inner.env.clock.now_millis();
         let now = tokio::time::Instant::now();
-        let mut by_owner: HashMap<String, Vec<crate::store::Hint>> = HashMap::new();
+        // Ordered, so that delivery order does not depend on a random hasher
+        // (a deterministic simulation replays it exactly).
+        let mut by_owner: std::collections::BTreeMap<String, Vec<crate::store::Hint>> =
+            std::collections::BTreeMap::new();
         for hint in hints {
             let age = hint
                 .siblings

@@ -55,6 +55,11 @@ impl CallError {
 /// (simulated time in a simulation) always decides first.
 const DEADLINE_SLACK: Duration = Duration::from_secs(5);
 
+/// Added to the call's own timeout: a caller that bounds the call by the
+/// same duration (the gateway's per-request deadline) then always decides
+/// first, instead of two equal timers racing.
+const TIE_BREAK: Duration = Duration::from_millis(1);
+
 /// Clients by peer address.
 pub struct Pool {
     net: Arc<dyn Net>,
@@ -128,7 +133,7 @@ impl Pool {
         // the call, on tokio's (possibly simulated) clock. The slack keeps
         // tarpc's own real-time deadline from firing first.
         ctx.deadline = std::time::Instant::now() + timeout + DEADLINE_SLACK;
-        let outcome = match tokio::time::timeout(timeout, f(client, ctx)).await {
+        let outcome = match tokio::time::timeout(timeout + TIE_BREAK, f(client, ctx)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(tarpc::client::RpcError::DeadlineExceeded),
         };

@@ -63,15 +63,24 @@ fn fault_seeds_lose_no_acknowledged_write() {
 
 #[test]
 fn same_seed_same_trace() {
-    let options = Options::for_seed(3, true);
-    let first = run(&options);
-    let second = run(&options);
-    println!("{}\n{}", first.summary(), second.summary());
-    assert!(first.trace_len > 0);
-    assert_eq!(
-        (first.trace_hash, first.trace_len, first.sim_ms),
-        (second.trace_hash, second.trace_len, second.sim_ms),
-        "seed 3 is not deterministic"
+    // A clean seed and a seed with crashes: both replay exactly. (Seeds with
+    // link loss, isolation or latency spikes do not always replay yet: see
+    // RELIABILITY.md, "Deterministic simulation".)
+    for options in [Options::for_seed(2, false), Options::for_seed(3, true)] {
+        let first = run(&options);
+        let second = run(&options);
+        println!("{}\n{}", first.summary(), second.summary());
+        assert!(first.trace_len > 0);
+        assert_eq!(
+            (first.trace_hash, first.trace_len, first.sim_ms),
+            (second.trace_hash, second.trace_len, second.sim_ms),
+            "seed {} ({}) is not deterministic",
+            options.seed,
+            if options.faults { "faults" } else { "clean" }
+        );
+    }
+    assert!(
+        run(&Options::for_seed(3, true)).faults.crash > 0,
+        "seed 3 should crash a node"
     );
-    assert!(first.faults.total() > 0, "seed 3 should exercise faults");
 }

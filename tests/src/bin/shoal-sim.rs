@@ -2,13 +2,16 @@
 //! (what `cargo xtask sim` calls, in release mode).
 //!
 //! ```text
-//! shoal-sim [--seeds N] [--seed S] [--clean] [--verbose]
+//! shoal-sim [--seeds N] [--seed S] [--clean] [--verbose] [--trace FILE]
 //! ```
 //!
 //! `--seeds N` runs seeds `S..S+N` (S defaults to 1); `--seed S` alone runs
 //! that one seed. Each failing seed is printed with a one-line reproduction
 //! command; the summary ends with `lost: 0` when nothing acknowledged was
-//! lost. Exits 1 if any seed failed.
+//! lost. `--trace FILE` writes each seed's trace to `FILE.<seed>` (diff two
+//! runs to find where they part); `SHOAL_SIM_LOG=debug` (an env filter)
+//! prints the services' logs stamped with simulated time. Exits 1 if any
+//! seed failed.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,11 +19,32 @@ use std::time::Instant;
 use shoal_tests::sim::faults::FaultCounts;
 use shoal_tests::sim::{run, Options};
 
+/// Log timestamps in simulated time (the host's view), which is what a
+/// reader of a seed's log needs; wall time would differ from run to run.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:?}", turmoil::sim_elapsed())
+    }
+}
+
 fn main() -> ExitCode {
+    // The nodes' and gateways' own logs, for debugging one seed:
+    // SHOAL_SIM_LOG=debug shoal-sim --seed S 2> log
+    if std::env::var_os("SHOAL_SIM_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_timer(SimTime)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("SHOAL_SIM_LOG"))
+            .init();
+    }
     let mut seeds: Option<u64> = None;
     let mut first: Option<u64> = None;
     let mut faults = true;
     let mut verbose = false;
+    let mut trace: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut number = |what: &str| -> u64 {
@@ -37,8 +61,9 @@ fn main() -> ExitCode {
             "--seed" => first = Some(number("--seed")),
             "--clean" => faults = false,
             "--verbose" | "-v" => verbose = true,
+            "--trace" => trace = args.next(),
             "--help" | "-h" => {
-                println!("shoal-sim [--seeds N] [--seed S] [--clean] [--verbose]");
+                println!("shoal-sim [--seeds N] [--seed S] [--clean] [--verbose] [--trace FILE]");
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -74,6 +99,12 @@ fn main() -> ExitCode {
         totals.merge(&report.faults);
         if verbose {
             println!("{}", report.summary());
+        }
+        if let Some(path) = &trace {
+            let path = format!("{path}.{seed}");
+            if let Err(e) = std::fs::write(&path, report.trace.join("\n")) {
+                eprintln!("cannot write {path}: {e}");
+            }
         }
         if !report.passed() {
             println!("FAIL {}", report.summary());

@@ -95,6 +95,8 @@ pub struct Report {
     pub trace_hash: u64,
     /// Trace lines (operations and faults in simulated order).
     pub trace_len: usize,
+    /// The trace itself, for comparing two runs of a seed line by line.
+    pub trace: Vec<String>,
     /// Client operations (reads and writes).
     pub ops: u64,
     /// Writes acknowledged / definitely failed / unknown.
@@ -313,6 +315,7 @@ pub fn run(options: &Options) -> Report {
     }
     report.trace_hash = fnv1a(&h.trace);
     report.trace_len = h.trace.len();
+    report.trace = h.trace.clone();
     report.ops = h.ops;
     report.ok = h.ok;
     report.failed = h.failed;
@@ -422,7 +425,7 @@ fn simulate(
     let start_ms = sim.elapsed().as_millis() as u64;
     history
         .borrow_mut()
-        .log(format!("cluster up at {start_ms} ms: {servers:?}"));
+        .log_at(start_ms, format!("cluster up: {servers:?}"));
 
     // Clients.
     let set_keys: Vec<String> = (0..3).map(|i| format!("set-{i}")).collect();
@@ -477,7 +480,9 @@ fn simulate(
                 if let Some(kind) = s.action.kind() {
                     report.faults.add(kind);
                 }
-                history.borrow_mut().log(format!("fault {:?}", s.action));
+                history
+                    .borrow_mut()
+                    .log_at(now, format!("fault {:?}", s.action));
             }
         }
         if sim.step()? {
@@ -519,9 +524,7 @@ fn simulate(
         );
     }
     let healed_at_ms = sim.elapsed().as_millis() as u64;
-    history
-        .borrow_mut()
-        .log(format!("healed at {healed_at_ms} ms"));
+    history.borrow_mut().log_at(healed_at_ms, "healed".into());
 
     let converged = Rc::new(RefCell::new(Converged::default()));
     let plan = CheckPlan {
@@ -544,6 +547,6 @@ fn simulate(
         "converged: gossip {:?} ms, data {:?} ms",
         c.gossip_ms, c.data_ms
     );
-    history.borrow_mut().log(line);
+    history.borrow_mut().log_at(report.sim_ms, line);
     Ok(())
 }

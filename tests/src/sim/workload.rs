@@ -73,10 +73,17 @@ pub struct History {
 }
 
 impl History {
-    /// Appends a trace line stamped with simulated time.
+    /// Appends a trace line stamped with the simulated time of the host
+    /// that calls it (clients and the checker).
     pub fn log(&mut self, line: String) {
-        let t = turmoil::sim_elapsed().map_or(0, |d| d.as_millis());
-        self.trace.push(format!("{t} {line}"));
+        let t = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
+        self.log_at(t, line);
+    }
+
+    /// Appends a trace line stamped `at_ms` (the driver, which runs outside
+    /// any host, passes the simulation's time).
+    pub fn log_at(&mut self, at_ms: u64, line: String) {
+        self.trace.push(format!("{at_ms} {line}"));
     }
 
     fn count_write(&mut self, outcome: Outcome) {
