@@ -37,8 +37,12 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
 /// What the clients talk to.
 #[derive(Clone)]
 pub(crate) enum Target {
-    /// Shoal's gateway; `query` is appended to every key path (`?w=..&r=..`).
-    Shoal { addr: SocketAddr, query: String },
+    /// Shoal's gateway; the queries (`?w=..`, `?r=..`) follow PUT and GET paths.
+    Shoal {
+        addr: SocketAddr,
+        put_query: String,
+        get_query: String,
+    },
     /// One Redis server.
     Redis { addr: SocketAddr },
     /// etcd members' client URLs; client `i` talks to member `i % len`, as
@@ -250,8 +254,8 @@ impl Client {
     async fn op(&mut self, op: Op, key: usize) -> Result<bool, String> {
         let name = &self.keys.names[key];
         match (&self.target, op) {
-            (Target::Shoal { query, .. }, Op::Put) => {
-                let path = format!("/v1/kv/{name}{query}");
+            (Target::Shoal { put_query, .. }, Op::Put) => {
+                let path = format!("/v1/kv/{name}{put_query}");
                 let slot = key / self.clients;
                 let mut headers = vec![("Content-Type", "application/octet-stream")];
                 if let Some(ctx) = &self.contexts[slot] {
@@ -269,8 +273,8 @@ impl Client {
                     Err(http_error(r.status, &r.body))
                 }
             }
-            (Target::Shoal { query, .. }, Op::Get) => {
-                let path = format!("/v1/kv/{name}{query}");
+            (Target::Shoal { get_query, .. }, Op::Get) => {
+                let path = format!("/v1/kv/{name}{get_query}");
                 let req = proto::request("GET", &path, "bench", &[], b"");
                 let r = self.conn.roundtrip(&req, proto::parse_response).await?;
                 if r.close {

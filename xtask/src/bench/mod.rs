@@ -88,8 +88,8 @@ pub(crate) struct BenchArgs {
 enum ShoalAt {
     /// A cluster the bench starts: nodes, (N, W, R).
     Own(u16, (usize, usize, usize)),
-    /// A running gateway, and the query string carrying `w`/`r` overrides.
-    Url(SocketAddr, String),
+    /// A running gateway, and the query strings of PUTs (`?w=`) and GETs (`?r=`).
+    Url(SocketAddr, String, String),
 }
 
 /// Validated arguments.
@@ -143,20 +143,16 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
             if a.n.is_some() {
                 return Err("--n sets up the cluster the bench starts; with --url the running cluster's N holds".into());
             }
-            let mut query = Vec::new();
-            for (name, v) in [("w", a.w), ("r", a.r)] {
+            let mut query = [String::new(), String::new()];
+            for (slot, name, v) in [(0, "w", a.w), (1, "r", a.r)] {
                 match v {
                     Some(0) => return Err(format!("--{name} must be at least 1")),
-                    Some(v) => query.push(format!("{name}={v}")),
+                    Some(v) => query[slot] = format!("?{name}={v}"),
                     None => {}
                 }
             }
-            let query = if query.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", query.join("&"))
-            };
-            ShoalAt::Url(parse_url(url)?, query)
+            let [put_query, get_query] = query;
+            ShoalAt::Url(parse_url(url)?, put_query, get_query)
         }
         None => {
             let (n, w, r) = (a.n.unwrap_or(3), a.w.unwrap_or(2), a.r.unwrap_or(2));
@@ -301,22 +297,24 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                 );
                 let target = Target::Shoal {
                     addr,
-                    query: String::new(),
+                    put_query: String::new(),
+                    get_query: String::new(),
                 };
                 let pids = guard.pids();
                 (Some(guard), target, label, pids)
             }
-            ShoalAt::Url(addr, query) => {
+            ShoalAt::Url(addr, put_query, get_query) => {
                 check_gateway(*addr).await?;
                 let target = Target::Shoal {
                     addr: *addr,
-                    query: query.clone(),
+                    put_query: put_query.clone(),
+                    get_query: get_query.clone(),
                 };
                 // Not ours: its processes may be anywhere, so no CPU accounting.
                 (
                     None,
                     target,
-                    format!("shoal at http://{addr}{query}"),
+                    format!("shoal at http://{addr} (PUT{put_query}, GET{get_query})"),
                     Vec::new(),
                 )
             }
@@ -682,12 +680,20 @@ mod tests {
         let p = parse("--url http://127.0.0.1:8080/ --w 1").unwrap();
         assert_eq!(
             p.shoal,
-            ShoalAt::Url("127.0.0.1:8080".parse().unwrap(), "?w=1".into())
+            ShoalAt::Url(
+                "127.0.0.1:8080".parse().unwrap(),
+                "?w=1".into(),
+                String::new()
+            )
         );
         let p = parse("--url 127.0.0.1:9000 --w 3 --r 2").unwrap();
         assert_eq!(
             p.shoal,
-            ShoalAt::Url("127.0.0.1:9000".parse().unwrap(), "?w=3&r=2".into())
+            ShoalAt::Url(
+                "127.0.0.1:9000".parse().unwrap(),
+                "?w=3".into(),
+                "?r=2".into()
+            )
         );
     }
 
