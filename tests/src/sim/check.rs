@@ -20,6 +20,11 @@ pub struct View {
 /// Views by member id, published by each host every [`VIEW_PERIOD`].
 pub type Views = Rc<RefCell<BTreeMap<String, View>>>;
 
+/// Each running node's store, published by its host at start (replaced on
+/// restart), so that the checker can read the Merkle trees the node's
+/// anti-entropy maintains.
+pub type Stores = Rc<RefCell<BTreeMap<String, std::sync::Arc<shoal_node::store::Store>>>>;
+
 /// How often hosts publish their membership view.
 pub const VIEW_PERIOD: Duration = Duration::from_millis(100);
 
@@ -34,6 +39,11 @@ pub struct Converged {
     /// Simulated ms from the heal until every key's owners held the same
     /// siblings and no hints were left.
     pub data_ms: Option<u64>,
+    /// Simulated ms from the heal until, for every ring range, the Merkle
+    /// hashes of that range on its N owners were equal.
+    pub merkle_ms: Option<u64>,
+    /// Ring ranges compared.
+    pub merkle_ranges: u64,
     /// Acknowledged set elements and register writes checked at the end.
     pub acked_checked: u64,
     /// Acknowledged writes missing at the end (must be 0).
@@ -49,6 +59,48 @@ pub struct CheckPlan {
     pub gateways: Vec<String>,
     /// Simulated ms of the heal.
     pub healed_at_ms: u64,
+    /// The storage node ids (the ring's members).
+    pub nodes: Vec<String>,
+    /// Replicas per key.
+    pub n: usize,
+}
+
+/// The ring ranges whose owners' Merkle hashes differ (empty: converged),
+/// and how many ranges were compared.
+fn merkle_disagreements(plan: &CheckPlan, stores: &Stores) -> (Vec<String>, u64) {
+    let ring = match shoal_ring::Ring::new(
+        plan.nodes
+            .iter()
+            .map(|n| shoal_ring::Member::new(n.as_str(), 1)),
+        shoal_ring::RingConfig::default(),
+    ) {
+        Ok(r) => r,
+        Err(e) => return (vec![format!("no ring: {e}")], 0),
+    };
+    let stores = stores.borrow();
+    let mut differ = Vec::new();
+    let ranges = ring.ranges();
+    for range in &ranges {
+        let merkle = shoal_merkle::TokenRange {
+            start: range.start,
+            end: range.end,
+        };
+        let mut hashes = BTreeSet::new();
+        for owner in ring.replicas_of(range, plan.n) {
+            let hash = stores
+                .get(owner)
+                .map(|s| s.with_tree(|t| t.range_hash(merkle).map(|h| format!("{h:?}"))));
+            hashes.insert(match hash {
+                Some(Ok(h)) => h,
+                Some(Err(e)) => format!("error {e}"),
+                None => "no store".into(),
+            });
+        }
+        if hashes.len() > 1 {
+            differ.push(format!("[{:x}, {:x})", range.start, range.end));
+        }
+    }
+    (differ, ranges.len() as u64)
 }
 
 fn now_ms() -> u64 {
@@ -123,6 +175,7 @@ async fn replicas_agree(gateway: &str, key: &str) -> Result<(), String> {
 pub async fn checker(
     plan: CheckPlan,
     views: Views,
+    stores: Stores,
     history: SharedHistory,
     out: Rc<RefCell<Converged>>,
 ) -> turmoil::Result {
@@ -179,7 +232,30 @@ pub async fn checker(
     }
     out.borrow_mut().data_ms = Some(now_ms() - plan.healed_at_ms);
 
-    // 3. The oracle, on a read of every key from every gateway.
+    // 3. Merkle roots: for every ring range, its owners' trees agree (the
+    //    trees anti-entropy compares, maintained on every write path).
+    let start = now_ms();
+    loop {
+        let (differ, compared) = merkle_disagreements(&plan, &stores);
+        if differ.is_empty() {
+            let mut o = out.borrow_mut();
+            o.merkle_ms = Some(now_ms() - plan.healed_at_ms);
+            o.merkle_ranges = compared;
+            break;
+        }
+        if now_ms() - start > CONVERGE_BOUND.as_millis() as u64 {
+            history.borrow_mut().violations.push(format!(
+                "Merkle hashes of {} of {compared} ranges still differ between owners \
+                 {CONVERGE_BOUND:?} after the replicas agreed key by key: {:?}",
+                differ.len(),
+                &differ[..differ.len().min(5)]
+            ));
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // 4. The oracle, on a read of every key from every gateway.
     let (elements, registers) = {
         let h = history.borrow();
         (h.elements.clone(), h.registers.clone())

@@ -17,8 +17,9 @@
 //! A run ([`run`]): start the cluster and wait for one gossip view; start the
 //! clients ([`workload`]) while the driver applies the fault schedule
 //! ([`faults`]) between simulation steps; heal everything; then the checker
-//! ([`check`]) waits, bounded in simulated time, for one gossip view and for
-//! replicas to agree, and checks the oracle of `TESTING.md`. The trace (every
+//! ([`check`]) waits, bounded in simulated time, for one gossip view, for
+//! every key's owners to agree, and for every ring range's owners to hold
+//! equal Merkle hashes, and checks the oracle of `TESTING.md`. The trace (every
 //! operation and fault, stamped with simulated time) is hashed: the same seed
 //! must give the same hash.
 
@@ -38,7 +39,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_node::config::{Config, SyncMode};
 
-use check::{CheckPlan, Converged, View, Views, VIEW_PERIOD};
+use check::{CheckPlan, Converged, Stores, View, Views, VIEW_PERIOD};
 use env::{sim_env, SimClock};
 use faults::{Action, FaultCounts};
 use workload::{ClientPlan, History, SharedHistory};
@@ -121,6 +122,11 @@ pub struct Report {
     pub gossip_converge_ms: Option<u64>,
     /// Simulated ms from the heal to agreeing replicas.
     pub data_converge_ms: Option<u64>,
+    /// Simulated ms from the heal to equal Merkle hashes on every range's
+    /// owners.
+    pub merkle_converge_ms: Option<u64>,
+    /// Ring ranges whose owners' Merkle hashes were compared.
+    pub merkle_ranges: u64,
     /// Simulated time of the whole run.
     pub sim_ms: u64,
     /// Wall-clock time of the whole run.
@@ -140,7 +146,7 @@ impl Report {
         format!(
             "seed {} ({}, {} gw): trace {:016x}, {} ops, writes ok {} / failed {} / unknown {}, \
              failed reads {}, stale reads {}/{}, faults [{}], acked checked {}, lost {}, \
-             converged gossip {:?} ms data {:?} ms, sim {} ms, wall {:?}",
+             converged gossip {:?} ms data {:?} ms merkle {:?} ms ({} ranges), sim {} ms, wall {:?}",
             self.seed,
             if self.faults_enabled {
                 "faults"
@@ -161,6 +167,8 @@ impl Report {
             self.lost,
             self.gossip_converge_ms,
             self.data_converge_ms,
+            self.merkle_converge_ms,
+            self.merkle_ranges,
             self.sim_ms,
             self.wall
         )
@@ -358,6 +366,7 @@ fn simulate(
         .map(|n| format!("{n}:{RPC_PORT}"))
         .collect();
     let views: Views = Rc::new(RefCell::new(BTreeMap::new()));
+    let stores: Stores = Rc::new(RefCell::new(BTreeMap::new()));
     let mut clocks = BTreeMap::new();
 
     for name in &nodes {
@@ -368,13 +377,18 @@ fn simulate(
         config.storage.sync = SyncMode::Always;
         config.storage.memtable_bytes = 256 << 10;
         let (views, host, name) = (views.clone(), name.clone(), name.clone());
+        let stores = stores.clone();
         sim.host(host.as_str(), move || {
             let (config, clock, views, name) =
                 (config.clone(), clock.clone(), views.clone(), name.clone());
+            let stores = stores.clone();
             async move {
                 let node = shoal_node::node::start(config, sim_env(clock))
                     .await
                     .map_err(err)?;
+                stores
+                    .borrow_mut()
+                    .insert(name.clone(), node.store().clone());
                 loop {
                     publish(&views, &name, node.members());
                     tokio::time::sleep(VIEW_PERIOD).await;
@@ -531,21 +545,31 @@ fn simulate(
         members: servers.clone(),
         gateways: gateway_addrs,
         healed_at_ms,
+        nodes: nodes.clone(),
+        n: Config::default().replication.n,
     };
     sim.client(
         "checker",
-        check::checker(plan, views.clone(), history.clone(), converged.clone()),
+        check::checker(
+            plan,
+            views.clone(),
+            stores.clone(),
+            history.clone(),
+            converged.clone(),
+        ),
     );
     while !sim.step()? {}
     let c = converged.borrow();
     report.gossip_converge_ms = c.gossip_ms;
     report.data_converge_ms = c.data_ms;
+    report.merkle_converge_ms = c.merkle_ms;
+    report.merkle_ranges = c.merkle_ranges;
     report.acked_checked = c.acked_checked;
     report.lost = c.lost;
     report.sim_ms = sim.elapsed().as_millis() as u64;
     let line = format!(
-        "converged: gossip {:?} ms, data {:?} ms",
-        c.gossip_ms, c.data_ms
+        "converged: gossip {:?} ms, data {:?} ms, merkle {:?} ms",
+        c.gossip_ms, c.data_ms, c.merkle_ms
     );
     history.borrow_mut().log_at(report.sim_ms, line);
     Ok(())
