@@ -70,11 +70,22 @@ impl Proc {
             .append(true)
             .open(log)
             .map_err(|e| format!("open {}: {e}", log.display()))?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("--config")
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(stderr)
+            .stderr(stderr);
+        // The binaries read every `SHOAL_*` variable as a config override
+        // and reject unknown keys, so the test's own knobs (`SHOAL_LONG`,
+        // `SHOAL_TEST_SEED`) must not leak into them; the config file says
+        // everything the child needs.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SHOAL_") {
+                command.env_remove(&key);
+            }
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
