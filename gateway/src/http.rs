@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .merge(limited)
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
 }
 
@@ -143,6 +144,16 @@ async fn no_route(uri: Uri) -> ApiError {
         message: format!("no such endpoint: {}", uri.path()),
         context: None,
     }
+}
+
+/// A known path with a method it does not serve: 405 with the JSON error
+/// body every other refusal has, so clients parse one shape of error.
+async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
+    let body = serde_json::json!({
+        "error": "method_not_allowed",
+        "message": format!("{method} is not served on {}", uri.path()),
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 async fn empty_key() -> ApiError {

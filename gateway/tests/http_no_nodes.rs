@@ -58,6 +58,8 @@ async fn requests_are_validated_before_routing() {
         ("GET", "/v1/kv/ab%4", &[], b"", 400, "bad_request"),
         ("GET", "/v1/kv/", &[], b"", 400, "bad_request"),
         ("PUT", "/v1/kv", &[], b"v", 400, "bad_request"),
+        ("POST", "/v1/kv/k", &[], b"v", 405, "method_not_allowed"),
+        ("DELETE", "/v1/cluster", &[], b"", 405, "method_not_allowed"),
         ("GET", "/v1/kv/k?r=0", &[], b"", 400, "bad_request"),
         ("GET", "/v1/kv/k?r=4", &[], b"", 400, "bad_request"),
         ("PUT", "/v1/kv/k?w=abc", &[], b"v", 400, "bad_request"),

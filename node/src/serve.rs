@@ -13,16 +13,89 @@ use crate::env::Listener;
 /// excess at once with an error instead of queueing without bound.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1_024;
 
+type In = tarpc::ClientMessage<crate::rpc::ReplicaRequest>;
+type Out = tarpc::Response<crate::rpc::ReplicaResponse>;
+
 /// A served connection: the framed bincode transport of one peer.
-pub type ServerTransport = tarpc::serde_transport::Transport<
-    crate::env::BoxConn,
-    tarpc::ClientMessage<crate::rpc::ReplicaRequest>,
-    tarpc::Response<crate::rpc::ReplicaResponse>,
-    Bincode<
-        tarpc::ClientMessage<crate::rpc::ReplicaRequest>,
-        tarpc::Response<crate::rpc::ReplicaResponse>,
-    >,
->;
+pub type ServerTransport =
+    tarpc::serde_transport::Transport<crate::env::BoxConn, In, Out, CheckedBincode>;
+
+/// The longest deadline a peer may set on a request.
+///
+/// tarpc turns the relative deadline on the wire into an `Instant` by plain
+/// addition and files it in a timer wheel, and both panic on values that are
+/// far enough out (found by `tests/tests/bad_input.rs`). No Shoal call waits
+/// anywhere near this long, so a frame asking for more is refused before it
+/// is decoded.
+pub const MAX_DEADLINE_SECS: u64 = 24 * 3600;
+
+/// Bincode, as tarpc frames it, refusing requests whose deadline is beyond
+/// [`MAX_DEADLINE_SECS`] instead of letting the decoder panic on them.
+#[derive(Default)]
+pub struct CheckedBincode(Bincode<In, Out>);
+
+impl tarpc::tokio_serde::Deserializer<In> for CheckedBincode {
+    type Error = std::io::Error;
+
+    fn deserialize(
+        self: std::pin::Pin<&mut Self>,
+        src: &tarpc::tokio_util::bytes::BytesMut,
+    ) -> Result<In, Self::Error> {
+        if let Some(secs) = request_deadline_secs(src) {
+            if secs > MAX_DEADLINE_SECS {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("request deadline {secs} s away exceeds {MAX_DEADLINE_SECS} s"),
+                ));
+            }
+        }
+        std::pin::Pin::new(&mut self.get_mut().0).deserialize(src)
+    }
+}
+
+impl tarpc::tokio_serde::Serializer<Out> for CheckedBincode {
+    type Error = std::io::Error;
+
+    fn serialize(
+        self: std::pin::Pin<&mut Self>,
+        item: &Out,
+    ) -> Result<tarpc::tokio_util::bytes::Bytes, Self::Error> {
+        std::pin::Pin::new(&mut self.get_mut().0).serialize(item)
+    }
+}
+
+/// The deadline seconds of a request frame, read without decoding it: with
+/// bincode's default options the frame starts with the varint variant index
+/// (0 for `ClientMessage::Request`), then the context's deadline as a
+/// `Duration` whose seconds are a varint `u64`. `None` for other messages and
+/// for frames too short to say (the decoder refuses those itself).
+fn request_deadline_secs(frame: &[u8]) -> Option<u64> {
+    let (variant, rest) = varint(frame)?;
+    if variant != 0 {
+        return None;
+    }
+    varint(rest).map(|(secs, _)| secs)
+}
+
+/// One bincode varint: a byte below 251 is the value; 251, 252 and 253 are
+/// followed by a little-endian u16, u32 and u64; 254 (u128) is larger than any
+/// `u64` and reads as `u64::MAX`.
+fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let (&first, rest) = b.split_first()?;
+    let take = |n: usize| -> Option<(u64, &[u8])> {
+        let bytes = rest.get(..n)?;
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(bytes);
+        Some((u64::from_le_bytes(v), &rest[n..]))
+    };
+    match first {
+        0..=250 => Some((u64::from(first), rest)),
+        251 => take(2),
+        252 => take(4),
+        253 => take(8),
+        _ => Some((u64::MAX, rest)),
+    }
+}
 
 /// Serves connections accepted on `listener` until `shutdown` turns true,
 /// handing each to [`serve_connection`] with `service`. A connection that sends
@@ -57,7 +130,7 @@ pub async fn accept_loop<F>(
         let framed = LengthDelimitedCodec::builder()
             .max_frame_length(max_frame_bytes)
             .new_framed(conn);
-        let transport = tarpc::serde_transport::new(framed, Bincode::default());
+        let transport = tarpc::serde_transport::new(framed, CheckedBincode::default());
         on_connection(transport, shutdown.clone());
     }
 }
@@ -83,4 +156,50 @@ macro_rules! serve_connection {
             }
         }
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn frame(deadline: Duration) -> Vec<u8> {
+        use bincode::Options;
+        let mut context = tarpc::context::current();
+        context.deadline = std::time::Instant::now() + deadline;
+        let request: In = tarpc::ClientMessage::Request(tarpc::Request {
+            context,
+            id: 7,
+            message: crate::rpc::ReplicaRequest::Status {},
+        });
+        bincode::DefaultOptions::new().serialize(&request).unwrap()
+    }
+
+    #[test]
+    fn reads_the_deadline_of_a_request_frame() {
+        let secs = request_deadline_secs(&frame(Duration::from_secs(1_000))).unwrap();
+        assert!((998..=1_000).contains(&secs), "{secs}");
+        let far = request_deadline_secs(&frame(Duration::from_secs(1 << 40))).unwrap();
+        assert!(far > MAX_DEADLINE_SECS);
+        assert_eq!(request_deadline_secs(&[]), None);
+        assert_eq!(request_deadline_secs(&[1, 0]), None, "not a request");
+        assert_eq!(request_deadline_secs(&[0, 253, 1]), None, "truncated");
+        assert_eq!(request_deadline_secs(&[0, 254]), Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_far_deadline_is_refused_not_decoded() {
+        use tarpc::tokio_serde::Deserializer;
+        let mut codec = CheckedBincode::default();
+        let ok = tarpc::tokio_util::bytes::BytesMut::from(&frame(Duration::from_secs(5))[..]);
+        assert!(std::pin::Pin::new(&mut codec).deserialize(&ok).is_ok());
+        let mut bad = frame(Duration::from_secs(5));
+        // Varint u64 of 2^63 seconds: enough to overflow `Instant + Duration`.
+        bad.splice(1..2, [253, 0, 0, 0, 0, 0, 0, 0, 128]);
+        let bad = tarpc::tokio_util::bytes::BytesMut::from(&bad[..]);
+        let err = std::pin::Pin::new(&mut codec)
+            .deserialize(&bad)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
 }
