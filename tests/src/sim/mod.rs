@@ -92,8 +92,13 @@ pub struct Report {
     pub faults_enabled: bool,
     /// Gateways in the run.
     pub gateways: usize,
-    /// FNV-1a of the trace: equal for equal seeds.
+    /// FNV-1a of the trace without its timestamps: the operations, faults and
+    /// outcomes in order (what the determinism check compares).
     pub trace_hash: u64,
+    /// FNV-1a of the whole trace, simulated timestamps and convergence times
+    /// included (stricter: equal only if every event fell on the same
+    /// simulated millisecond).
+    pub timed_hash: u64,
     /// Trace lines (operations and faults in simulated order).
     pub trace_len: usize,
     /// The trace itself, for comparing two runs of a seed line by line.
@@ -144,7 +149,7 @@ impl Report {
     /// One line for logs.
     pub fn summary(&self) -> String {
         format!(
-            "seed {} ({}, {} gw): trace {:016x}, {} ops, writes ok {} / failed {} / unknown {}, \
+            "seed {} ({}, {} gw): trace {:016x} (timed {:016x}), {} ops, writes ok {} / failed {} / unknown {}, \
              failed reads {}, stale reads {}/{}, faults [{}], acked checked {}, lost {}, \
              converged gossip {:?} ms data {:?} ms merkle {:?} ms ({} ranges), sim {} ms, wall {:?}",
             self.seed,
@@ -155,6 +160,7 @@ impl Report {
             },
             self.gateways,
             self.trace_hash,
+            self.timed_hash,
             self.ops,
             self.ok,
             self.failed,
@@ -321,7 +327,17 @@ pub fn run(options: &Options) -> Report {
     if let Err(e) = result {
         report.violations.push(format!("simulation error: {e}"));
     }
-    report.trace_hash = fnv1a(&h.trace);
+    report.timed_hash = fnv1a(&h.trace);
+    // Drop the timestamp and the convergence durations: what remains is the
+    // order of operations, faults and outcomes.
+    let untimed: Vec<String> = h
+        .trace
+        .iter()
+        .map(|l| l.split_once(' ').map_or(l.as_str(), |(_, rest)| rest))
+        .filter(|l| !l.starts_with("converged:"))
+        .map(str::to_string)
+        .collect();
+    report.trace_hash = fnv1a(&untimed);
     report.trace_len = h.trace.len();
     report.trace = h.trace.clone();
     report.ops = h.ops;
