@@ -35,6 +35,9 @@ pub struct Cluster {
     /// the instant until which they are treated as down by this gateway.
     suspects: Mutex<HashMap<String, Instant>>,
     suspect_for: Duration,
+    /// Smoothed RPC latency per node in microseconds, from every call this
+    /// gateway made: it picks which owner coordinates a write.
+    latency: Mutex<HashMap<String, f64>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -84,7 +87,27 @@ impl Cluster {
             ring: Mutex::new(None),
             suspects: Mutex::new(HashMap::new()),
             suspect_for,
+            latency: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Folds one call's duration into `id`'s smoothed latency (an
+    /// exponentially weighted mean, one eighth per sample, like TCP's SRTT).
+    pub fn observe(&self, id: &str, took: Duration) {
+        let sample = took.as_secs_f64() * 1e6;
+        let mut l = lock(&self.latency);
+        match l.get_mut(id) {
+            Some(mean) => *mean += (sample - *mean) / 8.0,
+            None => {
+                l.insert(id.to_string(), sample);
+            }
+        }
+    }
+
+    /// `id`'s smoothed latency in microseconds; 0 before any call, so a node
+    /// not yet measured is not avoided.
+    pub fn latency_us(&self, id: &str) -> f64 {
+        lock(&self.latency).get(id).copied().unwrap_or(0.0)
     }
 
     /// The shared gossip state.

@@ -119,7 +119,10 @@ impl Engine {
         if remaining.is_zero() {
             return Err(Failure::Timeout);
         }
-        match tokio::time::timeout(remaining, self.pool.call(addr, remaining, f)).await {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(remaining, self.pool.call(addr, remaining, f)).await;
+        self.cluster.observe(node, started.elapsed());
+        match answer {
             Err(_) => {
                 self.cluster.suspect(node);
                 Err(Failure::Timeout)
@@ -141,6 +144,32 @@ impl Engine {
             Ok(Ok(Ok(v))) => {
                 self.cluster.clear(node);
                 Ok(v)
+            }
+        }
+    }
+
+    /// Moves the fastest owner to the front of `jobs` when the first one has
+    /// become much slower than it (twice its smoothed latency plus 2 ms).
+    ///
+    /// The coordinator is on every write's critical path (the others can only
+    /// be sent its version), so one slow replica would otherwise set the
+    /// latency of every key it is the first owner of. Any owner may
+    /// coordinate: the dots it mints are its own. The margin keeps the ring
+    /// order, and with it a stable coordinator per key, while replicas are
+    /// about equally fast.
+    fn prefer_fast_coordinator(&self, jobs: &mut VecDeque<Job>) {
+        let owners = jobs.iter().take_while(|j| j.hint_for.is_none()).count();
+        if owners < 2 {
+            return;
+        }
+        let latency = |j: &Job| self.cluster.latency_us(&j.node);
+        let first = latency(&jobs[0]);
+        let (best, best_us) = (1..owners)
+            .map(|i| (i, latency(&jobs[i])))
+            .fold((0, first), |a, b| if b.1 < a.1 { b } else { a });
+        if best != 0 && first > 2.0 * best_us + 2_000.0 {
+            if let Some(job) = jobs.remove(best) {
+                jobs.push_front(job);
             }
         }
     }
@@ -249,6 +278,7 @@ impl Engine {
             })
             .collect();
 
+        self.prefer_fast_coordinator(&mut jobs);
         let mut coordinated = None;
         for _ in 0..MAX_COORDINATOR_ATTEMPTS {
             let Some(job) = jobs.pop_front() else { break };
