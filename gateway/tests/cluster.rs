@@ -9,27 +9,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{gateway_config, request, Reply, WAIT};
+use common::{gateway_config, node_config, request, Reply, WAIT};
 use shoal_gateway::{Gateway, GatewayHandle};
-use shoal_node::config::{Config, SyncMode};
 use shoal_node::env::Env;
 use shoal_node::node::{self, NodeHandle};
 use shoal_ring::{Member, Ring, RingConfig};
 use shoal_vclock::{Content, Context};
-
-fn node_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
-    let mut c = Config::default();
-    c.member.id = id.into();
-    c.member.listen = "127.0.0.1:0".into();
-    c.member.seeds = seeds.to_vec();
-    c.member.data_dir = dir.join(id);
-    c.gossip.interval_ms = 50;
-    c.gossip.failure_timeout_ms = 1000;
-    c.handoff.retry_interval_ms = 50;
-    c.storage.sync = SyncMode::Never;
-    c.storage.memtable_bytes = 1 << 20;
-    c
-}
 
 async fn wait_until_async<F, Fut>(what: &str, mut cond: F)
 where

@@ -6,28 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{gateway_config, request, WAIT};
+use common::{gateway_config, node_config, request, WAIT};
 use shoal_gateway::Gateway;
-use shoal_node::config::{Config, SyncMode};
 use shoal_node::env::Env;
 use shoal_node::node;
-
-fn node_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
-    let mut c = Config::default();
-    c.member.id = id.into();
-    c.member.listen = "127.0.0.1:0".into();
-    c.member.seeds = seeds.to_vec();
-    c.member.data_dir = dir.join(id);
-    c.gossip.interval_ms = 50;
-    c.gossip.failure_timeout_ms = 1000;
-    c.storage.sync = SyncMode::Never;
-    c.storage.memtable_bytes = 1 << 20;
-    c
-}
 
 /// Waits (bounded) until `addr`'s gateway sees `count` members, all alive.
 async fn until_all_alive(addr: SocketAddr, count: usize) {

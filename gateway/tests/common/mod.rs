@@ -132,3 +132,23 @@ pub fn gateway_config(id: &str, seeds: &[String], extra: &str) -> shoal_node::co
     );
     shoal_node::config::Config::from_toml(&text).expect("valid test config")
 }
+
+/// Config of a storage node on 127.0.0.1 port 0 with its data under `dir`,
+/// fast gossip and handoff so tests converge in milliseconds, no fsync.
+pub fn node_config(
+    id: &str,
+    dir: &std::path::Path,
+    seeds: &[String],
+) -> shoal_node::config::Config {
+    let mut c = shoal_node::config::Config::default();
+    c.member.id = id.into();
+    c.member.listen = "127.0.0.1:0".into();
+    c.member.seeds = seeds.to_vec();
+    c.member.data_dir = dir.join(id);
+    c.gossip.interval_ms = 50;
+    c.gossip.failure_timeout_ms = 1000;
+    c.handoff.retry_interval_ms = 50;
+    c.storage.sync = shoal_node::config::SyncMode::Never;
+    c.storage.memtable_bytes = 1 << 20;
+    c
+}
