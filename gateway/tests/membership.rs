@@ -130,8 +130,9 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
     // The client: write a new key, read an older acknowledged one, all the
     // time; every failure is recorded.
     let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let client = tokio::spawn({
-        let stop = stop.clone();
+        let (stop, rounds) = (stop.clone(), rounds.clone());
         async move {
             let mut acked = Vec::new();
             let mut errors = Vec::new();
@@ -155,6 +156,7 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
                     errors.push(e);
                 }
                 i += 1;
+                rounds.fetch_add(1, Ordering::SeqCst);
             }
             (acked, errors)
         }
@@ -237,8 +239,16 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
     })
     .await;
     println!("decommission: {report:?}, {:?} in all", started.elapsed());
-    // Let the client run on the new ring for a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the client run some rounds (write, read back) on the new ring.
+    let after = rounds.load(Ordering::SeqCst) + 20;
+    let deadline = Instant::now() + CHANGE_WAIT;
+    while rounds.load(Ordering::SeqCst) < after {
+        assert!(
+            Instant::now() < deadline,
+            "the client stalled on the new ring"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop.store(true, Ordering::SeqCst);
     let (acked, errors) = client.await.unwrap();
     println!(

@@ -380,9 +380,15 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
     .await;
     assert!(joiner.join_report().is_none(), "interrupted mid-stream");
     let before = joiner.store().with_tree(|t| t.len());
+    let store = joiner.store().clone();
     joiner.abort();
-    // Let the aborted node's tasks wind down before reopening its directory.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Reopen the directory only once every aborted task has let go of the
+    // store (ours is the last reference), as after a real process exit.
+    wait_until("the aborted node's tasks to release its store", || {
+        std::sync::Arc::strong_count(&store) == 1
+    })
+    .await;
+    drop(store);
 
     let joiner = node::start(joiner_config(), Env::real()).await.unwrap();
     // A source dies while the join resumes: the rest of the stream comes
