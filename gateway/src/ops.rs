@@ -405,6 +405,7 @@ impl Engine {
         tokio::pin!(expiry);
         loop {
             let next = tokio::select! {
+                biased;
                 next = in_flight.next() => next,
                 _ = &mut expiry => break,
             };
@@ -510,6 +511,7 @@ impl Engine {
         tokio::pin!(expiry);
         loop {
             let next = tokio::select! {
+                biased;
                 next = in_flight.next() => next,
                 _ = &mut expiry => break,
             };

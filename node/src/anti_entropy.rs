@@ -171,6 +171,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) 
     let mut skip: HashMap<String, (u32, u32)> = HashMap::new();
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(interval) => {}
         }

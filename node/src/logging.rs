@@ -34,6 +34,7 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             match (term, int) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! {
+                        biased;
                         _ = term.recv() => {}
                         _ = int.recv() => {}
                     }

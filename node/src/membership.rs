@@ -196,6 +196,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.wait_for(|s| *s) => break,
             _ = ticker.tick() => {}
         }

@@ -223,6 +223,7 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             tokio::select! {
+                biased;
                 _ = stop.wait_for(|s| *s) => {}
                 result = crate::handover::join(inner) => {
                     if let Err(e) = result {
@@ -676,6 +677,7 @@ async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     loop {
         if !backlog {
             tokio::select! {
+                biased;
                 _ = shutdown.wait_for(|s| *s) => return,
                 _ = tokio::time::sleep(interval) => {}
             }

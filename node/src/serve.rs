@@ -113,6 +113,7 @@ pub async fn accept_loop<F>(
 {
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => accepted,
         };
@@ -148,6 +149,7 @@ macro_rules! serve_connection {
         $crate::__private::pin_mut!(requests);
         loop {
             tokio::select! {
+                biased;
                 _ = stop.wait_for(|s| *s) => break,
                 next = requests.next() => match next {
                     Some(request) => { tokio::spawn(request); }

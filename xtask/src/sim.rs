@@ -17,6 +17,9 @@ pub struct SimArgs {
     /// No faults: stale register reads then fail the seed (W+R>N).
     #[arg(long)]
     clean: bool,
+    /// Run every seed twice; a seed whose two traces differ fails.
+    #[arg(long)]
+    twice: bool,
     /// One summary line per seed.
     #[arg(long, short)]
     verbose: bool,
@@ -41,6 +44,9 @@ pub fn run(args: &SimArgs) -> Result<(), String> {
     }
     if args.clean {
         cmd.arg("--clean");
+    }
+    if args.twice {
+        cmd.arg("--twice");
     }
     if args.verbose {
         cmd.arg("--verbose");

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         };
         println!("shoal-node {} listening on {}", node.id(), node.addr());
         tokio::select! {
+            biased;
             _ = signal => tracing::info!("shutting down"),
             _ = node.stop_requested() => tracing::info!("decommissioned; shutting down"),
         }

@@ -2,13 +2,15 @@
 //! (what `cargo xtask sim` calls, in release mode).
 //!
 //! ```text
-//! shoal-sim [--seeds N] [--seed S] [--clean] [--verbose] [--trace FILE]
+//! shoal-sim [--seeds N] [--seed S] [--clean] [--twice] [--verbose] [--trace FILE]
 //! ```
 //!
 //! `--seeds N` runs seeds `S..S+N` (S defaults to 1); `--seed S` alone runs
 //! that one seed. Each failing seed is printed with a one-line reproduction
 //! command; the summary ends with `lost: 0` when nothing acknowledged was
-//! lost. `--trace FILE` writes each seed's trace to `FILE.<seed>` (diff two
+//! lost. `--twice` runs every seed a second time, in a fresh process, and
+//! fails the seed unless both runs give the same trace hash (the determinism
+//! check). `--trace FILE` writes each seed's trace to `FILE.<seed>` (diff two
 //! runs to find where they part); `SHOAL_SIM_LOG=debug` (an env filter)
 //! prints the services' logs stamped with simulated time. Exits 1 if any
 //! seed failed.
@@ -45,6 +47,8 @@ fn main() -> ExitCode {
     let mut faults = true;
     let mut verbose = false;
     let mut trace: Option<String> = None;
+    let mut twice = false;
+    let mut hash_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut number = |what: &str| -> u64 {
@@ -61,9 +65,13 @@ fn main() -> ExitCode {
             "--seed" => first = Some(number("--seed")),
             "--clean" => faults = false,
             "--verbose" | "-v" => verbose = true,
+            "--twice" => twice = true,
+            "--hash-only" => hash_only = true,
             "--trace" => trace = args.next(),
             "--help" | "-h" => {
-                println!("shoal-sim [--seeds N] [--seed S] [--clean] [--verbose] [--trace FILE]");
+                println!(
+                    "shoal-sim [--seeds N] [--seed S] [--clean] [--twice] [--verbose] [--trace FILE]"
+                );
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -74,14 +82,32 @@ fn main() -> ExitCode {
     }
     let count = seeds.unwrap_or(if first.is_some() { 1 } else { 100 });
     let first = first.unwrap_or(1);
+    if hash_only {
+        // The replay side of `--twice`: one seed, its trace hash and length.
+        let report = run(&Options::for_seed(first, faults));
+        println!("{:016x} {}", report.trace_hash, report.trace_len);
+        return ExitCode::SUCCESS;
+    }
     let started = Instant::now();
     let (mut ops, mut acked, mut lost, mut stale, mut reads, mut sim_ms) = (0, 0, 0, 0, 0, 0);
+    let mut replayed = 0u64;
     let mut totals = FaultCounts::default();
     let mut failed = Vec::new();
     for seed in first..first.saturating_add(count) {
         let options = Options::for_seed(seed, faults);
         // A panic in the harness itself still names its seed.
         let report = match std::panic::catch_unwind(|| run(&options)) {
+            Ok(mut r) if twice => {
+                match replay(seed, faults) {
+                    Ok(again) if again == (r.trace_hash, r.trace_len) => replayed += 1,
+                    Ok((hash, len)) => r.violations.push(format!(
+                        "not deterministic: trace {:016x} ({} lines), then {hash:016x} ({len} lines)",
+                        r.trace_hash, r.trace_len
+                    )),
+                    Err(e) => r.violations.push(format!("the replay failed: {e}")),
+                }
+                r
+            }
             Ok(r) => r,
             Err(_) => {
                 println!("FAIL seed {seed}: panicked");
@@ -123,6 +149,9 @@ fn main() -> ExitCode {
         failed.len(),
         totals.total()
     );
+    if twice {
+        println!("determinism: {replayed} of {count} seeds replayed the same trace");
+    }
     println!(
         "stale register reads: {stale}/{reads} ({:.2}%), wall {:.1} s: {:.1} seeds/min, \
          {:.0} simulated ops/s of wall time, {:.1} s simulated",
@@ -141,6 +170,29 @@ fn main() -> ExitCode {
     } else {
         println!("failing seeds: {failed:?}");
         ExitCode::FAILURE
+    }
+}
+
+/// Runs `seed` again in a fresh process and returns its trace hash and
+/// length. A fresh process is what reproducing a seed means (`cargo xtask
+/// sim --seed S`); a second run inside this process would also inherit its
+/// heap layout, and with it the order of anything keyed by address.
+fn replay(seed: u64, faults: bool) -> Result<(u64, usize), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--hash-only", "--seed", &seed.to_string()]);
+    if !faults {
+        cmd.arg("--clean");
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    match (
+        words.next().and_then(|h| u64::from_str_radix(h, 16).ok()),
+        words.next().and_then(|l| l.parse().ok()),
+    ) {
+        (Some(hash), Some(len)) if out.status.success() => Ok((hash, len)),
+        _ => Err(format!("{}: {text}", out.status)),
     }
 }
 

@@ -238,6 +238,7 @@ fn apply(
     servers: &[String],
     clocks: &BTreeMap<String, SimClock>,
     crashed: &mut BTreeSet<String>,
+    stores: &Stores,
     normal_latency: Duration,
 ) -> bool {
     let others = |h: &str| -> Vec<String> { servers.iter().filter(|s| *s != h).cloned().collect() };
@@ -261,6 +262,11 @@ fn apply(
                 return false;
             }
             sim.crash(n.as_str());
+            // The crashed host's tasks are gone; its engine must go too
+            // (closing it), before a restart opens the same directory. The
+            // checker's handle would otherwise keep it open, its background
+            // threads racing the new engine.
+            stores.borrow_mut().remove(n);
         }
         Action::Restart(n) => {
             if !crashed.remove(n) {
@@ -505,6 +511,7 @@ fn simulate(
                 &servers,
                 &clocks,
                 &mut crashed,
+                &stores,
                 normal_latency,
             ) {
                 if let Some(kind) = s.action.kind() {
@@ -532,6 +539,7 @@ fn simulate(
             &servers,
             &clocks,
             &mut crashed,
+            &stores,
             normal_latency,
         );
         apply(
@@ -540,6 +548,7 @@ fn simulate(
             &servers,
             &clocks,
             &mut crashed,
+            &stores,
             normal_latency,
         );
     }
@@ -550,6 +559,7 @@ fn simulate(
             &servers,
             &clocks,
             &mut crashed,
+            &stores,
             normal_latency,
         );
     }
