@@ -13,7 +13,7 @@ use crate::error::{io_err, Error, Result};
 use crate::iter::{Iter, MemIter, Merger, Source};
 use crate::manifest::{self, Manifest};
 use crate::memtable::Memtable;
-use crate::options::{Options, SyncMode};
+use crate::options::{Background, Options, SyncMode};
 use crate::sstable::{table_path, BlockCache, Entry, Table, TableBuilder, TableIter};
 use crate::wal::{self, encode_record, segment_path, Damage, LogWriter, Op};
 
@@ -248,21 +248,26 @@ fn build_table(
     fill: impl FnOnce(&mut TableBuilder) -> Result<()>,
 ) -> Result<Option<Arc<Table>>> {
     let path = table_path(dir, id);
+    let fs = &*opts.fs;
     let build = || -> Result<Option<Arc<Table>>> {
-        let mut b = TableBuilder::create(path.clone(), opts.block_bytes, opts.bloom_bits_per_key)?;
+        let mut b =
+            TableBuilder::create(fs, path.clone(), opts.block_bytes, opts.bloom_bits_per_key)?;
         fill(&mut b)?;
         if b.entries() == 0 {
             drop(b);
-            std::fs::remove_file(&path).map_err(io_err(&path, "remove empty table"))?;
+            fs.remove_file(&path)
+                .map_err(io_err(&path, "remove empty table"))?;
             return Ok(None);
         }
         b.finish()?;
-        manifest::sync_dir(dir)?;
-        Ok(Some(Arc::new(Table::open(path.clone(), id)?)))
+        // The manifest will name this table; its directory entry must be durable
+        // before that, or a crash leaves a manifest naming a missing file.
+        manifest::sync_dir(fs, dir)?;
+        Ok(Some(Arc::new(Table::open(fs, path.clone(), id)?)))
     };
     let r = build();
     if r.is_err() {
-        let _ = std::fs::remove_file(&path);
+        let _ = fs.remove_file(&path);
     }
     r
 }
@@ -277,17 +282,28 @@ impl Engine {
     /// stale data), and on mid-segment log damage under `WalRecovery::Strict`.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Engine> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create data directory"))?;
-        let mut man = Manifest::load(&dir)?.unwrap_or_default();
+        if opts.background == Background::Inline {
+            if let SyncMode::Periodic(_) = opts.sync {
+                return Err(Error::InvalidOptions(
+                    "SyncMode::Periodic needs a sync thread, which Background::Inline does \
+                     not have; use Always or Never"
+                        .into(),
+                ));
+            }
+        }
+        let fs = opts.fs.clone();
+        fs.create_dir_all(&dir)
+            .map_err(io_err(&dir, "create data directory"))?;
+        let mut man = Manifest::load(&*fs, &dir)?.unwrap_or_default();
         let mut report = RecoveryReport::default();
         let live: HashSet<u64> = man.tables.iter().copied().collect();
         let mut segments = Vec::new();
         let mut max_id = 0;
-        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir, "list data directory"))? {
-            let entry = entry.map_err(io_err(&dir, "list data directory"))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in fs.list(&dir).map_err(io_err(&dir, "list data directory"))? {
+            // Removals here need no directory fsync: a file that comes back after a
+            // crash is recognised and removed again by the next open.
             if name == "MANIFEST.tmp" {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = fs.remove_file(&dir.join(&name));
                 continue;
             }
             let Some((id, ext)) = parse_name(&name) else {
@@ -299,7 +315,7 @@ impl Engine {
                 // A table not in the manifest is the output of a flush or compaction
                 // that crashed before committing; its data is still elsewhere.
                 "sst" if !live.contains(&id) => {
-                    let _ = std::fs::remove_file(entry.path());
+                    let _ = fs.remove_file(&dir.join(&name));
                 }
                 _ => {}
             }
@@ -307,7 +323,7 @@ impl Engine {
         segments.sort_unstable();
         let mut tables = Vec::with_capacity(man.tables.len());
         for &id in &man.tables {
-            tables.push(Arc::new(Table::open(table_path(&dir, id), id)?));
+            tables.push(Arc::new(Table::open(&*fs, table_path(&dir, id), id)?));
         }
         let next_file = AtomicU64::new(man.next_file.max(max_id + 1));
 
@@ -316,10 +332,10 @@ impl Engine {
         for &id in &segments {
             let path = segment_path(&dir, id);
             if id < man.log_number {
-                let _ = std::fs::remove_file(&path);
+                let _ = fs.remove_file(&path);
                 continue;
             }
-            let r = wal::replay_segment(&path, opts.wal_recovery, |ops| mem.apply(ops))?;
+            let r = wal::replay_segment(&*fs, &path, opts.wal_recovery, |ops| mem.apply(ops))?;
             report.segments_replayed += 1;
             report.records_replayed += r.records;
             report.torn_tails.extend(r.torn_tail);
@@ -327,7 +343,7 @@ impl Engine {
             replayed.push(path);
         }
         let log_id = next_file.fetch_add(1, Ordering::SeqCst);
-        let log = LogWriter::create(&dir, log_id)?;
+        let log = LogWriter::create(&*fs, &dir, log_id)?;
         if !mem.is_empty() {
             let id = next_file.fetch_add(1, Ordering::SeqCst);
             if let Some(t) = write_memtable(&dir, id, &opts, &mem)? {
@@ -339,9 +355,9 @@ impl Engine {
             log_number: log_id,
             tables: tables.iter().map(|t| t.id).collect(),
         };
-        man.store(&dir)?;
+        man.store(&*fs, &dir)?;
         for p in replayed {
-            if let Err(e) = std::fs::remove_file(&p) {
+            if let Err(e) = fs.remove_file(&p) {
                 tracing::warn!(path = %p.display(), error = %e, "could not remove replayed segment");
             }
         }
@@ -380,6 +396,15 @@ impl Engine {
             opts,
         });
         let mut threads = Vec::new();
+        if inner.inline() {
+            inner.request_compaction();
+            inner.run_inline_logged();
+            return Ok(Engine {
+                inner,
+                threads: Mutex::new(threads),
+                recovery: report,
+            });
+        }
         let spawn = |name: &str, f: fn(&Shared)| {
             let s = inner.clone();
             std::thread::Builder::new()
@@ -481,6 +506,9 @@ impl Engine {
             if Instant::now() > deadline {
                 return Err(self.inner.stalled("memtable flush", deadline));
             }
+        }
+        if self.inner.inline() {
+            self.inner.run_inline_logged();
         }
         Ok(())
     }
@@ -653,6 +681,22 @@ impl Shared {
     /// Blocks (bounded by `write_timeout`) while too many memtables await flushing.
     fn wait_for_room(&self) -> Result<()> {
         let max = self.opts.max_immutable_memtables.max(1);
+        if self.inline() {
+            // Nothing else will flush, and waiting would wait forever: retry the
+            // flushes an earlier write could not finish, and refuse only when the
+            // backlog is full.
+            if self.immutables.load(Ordering::Acquire) > 0 {
+                self.run_inline_logged();
+            }
+            if self.immutables.load(Ordering::Acquire) >= max {
+                return Err(Error::Stalled {
+                    what: "memtable flush",
+                    waited: Duration::ZERO,
+                    last_error: self.last_error(),
+                });
+            }
+            return Ok(());
+        }
         if self.immutables.load(Ordering::Acquire) < max {
             return Ok(());
         }
@@ -700,7 +744,33 @@ impl Shared {
         if self.opts.sync == SyncMode::Always {
             self.sync_to(seq)?;
         }
+        if self.inline() && self.immutables.load(Ordering::Acquire) > 0 {
+            // The write is already durable as the log promises; a failed flush is
+            // retried by the next write and reported through `Stats`.
+            self.run_inline_logged();
+        }
         Ok(())
+    }
+
+    fn inline(&self) -> bool {
+        self.opts.background == Background::Inline
+    }
+
+    /// Under `Background::Inline`, does on the caller's thread what the threads would
+    /// have done: flushes every frozen memtable, then compacts while one is due.
+    fn run_inline(&self) -> Result<()> {
+        while self.flush_one()? {}
+        if self.opts.background_compaction && std::mem::take(&mut lock(&self.bg).compact_wanted) {
+            while self.compact_once(false)? {}
+        }
+        Ok(())
+    }
+
+    /// [`Shared::run_inline`], recording a failure where a background thread would.
+    fn run_inline_logged(&self) {
+        if let Err(e) = self.run_inline() {
+            self.record_error("inline flush or compaction", &e);
+        }
     }
 
     /// Appends a record to the log buffer and applies it to the memtable under the
@@ -807,7 +877,7 @@ impl Shared {
             return Ok(());
         }
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let new_log = LogWriter::create(&self.dir, id)?;
+        let new_log = LogWriter::create(&*self.opts.fs, &self.dir, id)?;
         let done = w.log.drain().and_then(|()| {
             if self.opts.sync == SyncMode::Never {
                 return Ok(());
@@ -819,7 +889,7 @@ impl Shared {
         });
         if let Err(e) = done {
             self.fail_wal(&e);
-            let _ = std::fs::remove_file(&new_log.path);
+            let _ = self.opts.fs.remove_file(&new_log.path);
             return Err(e);
         }
         w.log = new_log;
@@ -856,7 +926,7 @@ impl Shared {
             log_number: log_number.unwrap_or(m.log_number).max(m.log_number),
             tables: tables.iter().map(|t| t.id).collect(),
         };
-        next.store(&self.dir)?;
+        next.store(&*self.opts.fs, &self.dir)?;
         *m = next;
         let mut vg = self.version.write().unwrap_or_else(PoisonError::into_inner);
         let immutables = vg
@@ -907,15 +977,16 @@ impl Shared {
     }
 
     fn remove_segments_below(&self, log_number: u64) {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+        let fs = &*self.opts.fs;
+        let Ok(names) = fs.list(&self.dir) else {
             return;
         };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+        for name in names {
             if let Some((id, "log")) = parse_name(&name) {
                 if id < log_number {
-                    if let Err(err) = std::fs::remove_file(e.path()) {
-                        tracing::warn!(path = %e.path().display(), error = %err, "could not remove flushed segment");
+                    let path = self.dir.join(&name);
+                    if let Err(err) = fs.remove_file(&path) {
+                        tracing::warn!(path = %path.display(), error = %err, "could not remove flushed segment");
                     }
                 }
             }
@@ -1015,7 +1086,7 @@ impl Shared {
             None,
         )?;
         for t in &picked {
-            if let Err(e) = std::fs::remove_file(&t.path) {
+            if let Err(e) = self.opts.fs.remove_file(&t.path) {
                 tracing::warn!(path = %t.path.display(), error = %e, "could not remove compacted table");
             }
         }

@@ -90,6 +90,7 @@
 mod bloom;
 mod engine;
 mod error;
+pub mod fs;
 mod iter;
 mod manifest;
 mod memtable;
@@ -99,6 +100,7 @@ mod wal;
 
 pub use engine::{Engine, RecoveryReport, Stats, WriteBatch};
 pub use error::{Error, Result};
+pub use fs::{Fs, MemFs, OpenMode, ReadableFile, StdFs, WritableFile};
 pub use iter::Iter;
-pub use options::{CompactionFilter, Options, SyncMode, WalRecovery};
+pub use options::{Background, CompactionFilter, Options, SyncMode, WalRecovery};
 pub use wal::Damage;
