@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::bloom;
 use crate::error::{io_err, Error, Result};
+use crate::fs::OpenMode;
 use crate::iter::{Iter, MemIter, Merger, Source};
 use crate::manifest::{self, Manifest};
 use crate::memtable::Memtable;
@@ -560,6 +561,9 @@ impl Engine {
                     .file
                     .sync_all()
                     .map_err(io_err(&w.log.path, "fsync commit log"))?;
+                if s.opts.sync == SyncMode::Never {
+                    s.sync_unflushed_segments(&w.log.path)?;
+                }
             }
         }
         lock(&s.bg).shutdown = true;
@@ -771,6 +775,34 @@ impl Shared {
         if let Err(e) = self.run_inline() {
             self.record_error("inline flush or compaction", &e);
         }
+    }
+
+    /// Fsyncs every commit log segment other than `current` that holds data not yet
+    /// in a table. Under `Never` rotation does not fsync the old segment, so without
+    /// this a frozen memtable still waiting for its flush at close would be lost in
+    /// a machine crash while the newer, fsynced segment survived.
+    fn sync_unflushed_segments(&self, current: &Path) -> Result<()> {
+        let fs = &*self.opts.fs;
+        let log_number = lock(&self.manifest).log_number;
+        let names = fs
+            .list(&self.dir)
+            .map_err(io_err(&self.dir, "list data directory"))?;
+        for name in names {
+            let path = self.dir.join(&name);
+            match parse_name(&name) {
+                Some((id, "log")) if id >= log_number && path != current => {
+                    // A segment a concurrent flush just removed needs no fsync.
+                    match fs.open_write(&path, OpenMode::Append) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        f => f
+                            .and_then(|f| f.sync_data())
+                            .map_err(io_err(&path, "fsync commit log"))?,
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Appends a record to the log buffer and applies it to the memtable under the

@@ -19,8 +19,9 @@ pub enum SyncMode {
     /// A background thread writes and fsyncs the log every interval; a machine crash
     /// loses at most about one interval of acknowledged writes.
     Periodic(Duration),
-    /// The log is written to the OS when its buffer fills and never fsynced except at
-    /// segment rotation, flush and close. Fastest; a crash may lose recent writes.
+    /// The log is written to the OS when its buffer fills and fsynced only by flush
+    /// and close (close also fsyncs older segments whose memtables are not flushed
+    /// yet). Fastest; a crash may lose recent writes.
     Never,
 }
 
