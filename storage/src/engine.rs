@@ -550,22 +550,30 @@ impl Engine {
     /// can only log a failure.
     pub fn close(&self) -> Result<()> {
         let s = &self.inner;
-        {
+        let synced = {
             let mut w = lock(&s.write);
             if s.closed.swap(true, Ordering::SeqCst) {
                 return Ok(());
             }
             if s.wal_failed.get().is_none() {
-                w.log.drain()?;
                 w.log
-                    .file
-                    .sync_all()
-                    .map_err(io_err(&w.log.path, "fsync commit log"))?;
-                if s.opts.sync == SyncMode::Never {
-                    s.sync_unflushed_segments(&w.log.path)?;
-                }
+                    .drain()
+                    .and_then(|()| {
+                        w.log
+                            .file
+                            .sync_all()
+                            .map_err(io_err(&w.log.path, "fsync commit log"))
+                    })
+                    .and_then(|()| match s.opts.sync {
+                        SyncMode::Never => s.sync_unflushed_segments(&w.log.path),
+                        _ => Ok(()),
+                    })
+            } else {
+                Ok(())
             }
-        }
+        };
+        // Stop the threads even when the final sync failed: the engine is closed
+        // either way, and a second close returns early.
         lock(&s.bg).shutdown = true;
         s.bg_cv.notify_all();
         s.sync_cv.notify_all();
@@ -574,7 +582,7 @@ impl Engine {
                 tracing::error!("a storage background thread panicked");
             }
         }
-        Ok(())
+        synced
     }
 }
 
