@@ -132,7 +132,7 @@ fn always_case(seed: u64, background: Background) {
         );
         let got = contents(&engine);
         if got != model {
-            let missing: Vec<_> = model.keys().filter(|k| got.get(*k).is_none()).collect();
+            let missing: Vec<_> = model.keys().filter(|k| !got.contains_key(*k)).collect();
             panic!(
                 "seed {seed} round {round} {background:?}: after crash {} keys, expected {} \
                  ({} missing, e.g. {:?}); files: {:?}",
