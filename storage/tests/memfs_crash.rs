@@ -22,7 +22,7 @@ use shoal_storage::{
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const DIR: &str = "/data/shoal";
-const SEEDS: u64 = 24;
+const SEEDS: u64 = 64;
 const STEPS: usize = 250;
 
 fn options(fs: &MemFs, sync: SyncMode, background: Background) -> Options {
