@@ -228,7 +228,7 @@ impl MemState {
         }
     }
 
-    fn inode(&mut self, path: &Path) -> io::Result<u64> {
+    fn inode(&self, path: &Path) -> io::Result<u64> {
         self.live.get(path).copied().ok_or_else(|| not_found(path))
     }
 
@@ -339,17 +339,17 @@ impl WritableFile for MemFile {
 impl ReadableFile for MemFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.with(|n| {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            match n.data.get(start..start.saturating_add(buf.len())) {
-                Some(src) if start.checked_add(buf.len()).is_some() => {
-                    buf.copy_from_slice(src);
-                    Ok(())
-                }
-                _ => Err(io::Error::new(
+            let range = usize::try_from(offset)
+                .ok()
+                .and_then(|start| Some(start..start.checked_add(buf.len())?));
+            let src = range.and_then(|r| n.data.get(r)).ok_or_else(|| {
+                io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "read past the end of the file",
-                )),
-            }
+                )
+            })?;
+            buf.copy_from_slice(src);
+            Ok(())
         })?
     }
     fn size(&self) -> io::Result<u64> {
@@ -381,7 +381,7 @@ impl Fs for MemFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let mut s = self.lock();
+        let s = self.lock();
         s.check()?;
         let ino = s.inode(path)?;
         Ok(s.inodes[&ino].data.clone())
@@ -421,7 +421,7 @@ impl Fs for MemFs {
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
-        let mut s = self.lock();
+        let s = self.lock();
         s.check()?;
         let ino = s.inode(path)?;
         Ok(Box::new(MemFile {
