@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::bloom;
 use crate::error::{io_err, Error, Result};
+use crate::fs::OpenMode;
 use crate::iter::{Iter, MemIter, Merger, Source};
 use crate::manifest::{self, Manifest};
 use crate::memtable::Memtable;
-use crate::options::{Options, SyncMode};
+use crate::options::{Background, Options, SyncMode};
 use crate::sstable::{table_path, BlockCache, Entry, Table, TableBuilder, TableIter};
 use crate::wal::{self, encode_record, segment_path, Damage, LogWriter, Op};
 
@@ -248,21 +249,26 @@ fn build_table(
     fill: impl FnOnce(&mut TableBuilder) -> Result<()>,
 ) -> Result<Option<Arc<Table>>> {
     let path = table_path(dir, id);
+    let fs = &*opts.fs;
     let build = || -> Result<Option<Arc<Table>>> {
-        let mut b = TableBuilder::create(path.clone(), opts.block_bytes, opts.bloom_bits_per_key)?;
+        let mut b =
+            TableBuilder::create(fs, path.clone(), opts.block_bytes, opts.bloom_bits_per_key)?;
         fill(&mut b)?;
         if b.entries() == 0 {
             drop(b);
-            std::fs::remove_file(&path).map_err(io_err(&path, "remove empty table"))?;
+            fs.remove_file(&path)
+                .map_err(io_err(&path, "remove empty table"))?;
             return Ok(None);
         }
         b.finish()?;
-        manifest::sync_dir(dir)?;
-        Ok(Some(Arc::new(Table::open(path.clone(), id)?)))
+        // The manifest will name this table; its directory entry must be durable
+        // before that, or a crash leaves a manifest naming a missing file.
+        manifest::sync_dir(fs, dir)?;
+        Ok(Some(Arc::new(Table::open(fs, path.clone(), id)?)))
     };
     let r = build();
     if r.is_err() {
-        let _ = std::fs::remove_file(&path);
+        let _ = fs.remove_file(&path);
     }
     r
 }
@@ -277,17 +283,28 @@ impl Engine {
     /// stale data), and on mid-segment log damage under `WalRecovery::Strict`.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Engine> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir, "create data directory"))?;
-        let mut man = Manifest::load(&dir)?.unwrap_or_default();
+        if opts.background == Background::Inline {
+            if let SyncMode::Periodic(_) = opts.sync {
+                return Err(Error::InvalidOptions(
+                    "SyncMode::Periodic needs a sync thread, which Background::Inline does \
+                     not have; use Always or Never"
+                        .into(),
+                ));
+            }
+        }
+        let fs = opts.fs.clone();
+        fs.create_dir_all(&dir)
+            .map_err(io_err(&dir, "create data directory"))?;
+        let mut man = Manifest::load(&*fs, &dir)?.unwrap_or_default();
         let mut report = RecoveryReport::default();
         let live: HashSet<u64> = man.tables.iter().copied().collect();
         let mut segments = Vec::new();
         let mut max_id = 0;
-        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir, "list data directory"))? {
-            let entry = entry.map_err(io_err(&dir, "list data directory"))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in fs.list(&dir).map_err(io_err(&dir, "list data directory"))? {
+            // Removals here need no directory fsync: a file that comes back after a
+            // crash is recognised and removed again by the next open.
             if name == "MANIFEST.tmp" {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = fs.remove_file(&dir.join(&name));
                 continue;
             }
             let Some((id, ext)) = parse_name(&name) else {
@@ -299,7 +316,7 @@ impl Engine {
                 // A table not in the manifest is the output of a flush or compaction
                 // that crashed before committing; its data is still elsewhere.
                 "sst" if !live.contains(&id) => {
-                    let _ = std::fs::remove_file(entry.path());
+                    let _ = fs.remove_file(&dir.join(&name));
                 }
                 _ => {}
             }
@@ -307,7 +324,7 @@ impl Engine {
         segments.sort_unstable();
         let mut tables = Vec::with_capacity(man.tables.len());
         for &id in &man.tables {
-            tables.push(Arc::new(Table::open(table_path(&dir, id), id)?));
+            tables.push(Arc::new(Table::open(&*fs, table_path(&dir, id), id)?));
         }
         let next_file = AtomicU64::new(man.next_file.max(max_id + 1));
 
@@ -316,10 +333,10 @@ impl Engine {
         for &id in &segments {
             let path = segment_path(&dir, id);
             if id < man.log_number {
-                let _ = std::fs::remove_file(&path);
+                let _ = fs.remove_file(&path);
                 continue;
             }
-            let r = wal::replay_segment(&path, opts.wal_recovery, |ops| mem.apply(ops))?;
+            let r = wal::replay_segment(&*fs, &path, opts.wal_recovery, |ops| mem.apply(ops))?;
             report.segments_replayed += 1;
             report.records_replayed += r.records;
             report.torn_tails.extend(r.torn_tail);
@@ -327,7 +344,7 @@ impl Engine {
             replayed.push(path);
         }
         let log_id = next_file.fetch_add(1, Ordering::SeqCst);
-        let log = LogWriter::create(&dir, log_id)?;
+        let log = LogWriter::create(&*fs, &dir, log_id)?;
         if !mem.is_empty() {
             let id = next_file.fetch_add(1, Ordering::SeqCst);
             if let Some(t) = write_memtable(&dir, id, &opts, &mem)? {
@@ -339,9 +356,9 @@ impl Engine {
             log_number: log_id,
             tables: tables.iter().map(|t| t.id).collect(),
         };
-        man.store(&dir)?;
+        man.store(&*fs, &dir)?;
         for p in replayed {
-            if let Err(e) = std::fs::remove_file(&p) {
+            if let Err(e) = fs.remove_file(&p) {
                 tracing::warn!(path = %p.display(), error = %e, "could not remove replayed segment");
             }
         }
@@ -380,6 +397,15 @@ impl Engine {
             opts,
         });
         let mut threads = Vec::new();
+        if inner.inline() {
+            inner.request_compaction();
+            inner.run_inline_logged();
+            return Ok(Engine {
+                inner,
+                threads: Mutex::new(threads),
+                recovery: report,
+            });
+        }
         let spawn = |name: &str, f: fn(&Shared)| {
             let s = inner.clone();
             std::thread::Builder::new()
@@ -482,6 +508,9 @@ impl Engine {
                 return Err(self.inner.stalled("memtable flush", deadline));
             }
         }
+        if self.inner.inline() {
+            self.inner.run_inline_logged();
+        }
         Ok(())
     }
 
@@ -521,19 +550,30 @@ impl Engine {
     /// can only log a failure.
     pub fn close(&self) -> Result<()> {
         let s = &self.inner;
-        {
+        let synced = {
             let mut w = lock(&s.write);
             if s.closed.swap(true, Ordering::SeqCst) {
                 return Ok(());
             }
             if s.wal_failed.get().is_none() {
-                w.log.drain()?;
                 w.log
-                    .file
-                    .sync_all()
-                    .map_err(io_err(&w.log.path, "fsync commit log"))?;
+                    .drain()
+                    .and_then(|()| {
+                        w.log
+                            .file
+                            .sync_all()
+                            .map_err(io_err(&w.log.path, "fsync commit log"))
+                    })
+                    .and_then(|()| match s.opts.sync {
+                        SyncMode::Never => s.sync_unflushed_segments(&w.log.path),
+                        _ => Ok(()),
+                    })
+            } else {
+                Ok(())
             }
-        }
+        };
+        // Stop the threads even when the final sync failed: the engine is closed
+        // either way, and a second close returns early.
         lock(&s.bg).shutdown = true;
         s.bg_cv.notify_all();
         s.sync_cv.notify_all();
@@ -542,7 +582,7 @@ impl Engine {
                 tracing::error!("a storage background thread panicked");
             }
         }
-        Ok(())
+        synced
     }
 }
 
@@ -653,6 +693,22 @@ impl Shared {
     /// Blocks (bounded by `write_timeout`) while too many memtables await flushing.
     fn wait_for_room(&self) -> Result<()> {
         let max = self.opts.max_immutable_memtables.max(1);
+        if self.inline() {
+            // Nothing else will flush, and waiting would wait forever: retry the
+            // flushes an earlier write could not finish, and refuse only when the
+            // backlog is full.
+            if self.immutables.load(Ordering::Acquire) > 0 {
+                self.run_inline_logged();
+            }
+            if self.immutables.load(Ordering::Acquire) >= max {
+                return Err(Error::Stalled {
+                    what: "memtable flush",
+                    waited: Duration::ZERO,
+                    last_error: self.last_error(),
+                });
+            }
+            return Ok(());
+        }
         if self.immutables.load(Ordering::Acquire) < max {
             return Ok(());
         }
@@ -699,6 +755,60 @@ impl Shared {
             .fetch_add(record.len() as u64, Ordering::Relaxed);
         if self.opts.sync == SyncMode::Always {
             self.sync_to(seq)?;
+        }
+        if self.inline() && self.immutables.load(Ordering::Acquire) > 0 {
+            // The write is already durable as the log promises; a failed flush is
+            // retried by the next write and reported through `Stats`.
+            self.run_inline_logged();
+        }
+        Ok(())
+    }
+
+    fn inline(&self) -> bool {
+        self.opts.background == Background::Inline
+    }
+
+    /// Under `Background::Inline`, does on the caller's thread what the threads would
+    /// have done: flushes every frozen memtable, then compacts while one is due.
+    fn run_inline(&self) -> Result<()> {
+        while self.flush_one()? {}
+        if self.opts.background_compaction && std::mem::take(&mut lock(&self.bg).compact_wanted) {
+            while self.compact_once(false)? {}
+        }
+        Ok(())
+    }
+
+    /// [`Shared::run_inline`], recording a failure where a background thread would.
+    fn run_inline_logged(&self) {
+        if let Err(e) = self.run_inline() {
+            self.record_error("inline flush or compaction", &e);
+        }
+    }
+
+    /// Fsyncs every commit log segment other than `current` that holds data not yet
+    /// in a table. Under `Never` rotation does not fsync the old segment, so without
+    /// this a frozen memtable still waiting for its flush at close would be lost in
+    /// a machine crash while the newer, fsynced segment survived.
+    fn sync_unflushed_segments(&self, current: &Path) -> Result<()> {
+        let fs = &*self.opts.fs;
+        let log_number = lock(&self.manifest).log_number;
+        let names = fs
+            .list(&self.dir)
+            .map_err(io_err(&self.dir, "list data directory"))?;
+        for name in names {
+            let path = self.dir.join(&name);
+            match parse_name(&name) {
+                Some((id, "log")) if id >= log_number && path != current => {
+                    // A segment a concurrent flush just removed needs no fsync.
+                    match fs.open_write(&path, OpenMode::Append) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        f => f
+                            .and_then(|f| f.sync_data())
+                            .map_err(io_err(&path, "fsync commit log"))?,
+                    }
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -807,7 +917,7 @@ impl Shared {
             return Ok(());
         }
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let new_log = LogWriter::create(&self.dir, id)?;
+        let new_log = LogWriter::create(&*self.opts.fs, &self.dir, id)?;
         let done = w.log.drain().and_then(|()| {
             if self.opts.sync == SyncMode::Never {
                 return Ok(());
@@ -819,7 +929,7 @@ impl Shared {
         });
         if let Err(e) = done {
             self.fail_wal(&e);
-            let _ = std::fs::remove_file(&new_log.path);
+            let _ = self.opts.fs.remove_file(&new_log.path);
             return Err(e);
         }
         w.log = new_log;
@@ -856,7 +966,7 @@ impl Shared {
             log_number: log_number.unwrap_or(m.log_number).max(m.log_number),
             tables: tables.iter().map(|t| t.id).collect(),
         };
-        next.store(&self.dir)?;
+        next.store(&*self.opts.fs, &self.dir)?;
         *m = next;
         let mut vg = self.version.write().unwrap_or_else(PoisonError::into_inner);
         let immutables = vg
@@ -907,15 +1017,16 @@ impl Shared {
     }
 
     fn remove_segments_below(&self, log_number: u64) {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+        let fs = &*self.opts.fs;
+        let Ok(names) = fs.list(&self.dir) else {
             return;
         };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+        for name in names {
             if let Some((id, "log")) = parse_name(&name) {
                 if id < log_number {
-                    if let Err(err) = std::fs::remove_file(e.path()) {
-                        tracing::warn!(path = %e.path().display(), error = %err, "could not remove flushed segment");
+                    let path = self.dir.join(&name);
+                    if let Err(err) = fs.remove_file(&path) {
+                        tracing::warn!(path = %path.display(), error = %err, "could not remove flushed segment");
                     }
                 }
             }
@@ -1015,7 +1126,7 @@ impl Shared {
             None,
         )?;
         for t in &picked {
-            if let Err(e) = std::fs::remove_file(&t.path) {
+            if let Err(e) = self.opts.fs.remove_file(&t.path) {
                 tracing::warn!(path = %t.path.display(), error = %e, "could not remove compacted table");
             }
         }

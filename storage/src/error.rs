@@ -90,6 +90,10 @@ pub enum Error {
         /// The most recent background flush or compaction error, or "none".
         last_error: String,
     },
+    /// The options cannot work together, e.g. `SyncMode::Periodic` with
+    /// `Background::Inline` (no thread to sync on).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
     /// The engine was closed; no further calls are accepted.
     #[error("the engine is closed")]
     Closed,

@@ -4,6 +4,13 @@
 //! async node calls it through `spawn_blocking`. Keys and values are opaque bytes;
 //! Dynamo-level versions and tombstones are ordinary values to this crate.
 //!
+//! The cluster is tested in a deterministic simulation, so the engine reaches files
+//! only through the [`Fs`] trait ([`Options::fs`]): the simulation substitutes a file
+//! system that loses whatever was not fsynced when a host crashes, which turns the
+//! durability contract below into something a test can break. For the same reason
+//! [`Background::Inline`] runs flushes and compactions on the caller's thread instead
+//! of background threads, which would run outside the simulator's control.
+//!
 //! ```
 //! use shoal_storage::{Engine, Options, SyncMode, WriteBatch};
 //!
@@ -32,7 +39,10 @@
 //!
 //! # Layout
 //!
-//! - `engine`: [`Engine`], the write and read paths, flush and compaction threads.
+//! - `engine`: [`Engine`], the write and read paths, flush and compaction (on
+//!   threads, or inline under [`Background::Inline`]).
+//! - [`fs`]: the file system seam: [`Fs`], the real [`StdFs`], and [`MemFs`], an
+//!   in-memory file system with crash semantics for tests and simulations.
 //! - `wal`: commit log segments and their recovery.
 //! - `memtable`: the in-memory sorted write buffer.
 //! - `sstable`: the table format, its reader and the shared block cache.
@@ -42,7 +52,9 @@
 //! - `options`, `error`: [`Options`], [`SyncMode`], [`Error`].
 //!
 //! Files in the directory: `<id>.log` commit log segments, `<id>.sst` tables and
-//! `MANIFEST`; ids come from one counter and are never reused.
+//! `MANIFEST`; ids come from one counter and are never reused. A data directory
+//! that open has to create is made durable (its parent fsynced) before anything is
+//! written into it.
 //!
 //! # Durability contract
 //!
@@ -59,8 +71,9 @@
 //! 3. When the memtable is full, a new segment is created and the directory
 //!    fsynced; the old segment is written out and (unless `Never`) fsynced; the
 //!    memtable is frozen.
-//! 4. A background thread writes the frozen memtable to a new table file, fsyncs
-//!    it and the directory.
+//! 4. A background thread (under `Inline`, the writer that froze it, before its
+//!    call returns) writes the frozen memtable to a new table file, fsyncs it and
+//!    the directory.
 //! 5. The manifest naming the new table set and the oldest segment still needed is
 //!    written to `MANIFEST.tmp`, fsynced, renamed over `MANIFEST`, and the directory
 //!    fsynced. This rename is the commit point of flushes and compactions.
@@ -79,7 +92,8 @@
 //! - `Never`: after a process crash, the same as `Periodic`; after a machine crash,
 //!   anything since the last memtable flush may be lost.
 //! - A batch is all-or-nothing in every mode. [`Engine::flush`] and
-//!   [`Engine::close`] make everything written before them durable in any mode.
+//!   [`Engine::close`] make everything written before them durable in any mode
+//!   (close fsyncs every segment whose memtable is not in a table yet).
 //!
 //! Corruption is detected by checksums on every log record, table block, footer and
 //! the manifest, and is reported as [`Error::CorruptRecord`] or
@@ -90,6 +104,7 @@
 mod bloom;
 mod engine;
 mod error;
+pub mod fs;
 mod iter;
 mod manifest;
 mod memtable;
@@ -99,6 +114,7 @@ mod wal;
 
 pub use engine::{Engine, RecoveryReport, Stats, WriteBatch};
 pub use error::{Error, Result};
+pub use fs::{Fs, MemFs, OpenMode, ReadableFile, StdFs, WritableFile};
 pub use iter::Iter;
-pub use options::{CompactionFilter, Options, SyncMode, WalRecovery};
+pub use options::{Background, CompactionFilter, Options, SyncMode, WalRecovery};
 pub use wal::Damage;

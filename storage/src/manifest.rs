@@ -8,11 +8,10 @@
 //! Layout: `b"SHOALMF1"`, format u32, next_file u64, log_number u64, count u32,
 //! count x table id u64 (newest first), crc32c u32 of all preceding bytes.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{io_err, Error, Result};
+use crate::fs::{Fs, OpenMode};
 
 const MAGIC: &[u8; 8] = b"SHOALMF1";
 const FORMAT: u32 = 1;
@@ -29,10 +28,8 @@ pub(crate) struct Manifest {
     pub(crate) tables: Vec<u64>,
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "fsync directory"))
+pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).map_err(io_err(dir, "fsync directory"))
 }
 
 impl Manifest {
@@ -83,9 +80,9 @@ impl Manifest {
     }
 
     /// Reads the manifest; `None` if the directory has none yet.
-    pub(crate) fn load(dir: &Path) -> Result<Option<Manifest>> {
+    pub(crate) fn load(fs: &dyn Fs, dir: &Path) -> Result<Option<Manifest>> {
         let path = dir.join(FILE);
-        match std::fs::read(&path) {
+        match fs.read(&path) {
             Ok(b) => Manifest::decode(&b)
                 .map(Some)
                 .map_err(|reason| Error::CorruptManifest { path, reason }),
@@ -99,20 +96,18 @@ impl Manifest {
     }
 
     /// Atomically replaces the manifest on disk.
-    pub(crate) fn store(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn store(&self, fs: &dyn Fs, dir: &Path) -> Result<()> {
         let tmp = dir.join(TMP);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
+        let f = fs
+            .open_write(&tmp, OpenMode::Truncate)
             .map_err(io_err(&tmp, "create manifest"))?;
         f.write_all(&self.encode())
             .map_err(io_err(&tmp, "write manifest"))?;
         f.sync_all().map_err(io_err(&tmp, "fsync manifest"))?;
         drop(f);
-        std::fs::rename(&tmp, dir.join(FILE)).map_err(io_err(&tmp, "rename manifest"))?;
-        sync_dir(dir)
+        fs.rename(&tmp, &dir.join(FILE))
+            .map_err(io_err(&tmp, "rename manifest"))?;
+        sync_dir(fs, dir)
     }
 }
 

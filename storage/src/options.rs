@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fs::{Fs, StdFs};
+
 /// When the commit log is fsynced, which decides what survives a machine crash.
 ///
 /// A process crash (SIGKILL) loses nothing written to the OS; only the engine's
@@ -17,8 +19,9 @@ pub enum SyncMode {
     /// A background thread writes and fsyncs the log every interval; a machine crash
     /// loses at most about one interval of acknowledged writes.
     Periodic(Duration),
-    /// The log is written to the OS when its buffer fills and never fsynced except at
-    /// segment rotation, flush and close. Fastest; a crash may lose recent writes.
+    /// The log is written to the OS when its buffer fills and fsynced only by flush
+    /// and close (close also fsyncs older segments whose memtables are not flushed
+    /// yet). Fastest; a crash may lose recent writes.
     Never,
 }
 
@@ -32,6 +35,21 @@ pub enum WalRecovery {
     /// damage in [`crate::RecoveryReport`] and open. In a replicated store the lost
     /// suffix is repaired from other replicas.
     Salvage,
+}
+
+/// Where flushes, compactions and periodic log syncs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Background {
+    /// Dedicated threads flush frozen memtables, compact and (under
+    /// [`SyncMode::Periodic`]) sync the log, off the writers' path.
+    #[default]
+    Threads,
+    /// No threads at all: a write that fills the memtable flushes it (and compacts, if
+    /// due) on the caller's thread before returning. For deterministic simulation,
+    /// where a thread outside the simulator would break reproducibility and could not
+    /// reach a simulated file system. `SyncMode::Periodic` needs a thread and is
+    /// refused at open with [`crate::Error::InvalidOptions`].
+    Inline,
 }
 
 /// Decides during compaction whether a live value is kept (`true`) or purged.
@@ -59,7 +77,9 @@ pub struct Options {
     pub block_cache_bytes: usize,
     /// Number of tables at which background compaction merges some of them.
     pub compaction_trigger: usize,
-    /// Whether a background thread compacts; explicit `compact` always works.
+    /// Whether compaction runs on its own when the trigger is reached (on a thread, or
+    /// inline after a flush under [`Background::Inline`]); explicit `compact` always
+    /// works.
     pub background_compaction: bool,
     /// Longest key accepted; keys must be non-empty.
     pub max_key_len: usize,
@@ -71,6 +91,11 @@ pub struct Options {
     pub write_timeout: Duration,
     /// Optional purge predicate applied during compaction; see [`CompactionFilter`].
     pub compaction_filter: Option<CompactionFilter>,
+    /// The file system the engine's files live in; [`StdFs`] except in simulations
+    /// and crash tests.
+    pub fs: Arc<dyn Fs>,
+    /// Whether flushing and compaction run on background threads or inline.
+    pub background: Background,
 }
 
 impl Default for Options {
@@ -89,6 +114,8 @@ impl Default for Options {
             wal_recovery: WalRecovery::Strict,
             write_timeout: Duration::from_secs(30),
             compaction_filter: None,
+            fs: Arc::new(StdFs),
+            background: Background::Threads,
         }
     }
 }
@@ -123,6 +150,8 @@ impl fmt::Debug for Options {
                 "compaction_filter",
                 &self.compaction_filter.as_ref().map(|_| "<fn>"),
             )
+            .field("fs", &self.fs)
+            .field("background", &self.background)
             .finish()
     }
 }

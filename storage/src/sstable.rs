@@ -17,20 +17,20 @@
 //! only the reads that need it.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::ops::Bound;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::bloom::{self, Bloom};
 use crate::error::{io_err, Error, Result};
+use crate::fs::{Fs, OpenMode, ReadableFile, WritableFile};
 
 const MAGIC: &[u8; 8] = b"SHOALSST";
 const FORMAT: u32 = 1;
 const FOOTER: usize = 56;
 const TOMBSTONE: u32 = u32::MAX;
+/// Bytes a table builder buffers before writing them out.
+const WRITE_BUFFER: usize = 1 << 16;
 
 /// A key and its value, `None` being a tombstone.
 pub(crate) type Entry = (Vec<u8>, Option<Vec<u8>>);
@@ -42,7 +42,9 @@ pub(crate) fn table_path(dir: &Path, id: u64) -> PathBuf {
 /// Streams sorted entries into a new table file.
 pub(crate) struct TableBuilder {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: Box<dyn WritableFile>,
+    /// Bytes not yet written to `out`.
+    pending: Vec<u8>,
     offset: u64,
     block: Vec<u8>,
     block_count: u32,
@@ -56,18 +58,18 @@ pub(crate) struct TableBuilder {
 
 impl TableBuilder {
     pub(crate) fn create(
+        fs: &dyn Fs,
         path: PathBuf,
         block_bytes: usize,
         bits_per_key: u32,
     ) -> Result<TableBuilder> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let out = fs
+            .open_write(&path, OpenMode::CreateNew)
             .map_err(io_err(&path, "create table"))?;
         Ok(TableBuilder {
             path,
-            out: BufWriter::with_capacity(1 << 16, f),
+            out,
+            pending: Vec::with_capacity(WRITE_BUFFER),
             offset: 0,
             block: Vec::with_capacity(block_bytes + 1024),
             block_count: 0,
@@ -104,14 +106,27 @@ impl TableBuilder {
         self.hashes.len()
     }
 
+    /// Buffers `bytes`, writing the buffer out once it is full.
+    fn emit(&mut self, bytes: &[u8]) -> Result<()> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= WRITE_BUFFER {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<()> {
+        self.out
+            .write_all(&self.pending)
+            .map_err(io_err(&self.path, "write table"))?;
+        self.pending.clear();
+        Ok(())
+    }
+
     fn write_block(&mut self, payload: &[u8]) -> Result<(u64, u64)> {
         let crc = crc32c::crc32c(payload);
-        self.out
-            .write_all(payload)
-            .map_err(io_err(&self.path, "write table"))?;
-        self.out
-            .write_all(&crc.to_le_bytes())
-            .map_err(io_err(&self.path, "write table"))?;
+        self.emit(payload)?;
+        self.emit(&crc.to_le_bytes())?;
         let at = self.offset;
         let len = payload.len() as u64 + 4;
         self.offset += len;
@@ -158,15 +173,11 @@ impl TableBuilder {
         footer.extend_from_slice(&FORMAT.to_le_bytes());
         footer.extend_from_slice(&crc32c::crc32c(&footer).to_le_bytes());
         footer.extend_from_slice(MAGIC);
+        self.pending.extend_from_slice(&footer);
+        self.write_out()?;
         self.out
-            .write_all(&footer)
-            .map_err(io_err(&self.path, "write table footer"))?;
-        let f = self.out.into_inner().map_err(|e| Error::Io {
-            path: self.path.clone(),
-            op: "write table",
-            source: e.into_error(),
-        })?;
-        f.sync_all().map_err(io_err(&self.path, "fsync table"))?;
+            .sync_all()
+            .map_err(io_err(&self.path, "fsync table"))?;
         Ok(self.offset + FOOTER as u64)
     }
 }
@@ -318,7 +329,7 @@ pub(crate) struct Table {
     pub(crate) path: PathBuf,
     pub(crate) size: u64,
     pub(crate) entries: u64,
-    file: File,
+    file: Box<dyn ReadableFile>,
     index: Vec<IndexEntry>,
     filter: Bloom,
 }
@@ -333,9 +344,9 @@ impl std::fmt::Debug for Table {
 }
 
 impl Table {
-    pub(crate) fn open(path: PathBuf, id: u64) -> Result<Table> {
-        let file = File::open(&path).map_err(io_err(&path, "open table"))?;
-        let size = file.metadata().map_err(io_err(&path, "stat table"))?.len();
+    pub(crate) fn open(fs: &dyn Fs, path: PathBuf, id: u64) -> Result<Table> {
+        let file = fs.open_read(&path).map_err(io_err(&path, "open table"))?;
+        let size = file.size().map_err(io_err(&path, "stat table"))?;
         let corrupt = |offset: u64, reason: String| Error::CorruptBlock {
             path: path.clone(),
             offset,
@@ -370,8 +381,8 @@ impl Table {
             u64::from_le_bytes(w)
         };
         let (index_at, index_len, filter_at, filter_len, entries) = (u(0), u(1), u(2), u(3), u(4));
-        let index_raw = read_block(&file, &path, index_at, index_len, foot_at)?;
-        let filter_raw = read_block(&file, &path, filter_at, filter_len, foot_at)?;
+        let index_raw = read_block(&*file, &path, index_at, index_len, foot_at)?;
+        let filter_raw = read_block(&*file, &path, filter_at, filter_len, foot_at)?;
         let filter = Bloom::decode(&filter_raw)
             .ok_or_else(|| corrupt(filter_at, "malformed Bloom filter".into()))?;
         let index = decode_index(&index_raw, foot_at).map_err(|r| corrupt(index_at, r))?;
@@ -396,7 +407,7 @@ impl Table {
             return Ok(b);
         }
         let raw = read_block(
-            &self.file,
+            &*self.file,
             &self.path,
             e.offset,
             u64::from(e.len),
@@ -427,7 +438,13 @@ impl Table {
 }
 
 /// Reads and verifies the block at `[at, at + len)`, which must end before `limit`.
-fn read_block(file: &File, path: &Path, at: u64, len: u64, limit: u64) -> Result<Vec<u8>> {
+fn read_block(
+    file: &dyn ReadableFile,
+    path: &Path,
+    at: u64,
+    len: u64,
+    limit: u64,
+) -> Result<Vec<u8>> {
     let corrupt = |reason: &str| Error::CorruptBlock {
         path: path.to_path_buf(),
         offset: at,

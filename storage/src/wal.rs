@@ -13,12 +13,11 @@
 //! too. One record holds one whole write batch, which is what makes a batch atomic
 //! across a crash: it is replayed entirely or not at all.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{io_err, Error, Result};
+use crate::fs::{Fs, OpenMode, WritableFile};
 use crate::options::WalRecovery;
 
 /// Bytes of the record header.
@@ -135,11 +134,14 @@ pub(crate) struct SegmentReplay {
 /// followed by more bytes is corruption: an error in `Strict` mode, a reported stop
 /// in `Salvage` mode.
 pub(crate) fn replay_segment(
+    fs: &dyn Fs,
     path: &Path,
     mode: WalRecovery,
     mut apply: impl FnMut(Vec<Op>),
 ) -> Result<SegmentReplay> {
-    let data = std::fs::read(path).map_err(io_err(path, "read commit log segment"))?;
+    let data = fs
+        .read(path)
+        .map_err(io_err(path, "read commit log segment"))?;
     let mut out = SegmentReplay::default();
     let mut at = 0usize;
     while at < data.len() {
@@ -187,9 +189,8 @@ pub(crate) fn replay_segment(
         let torn = torn.or_else(|| problem.as_ref().filter(|p| p.1).map(|p| p.0.clone()));
         if let Some(d) = torn {
             tracing::warn!(path = %path.display(), offset = at, reason = %d.reason, "truncating torn commit log tail");
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
+            let f = fs
+                .open_write(path, OpenMode::Append)
                 .map_err(io_err(path, "open segment to truncate"))?;
             f.set_len(at as u64)
                 .map_err(io_err(path, "truncate torn tail"))?;
@@ -220,24 +221,22 @@ pub(crate) fn replay_segment(
 /// drains.
 pub(crate) struct LogWriter {
     pub(crate) path: PathBuf,
-    pub(crate) file: Arc<File>,
+    pub(crate) file: Arc<dyn WritableFile>,
     pub(crate) buf: Vec<u8>,
     pub(crate) bytes_written: u64,
 }
 
 impl LogWriter {
     /// Creates segment `id` and fsyncs the directory so the file survives a crash.
-    pub(crate) fn create(dir: &Path, id: u64) -> Result<LogWriter> {
+    pub(crate) fn create(fs: &dyn Fs, dir: &Path, id: u64) -> Result<LogWriter> {
         let path = segment_path(dir, id);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
+        let file = fs
+            .open_write(&path, OpenMode::CreateNew)
             .map_err(io_err(&path, "create commit log segment"))?;
-        crate::manifest::sync_dir(dir)?;
+        crate::manifest::sync_dir(fs, dir)?;
         Ok(LogWriter {
             path,
-            file: Arc::new(file),
+            file: Arc::from(file),
             buf: Vec::with_capacity(1 << 16),
             bytes_written: 0,
         })
@@ -248,7 +247,7 @@ impl LogWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        (&*self.file)
+        self.file
             .write_all(&self.buf)
             .map_err(io_err(&self.path, "append to commit log"))?;
         self.bytes_written += self.buf.len() as u64;
