@@ -1,5 +1,5 @@
-//! The seams between Shoal's services and the outside world: sockets and the
-//! wall clock.
+//! The seams between Shoal's services and the outside world: sockets, the
+//! wall clock, the file system and where blocking work runs.
 //!
 //! `node` and `gateway` never call `TcpStream::connect` or `SystemTime::now`
 //! directly; they receive an [`Env`] at construction. The real one ([`Env::real`])
@@ -58,8 +58,13 @@ pub struct Env {
     pub net: Arc<dyn Net>,
     /// The wall clock.
     pub clock: Arc<dyn Clock>,
-    /// Where blocking work (file I/O) runs.
+    /// Where blocking work (file I/O) runs. `Inline` also runs the storage
+    /// engine's flushes and compactions on the writing task instead of its
+    /// own threads, so that a simulated host owns all of its work.
     pub blocking: Blocking,
+    /// The file system the store lives on (a simulation passes one whose
+    /// crash drops unsynced writes).
+    pub fs: Arc<dyn shoal_storage::Fs>,
 }
 
 /// Where [`Env::spawn_blocking`] runs its closure.
@@ -88,6 +93,16 @@ impl Env {
             net: Arc::new(TcpNet),
             clock: Arc::new(SystemClock),
             blocking: Blocking::Pool,
+            fs: Arc::new(shoal_storage::StdFs),
+        }
+    }
+
+    /// How the storage engine runs its background work under this
+    /// environment: its own threads, or inline when blocking work is inline.
+    pub fn storage_background(&self) -> shoal_storage::Background {
+        match self.blocking {
+            Blocking::Pool => shoal_storage::Background::Threads,
+            Blocking::Inline => shoal_storage::Background::Inline,
         }
     }
 

@@ -116,8 +116,9 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     let dir = config.member.data_dir.clone();
     let store = {
         let (id, config, clock) = (id.clone(), config.clone(), env.clock.clone());
+        let (fs, background) = (env.fs.clone(), env.storage_background());
         let open_dir = dir.clone();
-        env.spawn_blocking(move || Store::open(&open_dir, &id, &config, clock))
+        env.spawn_blocking(move || Store::open_with(&open_dir, &id, &config, clock, fs, background))
             .await
             .expect("store open task panicked")
             .map_err(|source| NodeError::Store {

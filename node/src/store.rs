@@ -161,6 +161,29 @@ impl Store {
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
+        Self::open_with(
+            dir,
+            node_id,
+            config,
+            clock,
+            Arc::new(shoal_storage::StdFs),
+            shoal_storage::Background::Threads,
+        )
+    }
+
+    /// [`Store::open`] on a given file system, with the engine's flushes and
+    /// compactions on its own threads or inline. A deterministic simulation
+    /// passes its simulated disk (where a crash drops what was not synced)
+    /// and `Inline`: engine threads would run in real time, outside the
+    /// simulated schedule and outside the simulated disk.
+    pub fn open_with(
+        dir: &Path,
+        node_id: &str,
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        fs: Arc<dyn shoal_storage::Fs>,
+        background: shoal_storage::Background,
+    ) -> Result<Self, StoreError> {
         let grace_ms = config.tombstones.grace_secs.saturating_mul(1000);
         let filter_clock = clock.clone();
         let options = Options {
@@ -183,6 +206,8 @@ impl Store {
                 key.first() != Some(&HINT)
                     || keep_after_grace(key, value, filter_clock.now_millis(), grace_ms)
             })),
+            fs,
+            background,
             ..Options::default()
         };
         let engine = Engine::open(dir, options)?;

@@ -10,7 +10,7 @@
 use shoal_tests::sim::{run, Options, Report};
 
 /// Seeds with faults per `cargo test` run: a few minutes of CI on 2 cores.
-const FAULT_SEEDS: std::ops::RangeInclusive<u64> = 1..=10;
+const FAULT_SEEDS: std::ops::RangeInclusive<u64> = 1..=16;
 
 #[track_caller]
 fn assert_passed(report: &Report) {
@@ -63,10 +63,9 @@ fn fault_seeds_lose_no_acknowledged_write() {
 
 #[test]
 fn same_seed_same_trace() {
-    // A clean seed and a seed with crashes: both replay exactly. (Seeds with
-    // link loss, isolation or latency spikes do not always replay yet: see
-    // RELIABILITY.md, "Deterministic simulation".)
-    for options in [Options::for_seed(2, false), Options::for_seed(3, true)] {
+    // A clean seed, and seed 11: a crash with unsynced writes (sync never),
+    // link loss, latency spikes, a one-way partition and clock skew.
+    for options in [Options::for_seed(2, false), Options::for_seed(11, true)] {
         let first = run(&options);
         let second = run(&options);
         println!("{}\n{}", first.summary(), second.summary());
@@ -79,8 +78,11 @@ fn same_seed_same_trace() {
             if options.faults { "faults" } else { "clean" }
         );
     }
+    let eleven = run(&Options::for_seed(11, true));
+    let f = eleven.faults;
     assert!(
-        run(&Options::for_seed(3, true)).faults.crash > 0,
-        "seed 3 should crash a node"
+        f.crash > 0 && f.loss > 0 && f.latency > 0 && f.partition_oneway > 0 && f.skew > 0,
+        "seed 11 should crash a node, lose, delay and one-way-cut messages and skew a clock: {f}"
     );
+    assert_eq!(eleven.sync, "Never", "seed 11 should run without fsync");
 }

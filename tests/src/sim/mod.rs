@@ -40,7 +40,7 @@ use rand::{Rng, SeedableRng};
 use shoal_node::config::{Config, SyncMode};
 
 use check::{CheckPlan, Converged, Stores, View, Views, VIEW_PERIOD};
-use env::{sim_env, SimClock};
+use env::{sim_env, SimClock, SimFs};
 use faults::{Action, FaultCounts};
 use workload::{ClientPlan, History, SharedHistory};
 
@@ -134,6 +134,8 @@ pub struct Report {
     pub merkle_ranges: u64,
     /// Simulated time of the whole run.
     pub sim_ms: u64,
+    /// The nodes' storage sync mode (drawn from the seed).
+    pub sync: String,
     /// Wall-clock time of the whole run.
     pub wall: Duration,
     /// Broken invariants and simulation errors; empty when the run passed.
@@ -149,7 +151,7 @@ impl Report {
     /// One line for logs.
     pub fn summary(&self) -> String {
         format!(
-            "seed {} ({}, {} gw): trace {:016x} (timed {:016x}), {} ops, writes ok {} / failed {} / unknown {}, \
+            "seed {} ({}, {} gw, sync {}): trace {:016x} (timed {:016x}), {} ops, writes ok {} / failed {} / unknown {}, \
              failed reads {}, stale reads {}/{}, faults [{}], acked checked {}, lost {}, \
              converged gossip {:?} ms data {:?} ms merkle {:?} ms ({} ranges), sim {} ms, wall {:?}",
             self.seed,
@@ -159,6 +161,7 @@ impl Report {
                 "clean"
             },
             self.gateways,
+            self.sync,
             self.trace_hash,
             self.timed_hash,
             self.ops,
@@ -231,42 +234,111 @@ fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     e.to_string().into()
 }
 
-/// Applies one fault or heal to the world.
-fn apply(
-    sim: &mut turmoil::Sim<'_>,
-    action: &Action,
-    servers: &[String],
-    clocks: &BTreeMap<String, SimClock>,
-    crashed: &mut BTreeSet<String>,
-    stores: &Stores,
+/// Each node's current disk handle, so the driver can cut its power at a
+/// crash.
+type Disks = Rc<RefCell<BTreeMap<String, SimFs>>>;
+
+/// Powers off every disk when dropped.
+struct PowerOffAtEnd(Disks);
+
+impl Drop for PowerOffAtEnd {
+    fn drop(&mut self) {
+        for disk in self.0.borrow().values() {
+            disk.power_off();
+        }
+    }
+}
+
+/// What the driver changes besides turmoil's own state.
+struct World<'a> {
+    servers: &'a [String],
+    clocks: &'a BTreeMap<String, SimClock>,
+    crashed: BTreeSet<String>,
+    /// Directed links the schedule has cut (`(from, to)`): the same state
+    /// as turmoil's links, which the crash needs to restore.
+    cut: BTreeSet<(String, String)>,
+    stores: Stores,
+    disks: Disks,
     normal_latency: Duration,
-) -> bool {
+}
+
+/// Applies one fault or heal to the world.
+fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, world: &mut World<'_>) -> bool {
+    let World {
+        servers,
+        clocks,
+        crashed,
+        cut,
+        stores,
+        disks,
+        normal_latency,
+    } = world;
+    let normal_latency = *normal_latency;
     let others = |h: &str| -> Vec<String> { servers.iter().filter(|s| *s != h).cloned().collect() };
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
     match action {
-        Action::Partition(a, b) => sim.partition(a.as_str(), b.as_str()),
-        Action::PartitionOneWay(a, b) => sim.partition_oneway(a.as_str(), b.as_str()),
-        Action::Repair(a, b) => sim.repair(a.as_str(), b.as_str()),
-        Action::RepairOneWay(a, b) => sim.repair_oneway(a.as_str(), b.as_str()),
+        Action::Partition(a, b) => {
+            sim.partition(a.as_str(), b.as_str());
+            cut.insert(pair(a, b));
+            cut.insert(pair(b, a));
+        }
+        Action::PartitionOneWay(a, b) => {
+            sim.partition_oneway(a.as_str(), b.as_str());
+            cut.insert(pair(a, b));
+        }
+        Action::Repair(a, b) => {
+            sim.repair(a.as_str(), b.as_str());
+            cut.remove(&pair(a, b));
+            cut.remove(&pair(b, a));
+        }
+        Action::RepairOneWay(a, b) => {
+            sim.repair_oneway(a.as_str(), b.as_str());
+            cut.remove(&pair(a, b));
+        }
         Action::Isolate(n) => {
             for o in others(n) {
                 sim.partition(n.as_str(), o.as_str());
+                cut.insert(pair(n, &o));
+                cut.insert(pair(&o, n));
             }
         }
         Action::Rejoin(n) => {
             for o in others(n) {
                 sim.repair(n.as_str(), o.as_str());
+                cut.remove(&pair(n, &o));
+                cut.remove(&pair(&o, n));
             }
         }
         Action::Crash(n) => {
             if !crashed.insert(n.clone()) {
                 return false;
             }
-            sim.crash(n.as_str());
-            // The crashed host's tasks are gone; its engine must go too
-            // (closing it), before a restart opens the same directory. The
-            // checker's handle would otherwise keep it open, its background
-            // threads racing the new engine.
+            // Power first: what the dying process does while its tasks are
+            // dropped (its engine closing and fsyncing) must not reach the
+            // disk. Then drop the checker's handle on its store, so the
+            // engine is gone before a restart opens the same directory.
+            if let Some(disk) = disks.borrow().get(n) {
+                disk.power_off();
+            }
             stores.borrow_mut().remove(n);
+            // A machine that dies sends nothing: cut its links while its
+            // tasks are dropped, so the FINs of its closing sockets are
+            // lost. (They would otherwise leave in the order tokio drops
+            // tasks, which follows task ids, a process-wide counter: a seed
+            // would replay differently after other seeds ran.) Then restore
+            // the links the schedule had not cut.
+            for o in others(n) {
+                sim.partition(n.as_str(), o.as_str());
+            }
+            sim.crash(n.as_str());
+            for o in others(n) {
+                if !cut.contains(&pair(n, &o)) {
+                    sim.repair_oneway(n.as_str(), o.as_str());
+                }
+                if !cut.contains(&pair(&o, n)) {
+                    sim.repair_oneway(o.as_str(), n.as_str());
+                }
+            }
         }
         Action::Restart(n) => {
             if !crashed.remove(n) {
@@ -308,27 +380,8 @@ pub fn run(options: &Options) -> Report {
         faults_enabled: options.faults,
         ..Report::default()
     };
-    // tmpfs when there is one: fsync per write is then free, and the
-    // simulation measures the code, not the disk.
-    let base = if Path::new("/dev/shm").is_dir() {
-        Path::new("/dev/shm").to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = match tempfile::Builder::new()
-        .prefix("shoal-sim-")
-        .tempdir_in(base)
-    {
-        Ok(d) => d,
-        Err(e) => {
-            report
-                .violations
-                .push(format!("cannot create a data dir: {e}"));
-            return report;
-        }
-    };
     let history: SharedHistory = Rc::new(RefCell::new(History::default()));
-    let result = simulate(options, dir.path(), &history, &mut report);
+    let result = simulate(options, &history, &mut report);
     let h = history.borrow();
     if let Err(e) = result {
         report.violations.push(format!("simulation error: {e}"));
@@ -358,12 +411,7 @@ pub fn run(options: &Options) -> Report {
     report
 }
 
-fn simulate(
-    options: &Options,
-    dir: &Path,
-    history: &SharedHistory,
-    report: &mut Report,
-) -> turmoil::Result {
+fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> turmoil::Result {
     let mut rng = StdRng::seed_from_u64(options.seed);
     let gateways_count = rng.gen_range(1..=2);
     report.gateways = gateways_count;
@@ -389,23 +437,45 @@ fn simulate(
         .collect();
     let views: Views = Rc::new(RefCell::new(BTreeMap::new()));
     let stores: Stores = Rc::new(RefCell::new(BTreeMap::new()));
+    let disks: Disks = Rc::new(RefCell::new(BTreeMap::new()));
+    // Dropped first (declared last): the engines still open when the run
+    // ends close as the simulation is torn down, outside any simulated host,
+    // where the simulated disk cannot be reached. Powered off, their closing
+    // I/O fails instead.
+    let _power = PowerOffAtEnd(disks.clone());
     let mut clocks = BTreeMap::new();
+    // Half the seeds fsync every write; the other half never do, so that a
+    // crash loses what the node had acknowledged but not synced, and the
+    // replicas and anti-entropy must make up for it.
+    let sync = if rng.gen_bool(0.5) {
+        SyncMode::Always
+    } else {
+        SyncMode::Never
+    };
+    report.sync = format!("{sync:?}");
+    history
+        .borrow_mut()
+        .log_at(0, format!("storage sync {sync:?}"));
 
     for name in &nodes {
         let clock = SimClock::default();
         clocks.insert(name.clone(), clock.clone());
         let mut config = member_config(name, &seeds);
-        config.member.data_dir = dir.join(name);
-        config.storage.sync = SyncMode::Always;
+        config.member.data_dir = Path::new("/data").join(name);
+        config.storage.sync = sync;
         config.storage.memtable_bytes = 256 << 10;
         let (views, host, name) = (views.clone(), name.clone(), name.clone());
-        let stores = stores.clone();
+        let (stores, disks) = (stores.clone(), disks.clone());
         sim.host(host.as_str(), move || {
             let (config, clock, views, name) =
                 (config.clone(), clock.clone(), views.clone(), name.clone());
             let stores = stores.clone();
+            // A fresh disk handle per start: the previous one was powered
+            // off when the host crashed.
+            let disk = SimFs::default();
+            disks.borrow_mut().insert(name.clone(), disk.clone());
             async move {
-                let node = shoal_node::node::start(config, sim_env(clock))
+                let node = shoal_node::node::start(config, sim_env(clock, disk))
                     .await
                     .map_err(err)?;
                 stores
@@ -427,9 +497,10 @@ fn simulate(
             let (config, clock, views, name) =
                 (config.clone(), clock.clone(), views.clone(), name.clone());
             async move {
-                let gateway = shoal_gateway::Gateway::start(config, sim_env(clock))
-                    .await
-                    .map_err(err)?;
+                let gateway =
+                    shoal_gateway::Gateway::start(config, sim_env(clock, SimFs::default()))
+                        .await
+                        .map_err(err)?;
                 loop {
                     publish(&views, &name, gateway.members());
                     tokio::time::sleep(VIEW_PERIOD).await;
@@ -500,20 +571,20 @@ fn simulate(
         Vec::new()
     };
     schedule.reverse();
-    let mut crashed = BTreeSet::new();
+    let mut world = World {
+        servers: &servers,
+        clocks: &clocks,
+        crashed: BTreeSet::new(),
+        cut: BTreeSet::new(),
+        stores: stores.clone(),
+        disks: disks.clone(),
+        normal_latency,
+    };
     loop {
         let now = sim.elapsed().as_millis() as u64;
         while schedule.last().is_some_and(|s| s.at_ms <= now) {
             let s = schedule.pop().expect("checked");
-            if apply(
-                &mut sim,
-                &s.action,
-                &servers,
-                &clocks,
-                &mut crashed,
-                &stores,
-                normal_latency,
-            ) {
+            if apply(&mut sim, &s.action, &mut world) {
                 if let Some(kind) = s.action.kind() {
                     report.faults.add(kind);
                 }
@@ -533,35 +604,12 @@ fn simulate(
         for b in &servers[i + 1..] {
             sim.repair(a.as_str(), b.as_str());
         }
-        apply(
-            &mut sim,
-            &Action::Fast(a.clone()),
-            &servers,
-            &clocks,
-            &mut crashed,
-            &stores,
-            normal_latency,
-        );
-        apply(
-            &mut sim,
-            &Action::Lossless(a.clone()),
-            &servers,
-            &clocks,
-            &mut crashed,
-            &stores,
-            normal_latency,
-        );
+        apply(&mut sim, &Action::Fast(a.clone()), &mut world);
+        apply(&mut sim, &Action::Lossless(a.clone()), &mut world);
     }
-    for n in crashed.clone() {
-        apply(
-            &mut sim,
-            &Action::Restart(n),
-            &servers,
-            &clocks,
-            &mut crashed,
-            &stores,
-            normal_latency,
-        );
+    world.cut.clear();
+    for n in world.crashed.clone() {
+        apply(&mut sim, &Action::Restart(n), &mut world);
     }
     let healed_at_ms = sim.elapsed().as_millis() as u64;
     history.borrow_mut().log_at(healed_at_ms, "healed".into());
