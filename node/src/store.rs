@@ -5,7 +5,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `0x00` | metadata name (`incarnation`, `epoch`) | u64 big-endian |
+//! | `0x00` | metadata name (`incarnation`, `epoch`, `clean-stop`, `decommissioned`) | u64 big-endian (or a flag) |
 //! | `0x01` | ring position (8 bytes BE) + user key | encoded `SiblingSet` |
 //! | `0x02` | owner id length (1 byte) + owner id + position + user key | encoded `SiblingSet` |
 //!
@@ -42,6 +42,9 @@ use crate::env::Clock;
 const META: u8 = 0x00;
 const DATA: u8 = 0x01;
 const HINT: u8 = 0x02;
+/// Metadata set by a graceful `close` and cleared at open: its absence at open
+/// means the last run crashed.
+const CLEAN_STOP: &[u8] = b"clean-stop";
 
 /// Lock stripes for read-modify-write. A fixed array bounds memory whatever
 /// the key count; two keys sharing a stripe only wait for each other.
@@ -217,13 +220,41 @@ impl Store {
         }
         let incarnation = read_meta(&engine, b"incarnation")?.unwrap_or(0) + 1;
         engine.put(&meta_key(b"incarnation"), &incarnation.to_be_bytes())?;
+        // Whether the last run stopped cleanly; cleared now, set again by
+        // `close`.
+        let clean = read_meta(&engine, CLEAN_STOP)?.is_some();
+        engine.delete(&meta_key(CLEAN_STOP))?;
+        let unsynced = config.storage.sync != SyncMode::Always;
         let epoch = match read_meta(&engine, b"epoch")? {
+            // After a crash with writes that were acknowledged but never
+            // fsynced, this node's latest dots may be gone from its own disk
+            // while peers hold them: minting from what is left would hand
+            // out those dots again, for other values, and a peer would take
+            // the new value for one it already has. A new epoch is a new
+            // actor, whose dots no one has seen (Riak's vnode epoch does the
+            // same). With `sync = always` every minted dot was synced first.
+            Some(e) if unsynced && !clean => {
+                let fresh = clock.now_millis().max(e + 1);
+                tracing::warn!(
+                    old = e,
+                    new = fresh,
+                    "unclean stop without fsync per write: minting under a new actor epoch"
+                );
+                engine.put(&meta_key(b"epoch"), &fresh.to_be_bytes())?;
+                // Durable before any dot is minted under it: otherwise a second
+                // crash could bring the old epoch back.
+                engine.flush()?;
+                fresh
+            }
             Some(e) => e,
             None => {
                 // Wall-clock millis are unique enough per data directory of one
                 // node id, and need no randomness source.
                 let e = clock.now_millis();
                 engine.put(&meta_key(b"epoch"), &e.to_be_bytes())?;
+                if unsynced {
+                    engine.flush()?;
+                }
                 e
             }
         };
@@ -683,8 +714,11 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes the memtable and closes the engine (graceful shutdown).
+    /// Flushes the memtable and closes the engine (graceful shutdown), and
+    /// records the clean stop: the next open keeps the actor epoch.
     pub fn close(&self) -> Result<(), StoreError> {
+        self.engine
+            .put(&meta_key(CLEAN_STOP), &1u64.to_be_bytes())?;
         self.engine.flush()?;
         self.engine.close()?;
         Ok(())
@@ -917,6 +951,53 @@ mod tests {
         assert_eq!(s.actor(), actor, "epoch survives a restart");
         let got = s.read(b"k").unwrap().unwrap();
         assert_eq!(got.values()[0].value(), Some(&b"c"[..]));
+    }
+
+    #[test]
+    fn a_crash_that_loses_unsynced_dots_moves_to_a_new_epoch() {
+        // sync = never on a disk that forgets what was not fsynced: the
+        // last write's dot is lost locally but a peer holds it.
+        let mut config = Config::default();
+        config.storage.sync = SyncMode::Never;
+        let dir = Path::new("/data/node-1");
+        let fs = shoal_storage::MemFs::new();
+        let open = |fs: &shoal_storage::MemFs| {
+            Store::open_with(
+                dir,
+                "node-1",
+                &config,
+                Arc::new(SystemClock),
+                Arc::new(fs.clone()),
+                shoal_storage::Background::Inline,
+            )
+            .unwrap()
+        };
+        let s = open(&fs);
+        let old_actor = s.actor().to_string();
+        let on_peer = s
+            .coordinate(b"k", &Context::empty(), value("a"), 1, None)
+            .unwrap();
+        // Power lost before anything else reaches the disk: the old engine's
+        // closing I/O fails.
+        let fs = fs.crash();
+        drop(s);
+        let s = open(&fs);
+        assert_eq!(s.read(b"k").unwrap(), None, "the unsynced write is gone");
+        assert_ne!(s.actor(), old_actor, "an unclean stop starts a new epoch");
+        let here = s
+            .coordinate(b"k", &Context::empty(), value("b"), 2, None)
+            .unwrap();
+        let merged = here.sync(&on_peer);
+        assert_eq!(
+            merged.values().len(),
+            2,
+            "both blind writes survive the merge (one dot would mean one value)"
+        );
+        // A clean stop keeps the epoch, even across a later crash of nothing.
+        let actor = s.actor().to_string();
+        s.close().unwrap();
+        let s = open(&fs.crash());
+        assert_eq!(s.actor(), actor, "a clean stop keeps the epoch");
     }
 
     #[test]
