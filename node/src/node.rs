@@ -728,15 +728,25 @@ async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                     continue;
                 }
             }
-            let address = {
+            let target = {
                 let m = inner.membership.lock().expect("membership lock");
-                if !m.is_alive(&owner) {
-                    continue;
+                match m.member(&owner) {
+                    // The owner left the ring (decommissioned, or forgotten
+                    // after its leave): it will never take these. Whoever
+                    // owns the keys now does, as Riak hands a fallback's
+                    // data to the partition's current owner.
+                    None => Target::Owners,
+                    Some(i) if i.status == shoal_gossip::Status::Left => Target::Owners,
+                    Some(_) if !m.is_alive(&owner) => continue,
+                    Some(i) => Target::Owner(i.address),
                 }
-                m.member(&owner).map(|i| i.address)
             };
-            let Some(address) = address else { continue };
-            let (delivered, failed) = deliver(&inner, &owner, &address, hints, rpc_timeout).await;
+            let (delivered, failed) = match target {
+                Target::Owner(address) => {
+                    deliver(&inner, &owner, &address, hints, rpc_timeout).await
+                }
+                Target::Owners => retarget(&inner, &owner, hints, rpc_timeout).await,
+            };
             if failed {
                 let delay = backoff
                     .get(&owner)
@@ -752,6 +762,107 @@ async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Where a batch of hints goes.
+enum Target {
+    /// To their owner, at this address.
+    Owner(String),
+    /// The owner left: to each key's current replicas.
+    Owners,
+}
+
+/// Hands hints held for `owner`, a member that left, to every replica their
+/// key has now (both rings while membership is in flux; this node merges
+/// its own share locally). A hint is deleted once all of them took it;
+/// otherwise it is retried. Returns how many were delivered and whether any
+/// failed.
+async fn retarget(
+    inner: &Arc<Inner>,
+    owner: &str,
+    hints: Vec<crate::store::Hint>,
+    timeout: Duration,
+) -> (usize, bool) {
+    let (view, addresses) = {
+        let m = inner.membership.lock().expect("membership lock");
+        let members = m.ring_members();
+        let addresses: HashMap<String, (String, bool)> = members
+            .iter()
+            .map(|i| {
+                let id = i.id.as_str().to_string();
+                let alive = m.is_alive(&id);
+                (id, (i.address.clone(), alive))
+            })
+            .collect();
+        (crate::membership::RingView::of(&members), addresses)
+    };
+    let n = inner.config.replication.n;
+    let (mut delivered, mut failed) = (0, false);
+    for hint in hints {
+        let mut targets: Vec<String> = Vec::new();
+        for ring in [view.current.as_ref(), view.future.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            for t in ring.preference_list(&hint.key, n) {
+                if !targets.iter().any(|x| x == t) {
+                    targets.push(t.to_string());
+                }
+            }
+        }
+        let mut all = !targets.is_empty();
+        for t in &targets {
+            let ok = if *t == inner.id {
+                let (store, key, siblings) =
+                    (inner.store.clone(), hint.key.clone(), hint.siblings.clone());
+                matches!(
+                    inner
+                        .env
+                        .spawn_blocking(move || store.merge(&key, &siblings))
+                        .await,
+                    Ok(Ok(_))
+                )
+            } else {
+                match addresses.get(t) {
+                    Some((address, true)) => {
+                        let request = ReplicateRequest {
+                            key: hint.key.clone(),
+                            siblings: hint.siblings.clone(),
+                            hint_for: None,
+                        };
+                        matches!(
+                            inner
+                                .pool
+                                .call(address, timeout, |c, ctx| async move {
+                                    c.replicate(ctx, request).await
+                                })
+                                .await,
+                            Ok(Ok(()))
+                        )
+                    }
+                    _ => false,
+                }
+            };
+            all &= ok;
+        }
+        if !all {
+            failed = true;
+            continue;
+        }
+        let store = inner.store.clone();
+        let owner = owner.to_string();
+        let _ = inner
+            .env
+            .spawn_blocking(move || {
+                store.delete_hint_if_unchanged(&owner, &hint.key, &hint.siblings)
+            })
+            .await;
+        delivered += 1;
+    }
+    if delivered > 0 {
+        tracing::info!(%owner, delivered, "hints for a member that left handed to the keys' current replicas");
+    }
+    (delivered, failed)
 }
 
 /// Sends `hints` to `owner` with bounded concurrency; returns how many were

@@ -34,6 +34,8 @@ pub const CONVERGE_BOUND: Duration = Duration::from_secs(90);
 /// What the checker measured.
 #[derive(Debug, Clone, Default)]
 pub struct Converged {
+    /// Simulated ms from the heal until joins and decommissions finished.
+    pub membership_ms: Option<u64>,
     /// Simulated ms from the heal until every member saw all members alive.
     pub gossip_ms: Option<u64>,
     /// Simulated ms from the heal until every key's owners held the same
@@ -170,15 +172,57 @@ async fn replicas_agree(gateway: &str, key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A final read with r = N, retried like a client would on a 503: a gateway
+/// keeps a node it recently failed to reach suspect for a moment (up to the
+/// gossip failure timeout), and an r = N read fails at once while one is.
+async fn final_read(gateway: &str, key: &str) -> Result<workload::ReadResult, String> {
+    let mut last = String::new();
+    for _ in 0..FINAL_READ_ATTEMPTS {
+        match workload::read_or_why(gateway, key, Some(3)).await {
+            Ok(read) => return Ok(read),
+            Err(why) => last = why,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last)
+}
+
+/// Attempts per final read.
+const FINAL_READ_ATTEMPTS: u32 = 8;
+
 /// The checker client: convergence, then the oracle. Violations go into the
 /// history; measurements into `out`.
 pub async fn checker(
-    plan: CheckPlan,
+    mut plan: CheckPlan,
     views: Views,
     stores: Stores,
+    changes: super::Changes,
     history: SharedHistory,
     out: Rc<RefCell<Converged>>,
 ) -> turmoil::Result {
+    // 0. Membership changes finish: a join streams its ranges, a
+    //    decommission hands its ranges over (retried by its admin client).
+    let start = now_ms();
+    loop {
+        let (pending, left) = {
+            let c = changes.borrow();
+            let pending: Vec<String> = c.joining.iter().chain(c.leaving.iter()).cloned().collect();
+            (pending, c.left.clone())
+        };
+        if pending.is_empty() {
+            plan.members.retain(|m| !left.contains(m));
+            plan.nodes.retain(|m| !left.contains(m));
+            break;
+        }
+        if now_ms() - start > CONVERGE_BOUND.as_millis() as u64 {
+            history.borrow_mut().violations.push(format!(
+                "membership changes {pending:?} did not finish within {CONVERGE_BOUND:?} of the heal"
+            ));
+            return Ok(());
+        }
+        tokio::time::sleep(VIEW_PERIOD).await;
+    }
+    out.borrow_mut().membership_ms = Some(now_ms() - plan.healed_at_ms);
     let start = now_ms();
     // 1. One gossip view.
     while !gossip_converged(&plan, &views) {
@@ -265,9 +309,15 @@ pub async fn checker(
     let mut violations = Vec::new();
     for gateway in &plan.gateways {
         for (key, written) in &elements {
-            let Some(read) = workload::read(gateway, key, Some(3)).await else {
-                violations.push(format!("final read of {key} via {gateway} failed"));
-                continue;
+            let read = match final_read(gateway, key).await {
+                Ok(read) => read,
+                Err(why) => {
+                    violations.push(format!(
+                        "final read of {key} via {gateway} failed at {} ms: {why}",
+                        now_ms()
+                    ));
+                    continue;
+                }
             };
             let present: BTreeSet<String> =
                 read.values.iter().flat_map(|v| decode_set(v)).collect();
@@ -295,9 +345,15 @@ pub async fn checker(
             }
         }
         for (key, written) in &registers {
-            let Some(read) = workload::read(gateway, key, Some(3)).await else {
-                violations.push(format!("final read of {key} via {gateway} failed"));
-                continue;
+            let read = match final_read(gateway, key).await {
+                Ok(read) => read,
+                Err(why) => {
+                    violations.push(format!(
+                        "final read of {key} via {gateway} failed at {} ms: {why}",
+                        now_ms()
+                    ));
+                    continue;
+                }
             };
             let Some(seqs) = decode_register(&read.values) else {
                 violations.push(format!(

@@ -37,6 +37,12 @@ pub enum Action {
     Lossless(String),
     /// Set a node's wall-clock offset, in milliseconds.
     Skew(String, i64),
+    /// Start a new storage node that joins the running cluster (streams the
+    /// ranges it gains, then serves).
+    Join(String),
+    /// Ask a node to decommission (stream its ranges to their new owners,
+    /// then leave); retried, like an operator would, until it succeeds.
+    Decommission(String),
 }
 
 impl Action {
@@ -49,6 +55,8 @@ impl Action {
             Action::Slow(..) => Some(Kind::Latency),
             Action::Lossy(..) => Some(Kind::Loss),
             Action::Skew(..) => Some(Kind::Skew),
+            Action::Join(_) => Some(Kind::Join),
+            Action::Decommission(_) => Some(Kind::Decommission),
             Action::Repair(..)
             | Action::RepairOneWay(..)
             | Action::Rejoin(_)
@@ -74,6 +82,10 @@ pub enum Kind {
     Loss,
     /// Clock skew changes (up to +-30 s).
     Skew,
+    /// A node joining.
+    Join,
+    /// A node decommissioned.
+    Decommission,
 }
 
 /// Faults injected, per kind.
@@ -91,6 +103,10 @@ pub struct FaultCounts {
     pub loss: u64,
     /// Clock skews.
     pub skew: u64,
+    /// Joins.
+    pub join: u64,
+    /// Decommissions.
+    pub decommission: u64,
 }
 
 impl FaultCounts {
@@ -103,6 +119,8 @@ impl FaultCounts {
             Kind::Latency => &mut self.latency,
             Kind::Loss => &mut self.loss,
             Kind::Skew => &mut self.skew,
+            Kind::Join => &mut self.join,
+            Kind::Decommission => &mut self.decommission,
         };
         *slot += 1;
     }
@@ -115,11 +133,20 @@ impl FaultCounts {
         self.latency += other.latency;
         self.loss += other.loss;
         self.skew += other.skew;
+        self.join += other.join;
+        self.decommission += other.decommission;
     }
 
     /// All faults.
     pub fn total(&self) -> u64 {
-        self.partition + self.partition_oneway + self.crash + self.latency + self.loss + self.skew
+        self.partition
+            + self.partition_oneway
+            + self.crash
+            + self.latency
+            + self.loss
+            + self.skew
+            + self.join
+            + self.decommission
     }
 }
 
@@ -127,8 +154,16 @@ impl fmt::Display for FaultCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "partition {}, one-way {}, crash {}, latency {}, loss {}, skew {}",
-            self.partition, self.partition_oneway, self.crash, self.latency, self.loss, self.skew
+            "partition {}, one-way {}, crash {}, latency {}, loss {}, skew {}, join {}, \
+             decommission {}",
+            self.partition,
+            self.partition_oneway,
+            self.crash,
+            self.latency,
+            self.loss,
+            self.skew,
+            self.join,
+            self.decommission
         )
     }
 }
@@ -147,12 +182,14 @@ pub const MAX_SKEW_MS: i64 = 30_000;
 
 /// Draws `count` faults over `[start_ms, end_ms)`, each with its heal
 /// `1..=8 s` later (skews are not healed: a skewed clock is a state the
-/// cluster must live with). At most one node is crashed at any moment, so
+/// cluster must live with), and perhaps a join of `joiner` and a
+/// decommission of one of `nodes`. At most one node is crashed at any moment, so
 /// that the cluster keeps a write quorum for most keys and the run tests
 /// recovery rather than total unavailability.
 pub fn schedule(
     rng: &mut StdRng,
     nodes: &[String],
+    joiner: Option<&str>,
     gateways: &[String],
     count: usize,
     start_ms: u64,
@@ -254,6 +291,23 @@ pub fn schedule(
                 });
             }
         }
+    }
+    // Membership changes, each in about a third of the runs: a new node
+    // joins, and one of the original nodes is decommissioned (possibly
+    // while the other joins, or while a node is crashed or cut off).
+    if let Some(joiner) = joiner {
+        if rng.gen_bool(0.35) {
+            out.push(Scheduled {
+                at_ms: rng.gen_range(start_ms..end_ms),
+                action: Action::Join(joiner.to_string()),
+            });
+        }
+    }
+    if rng.gen_bool(0.35) {
+        out.push(Scheduled {
+            at_ms: rng.gen_range(start_ms..end_ms),
+            action: Action::Decommission(nodes[rng.gen_range(0..nodes.len())].clone()),
+        });
     }
     // Stable: equal times keep their drawing order.
     out.sort_by_key(|s| s.at_ms);

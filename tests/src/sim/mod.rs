@@ -215,9 +215,16 @@ fn member_config(id: &str, seeds: &[String]) -> Config {
 }
 
 fn publish(views: &Views, id: &str, members: Vec<shoal_gossip::MemberInfo>) {
+    // Members that left are history, not part of the view; a member still
+    // streaming its ranges is marked, so that convergence waits for it.
     let mut list: Vec<(String, String)> = members
         .into_iter()
-        .map(|m| (m.id.to_string(), format!("{:?}", m.status)))
+        .filter(|m| m.status != shoal_gossip::Status::Left)
+        .map(|m| {
+            let joining = shoal_node::membership::split_weight(m.weight).1;
+            let status = format!("{:?}{}", m.status, if joining { " joining" } else { "" });
+            (m.id.to_string(), status)
+        })
         .collect();
     list.sort();
     let at_ms = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
@@ -250,29 +257,59 @@ impl Drop for PowerOffAtEnd {
 }
 
 /// What the driver changes besides turmoil's own state.
-struct World<'a> {
-    servers: &'a [String],
-    clocks: &'a BTreeMap<String, SimClock>,
+struct World {
+    /// Nodes and gateways started so far (a joiner is added when it starts).
+    servers: Vec<String>,
+    clocks: BTreeMap<String, SimClock>,
     crashed: BTreeSet<String>,
     /// Directed links the schedule has cut (`(from, to)`): the same state
     /// as turmoil's links, which the crash needs to restore.
     cut: BTreeSet<(String, String)>,
-    stores: Stores,
-    disks: Disks,
+    shared: Shared,
+    /// The joiner's configuration and clock, until it starts.
+    joiner: Option<(String, Config, SimClock)>,
+    history: SharedHistory,
     normal_latency: Duration,
 }
 
-/// Applies one fault or heal to the world.
-fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, world: &mut World<'_>) -> bool {
+/// Turns off the machines of nodes that finished a decommission (they have
+/// stopped their services), the way a crash does: links cut first, so that
+/// the order in which the host's remaining tasks drop their sockets (tokio's
+/// task-id order) cannot reach the network. Their links stay cut.
+fn power_off_left(sim: &mut turmoil::Sim<'_>, world: &mut World) {
+    let left = world.shared.changes.borrow().left.clone();
+    for n in left {
+        if !world.servers.contains(&n) {
+            continue;
+        }
+        world.servers.retain(|s| *s != n);
+        if let Some(disk) = world.shared.disks.borrow().get(&n) {
+            disk.power_off();
+        }
+        world.shared.stores.borrow_mut().remove(&n);
+        for o in &world.servers {
+            sim.partition(n.as_str(), o.as_str());
+        }
+        sim.crash(n.as_str());
+        world.crashed.remove(&n);
+    }
+}
+
+/// Applies one fault or heal to the world; false if it does not apply (a
+/// restart of a running node, a crash of one that left, ...).
+fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, world: &mut World) -> bool {
     let World {
         servers,
         clocks,
         crashed,
         cut,
-        stores,
-        disks,
+        shared,
+        joiner,
+        history,
         normal_latency,
     } = world;
+    let (stores, disks) = (&shared.stores, &shared.disks);
+    let gone = shared.changes.borrow().left.clone();
     let normal_latency = *normal_latency;
     let others = |h: &str| -> Vec<String> { servers.iter().filter(|s| *s != h).cloned().collect() };
     let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
@@ -310,7 +347,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, world: &mut World<'_>) -> 
             }
         }
         Action::Crash(n) => {
-            if !crashed.insert(n.clone()) {
+            if gone.contains(n) || !crashed.insert(n.clone()) {
                 return false;
             }
             // Power first: what the dying process does while its tasks are
@@ -367,9 +404,162 @@ fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, world: &mut World<'_>) -> 
             }
         }
         Action::Skew(n, ms) => clocks[n].set_skew_ms(*ms),
+        Action::Join(n) => {
+            let Some((name, config, clock)) = joiner.take() else {
+                return false;
+            };
+            debug_assert_eq!(&name, n);
+            shared.changes.borrow_mut().joining.insert(name.clone());
+            clocks.insert(name.clone(), clock.clone());
+            add_node(sim, &name, config, clock, shared);
+            servers.push(name);
+        }
+        Action::Decommission(n) => {
+            {
+                let mut c = shared.changes.borrow_mut();
+                if c.left.contains(n) || !c.leaving.insert(n.clone()) {
+                    return false;
+                }
+            }
+            sim.client(
+                format!("admin-{n}"),
+                decommission(n.clone(), history.clone(), shared.changes.clone()),
+            );
+        }
     }
     true
 }
+
+/// Membership changes in flight and done, shared by the node hosts, the
+/// admin clients and the checker.
+#[derive(Debug, Default)]
+pub struct MembershipChanges {
+    /// Nodes started to join that have not finished streaming.
+    pub joining: BTreeSet<String>,
+    /// Nodes that finished joining.
+    pub joined: BTreeSet<String>,
+    /// Nodes asked to decommission that have not finished.
+    pub leaving: BTreeSet<String>,
+    /// Nodes that were decommissioned (and stopped).
+    pub left: BTreeSet<String>,
+}
+
+/// Shared handle on [`MembershipChanges`].
+pub type Changes = Rc<RefCell<MembershipChanges>>;
+
+/// What every node host publishes into.
+#[derive(Clone)]
+struct Shared {
+    views: Views,
+    stores: Stores,
+    disks: Disks,
+    changes: Changes,
+}
+
+/// Registers a storage node host. It publishes its view and store, records
+/// when a join finishes, and stops (shutting the node down) once a
+/// decommission asks it to.
+fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    name: &str,
+    config: Config,
+    clock: SimClock,
+    shared: &Shared,
+) {
+    let (shared, name) = (shared.clone(), name.to_string());
+    let host = name.clone();
+    sim.host(host.as_str(), move || {
+        let (config, clock, name, shared) =
+            (config.clone(), clock.clone(), name.clone(), shared.clone());
+        // A fresh disk handle per start: the previous one was powered off
+        // when the host crashed.
+        let disk = SimFs::default();
+        shared.disks.borrow_mut().insert(name.clone(), disk.clone());
+        async move {
+            let node = match shoal_node::node::start(config, sim_env(clock, disk)).await {
+                Ok(node) => node,
+                // Crashed after its decommission was recorded and restarted:
+                // it refuses to start, as it must; the host stays down.
+                Err(shoal_node::node::NodeError::Decommissioned { .. }) => {
+                    let mut c = shared.changes.borrow_mut();
+                    c.leaving.remove(&name);
+                    c.left.insert(name.clone());
+                    return Ok(());
+                }
+                Err(e) => return Err(err(e)),
+            };
+            shared
+                .stores
+                .borrow_mut()
+                .insert(name.clone(), node.store().clone());
+            loop {
+                publish(&shared.views, &name, node.members());
+                if node.join_report().is_some() {
+                    let mut c = shared.changes.borrow_mut();
+                    if c.joining.remove(&name) {
+                        c.joined.insert(name.clone());
+                    }
+                }
+                tokio::select! {
+                    biased;
+                    _ = node.stop_requested() => break,
+                    _ = tokio::time::sleep(VIEW_PERIOD) => {}
+                }
+            }
+            shared.stores.borrow_mut().remove(&name);
+            shared.views.borrow_mut().remove(&name);
+            node.shutdown().await;
+            Ok(())
+        }
+    });
+}
+
+/// An operator's decommission of `node`: asks it over RPC and retries every
+/// couple of seconds (the node may be crashed or cut off) until it answers
+/// with the handover report. Outcomes go into the trace.
+async fn decommission(node: String, history: SharedHistory, changes: Changes) -> turmoil::Result {
+    let pool = shoal_node::pool::Pool::new(
+        std::sync::Arc::new(env::SimNet),
+        Duration::from_secs(2),
+        64 << 20,
+    );
+    let addr = format!("{node}:{RPC_PORT}");
+    for attempt in 1..=DECOMMISSION_ATTEMPTS {
+        let result = pool
+            .call(&addr, Duration::from_secs(60), |c, ctx| async move {
+                c.decommission(ctx).await
+            })
+            .await;
+        let at = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
+        match result {
+            Ok(Ok(report)) => {
+                history.borrow_mut().log_at(
+                    at,
+                    format!(
+                        "decommissioned {node} (attempt {attempt}): {} ranges, {} keys",
+                        report.ranges, report.keys
+                    ),
+                );
+                let mut c = changes.borrow_mut();
+                c.leaving.remove(&node);
+                c.left.insert(node);
+                return Ok(());
+            }
+            Ok(Err(e)) => history
+                .borrow_mut()
+                .log_at(at, format!("decommission {node} attempt {attempt}: {e}")),
+            Err(e) => history
+                .borrow_mut()
+                .log_at(at, format!("decommission {node} attempt {attempt}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok(())
+}
+
+/// Decommission attempts before the admin gives up (the checker then
+/// reports the node still leaving).
+const DECOMMISSION_ATTEMPTS: u32 = 60;
 
 /// Runs one simulation. Never panics on a finding: violations (including
 /// simulation errors) are in the report.
@@ -438,6 +628,7 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
     let views: Views = Rc::new(RefCell::new(BTreeMap::new()));
     let stores: Stores = Rc::new(RefCell::new(BTreeMap::new()));
     let disks: Disks = Rc::new(RefCell::new(BTreeMap::new()));
+    let changes: Changes = Rc::new(RefCell::new(MembershipChanges::default()));
     // Dropped first (declared last): the engines still open when the run
     // ends close as the simulation is torn down, outside any simulated host,
     // where the simulated disk cannot be reached. Powered off, their closing
@@ -457,37 +648,28 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
         .borrow_mut()
         .log_at(0, format!("storage sync {sync:?}"));
 
-    for name in &nodes {
-        let clock = SimClock::default();
-        clocks.insert(name.clone(), clock.clone());
+    let shared = Shared {
+        views: views.clone(),
+        stores: stores.clone(),
+        disks: disks.clone(),
+        changes: changes.clone(),
+    };
+    let node_base = |name: &str| {
         let mut config = member_config(name, &seeds);
         config.member.data_dir = Path::new("/data").join(name);
         config.storage.sync = sync;
         config.storage.memtable_bytes = 256 << 10;
-        let (views, host, name) = (views.clone(), name.clone(), name.clone());
-        let (stores, disks) = (stores.clone(), disks.clone());
-        sim.host(host.as_str(), move || {
-            let (config, clock, views, name) =
-                (config.clone(), clock.clone(), views.clone(), name.clone());
-            let stores = stores.clone();
-            // A fresh disk handle per start: the previous one was powered
-            // off when the host crashed.
-            let disk = SimFs::default();
-            disks.borrow_mut().insert(name.clone(), disk.clone());
-            async move {
-                let node = shoal_node::node::start(config, sim_env(clock, disk))
-                    .await
-                    .map_err(err)?;
-                stores
-                    .borrow_mut()
-                    .insert(name.clone(), node.store().clone());
-                loop {
-                    publish(&views, &name, node.members());
-                    tokio::time::sleep(VIEW_PERIOD).await;
-                }
-            }
-        });
+        config
+    };
+    for name in &nodes {
+        let clock = SimClock::default();
+        clocks.insert(name.clone(), clock.clone());
+        add_node(&mut sim, name, node_base(name), clock, &shared);
     }
+    // The node a membership change may add later.
+    let joiner = node_name(NODES + 1);
+    let mut joiner_config = node_base(&joiner);
+    joiner_config.member.join = true;
     for name in &gateways {
         let clock = SimClock::default();
         clocks.insert(name.clone(), clock.clone());
@@ -562,6 +744,7 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
         faults::schedule(
             &mut rng,
             &nodes,
+            Some(&joiner),
             &gateways,
             count,
             start_ms + 500,
@@ -572,12 +755,13 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
     };
     schedule.reverse();
     let mut world = World {
-        servers: &servers,
-        clocks: &clocks,
+        servers: servers.clone(),
+        clocks,
         crashed: BTreeSet::new(),
         cut: BTreeSet::new(),
-        stores: stores.clone(),
-        disks: disks.clone(),
+        shared: shared.clone(),
+        joiner: Some((joiner, joiner_config, SimClock::default())),
+        history: history.clone(),
         normal_latency,
     };
     loop {
@@ -593,6 +777,7 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
                     .log_at(now, format!("fault {:?}", s.action));
             }
         }
+        power_off_left(&mut sim, &mut world);
         if sim.step()? {
             break;
         }
@@ -600,6 +785,7 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
 
     // Heal: every link, latency and loss back to normal, crashed nodes
     // restarted. Clock skews stay: a skewed clock is not a fault to heal.
+    let servers = world.servers.clone();
     for (i, a) in servers.iter().enumerate() {
         for b in &servers[i + 1..] {
             sim.repair(a.as_str(), b.as_str());
@@ -615,11 +801,16 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
     history.borrow_mut().log_at(healed_at_ms, "healed".into());
 
     let converged = Rc::new(RefCell::new(Converged::default()));
+    let all_nodes: Vec<String> = servers
+        .iter()
+        .filter(|s| !gateways.contains(s))
+        .cloned()
+        .collect();
     let plan = CheckPlan {
         members: servers.clone(),
         gateways: gateway_addrs,
         healed_at_ms,
-        nodes: nodes.clone(),
+        nodes: all_nodes,
         n: Config::default().replication.n,
     };
     sim.client(
@@ -628,11 +819,14 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
             plan,
             views.clone(),
             stores.clone(),
+            changes.clone(),
             history.clone(),
             converged.clone(),
         ),
     );
-    while !sim.step()? {}
+    while !sim.step()? {
+        power_off_left(&mut sim, &mut world);
+    }
     let c = converged.borrow();
     report.gossip_converge_ms = c.gossip_ms;
     report.data_converge_ms = c.data_ms;

@@ -130,6 +130,11 @@ pub struct ReadResult {
 /// Reads `key` in the JSON form through `gateway` with `r` (default when
 /// `None`); `None` when the read failed.
 pub async fn read(gateway: &str, key: &str, r: Option<usize>) -> Option<ReadResult> {
+    read_or_why(gateway, key, r).await.ok()
+}
+
+/// [`read`], saying why it failed.
+pub async fn read_or_why(gateway: &str, key: &str, r: Option<usize>) -> Result<ReadResult, String> {
     let query = r.map(|r| format!("?r={r}")).unwrap_or_default();
     let answer = http::request(
         gateway,
@@ -140,26 +145,28 @@ pub async fn read(gateway: &str, key: &str, r: Option<usize>) -> Option<ReadResu
         CLIENT_TIMEOUT,
     )
     .await
-    .ok()?;
+    .map_err(|e| format!("no answer: {e:?}"))?;
     let context = answer.header("x-shoal-context").map(str::to_string);
     match answer.status {
-        404 => Some(ReadResult {
+        404 => Ok(ReadResult {
             values: Vec::new(),
             context,
         }),
         200 => {
             let json = answer.json();
-            let siblings = json["siblings"].as_array()?;
+            let malformed = || format!("malformed answer: {json}");
+            let siblings = json["siblings"].as_array().ok_or_else(malformed)?;
             let mut values = Vec::new();
             for s in siblings {
-                let v = base64::engine::general_purpose::STANDARD
-                    .decode(s["value"].as_str()?)
-                    .ok()?;
+                let v = s["value"]
+                    .as_str()
+                    .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                    .ok_or_else(malformed)?;
                 values.push(v);
             }
-            Some(ReadResult { values, context })
+            Ok(ReadResult { values, context })
         }
-        _ => None,
+        status => Err(format!("{status}: {}", answer.json())),
     }
 }
 
