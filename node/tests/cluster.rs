@@ -382,3 +382,49 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_for_a_member_that_left_go_to_the_current_replicas() {
+    // A hint held for a member the ring no longer has (decommissioned, or
+    // forgotten after its leave) can never reach it; the key's replicas now
+    // are the nodes that must take it, or an acknowledged write would live
+    // only in a hint space nobody reads.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), 4).await;
+    let ring = ring(&nodes);
+    let pool = pool();
+    let key = b"orphaned-hint";
+    let replicas: Vec<String> = ring
+        .preference_list(key, 3)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let holder = nodes
+        .iter()
+        .find(|n| !replicas.contains(&n.id().to_string()))
+        .unwrap();
+    let mut set = SiblingSet::new();
+    // Written now: a hint older than the hint TTL is dropped instead.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    set.update(&Context::empty(), "node-gone#1", value("kept"), now)
+        .unwrap();
+    replicate(&pool, holder.advertise(), key, &set, Some("node-gone")).await;
+    wait_until(
+        "the orphaned hint to be handed to the current replicas",
+        || holder.hint_count() == 0,
+    )
+    .await;
+    for id in &replicas {
+        assert_eq!(
+            read(&pool, addr_of(&nodes, id), key).await,
+            Some(set.clone()),
+            "replica {id} did not get the value"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -266,6 +266,8 @@ struct World {
     /// as turmoil's links, which the crash needs to restore.
     cut: BTreeSet<(String, String)>,
     shared: Shared,
+    /// Admin client hosts (they talk to nodes, so a crash cuts them too).
+    admins: Vec<String>,
     /// The joiner's configuration and clock, until it starts.
     joiner: Option<(String, Config, SimClock)>,
     history: SharedHistory,
@@ -287,7 +289,7 @@ fn power_off_left(sim: &mut turmoil::Sim<'_>, world: &mut World) {
             disk.power_off();
         }
         world.shared.stores.borrow_mut().remove(&n);
-        for o in &world.servers {
+        for o in world.servers.iter().chain(world.admins.iter()) {
             sim.partition(n.as_str(), o.as_str());
         }
         sim.crash(n.as_str());
@@ -304,6 +306,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, world: &mut World) -> bool
         crashed,
         cut,
         shared,
+        admins,
         joiner,
         history,
         normal_latency,
@@ -364,11 +367,15 @@ fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, world: &mut World) -> bool
             // tasks, which follows task ids, a process-wide counter: a seed
             // would replay differently after other seeds ran.) Then restore
             // the links the schedule had not cut.
-            for o in others(n) {
+            let linked: Vec<String> = others(n)
+                .into_iter()
+                .chain(admins.iter().cloned())
+                .collect();
+            for o in &linked {
                 sim.partition(n.as_str(), o.as_str());
             }
             sim.crash(n.as_str());
-            for o in others(n) {
+            for o in linked {
                 if !cut.contains(&pair(n, &o)) {
                     sim.repair_oneway(n.as_str(), o.as_str());
                 }
@@ -421,6 +428,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, action: &Action, world: &mut World) -> bool
                     return false;
                 }
             }
+            admins.push(format!("admin-{n}"));
             sim.client(
                 format!("admin-{n}"),
                 decommission(n.clone(), history.clone(), shared.changes.clone()),
@@ -760,6 +768,7 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
         crashed: BTreeSet::new(),
         cut: BTreeSet::new(),
         shared: shared.clone(),
+        admins: Vec::new(),
         joiner: Some((joiner, joiner_config, SimClock::default())),
         history: history.clone(),
         normal_latency,
