@@ -1,7 +1,7 @@
 //! The deterministic cluster simulation (issue 12) under `cargo test`: a
 //! clean run where every register read must see the latest acknowledged
-//! write, a modest number of fault seeds checked by the oracle, and the same
-//! seed twice giving the same trace. `cargo xtask sim --seeds N` runs many
+//! write, a modest number of fault seeds (membership changes included)
+//! checked by the oracle, and the same seed twice giving the same trace. `cargo xtask sim --seeds N` runs many
 //! more seeds in release mode.
 //!
 //! Every run is bounded in simulated time (turmoil's simulation duration and
@@ -64,7 +64,8 @@ fn fault_seeds_lose_no_acknowledged_write() {
 #[test]
 fn same_seed_same_trace() {
     // A clean seed, and seed 11: a crash with unsynced writes (sync never),
-    // link loss, latency spikes, a one-way partition and clock skew.
+    // link loss, latency spikes, a one-way partition, clock skew, a node
+    // joining and a node decommissioned.
     for options in [Options::for_seed(2, false), Options::for_seed(11, true)] {
         let first = run(&options);
         let second = run(&options);
@@ -81,8 +82,15 @@ fn same_seed_same_trace() {
     let eleven = run(&Options::for_seed(11, true));
     let f = eleven.faults;
     assert!(
-        f.crash > 0 && f.loss > 0 && f.latency > 0 && f.partition_oneway > 0 && f.skew > 0,
-        "seed 11 should crash a node, lose, delay and one-way-cut messages and skew a clock: {f}"
+        f.crash > 0
+            && f.loss > 0
+            && f.latency > 0
+            && f.partition_oneway > 0
+            && f.skew > 0
+            && f.join > 0
+            && f.decommission > 0,
+        "seed 11 should crash a node, lose, delay and one-way-cut messages, skew a clock, \
+         and join and decommission a node: {f}"
     );
     assert_eq!(eleven.sync, "Never", "seed 11 should run without fsync");
 }

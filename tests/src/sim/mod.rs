@@ -1,18 +1,28 @@
 //! Deterministic simulation of a whole Shoal cluster (issue 12): the real
 //! `shoal-node` and `shoal-gateway` code as turmoil hosts (5 storage nodes,
-//! 1-2 gateways, several HTTP clients), all driven from one seed.
+//! 1-2 gateways, several HTTP clients, and a sixth node that may join), all
+//! driven from one seed.
 //!
 //! The seams: sockets are turmoil's TCP ([`env::SimNet`]); each process's
 //! wall clock is turmoil's simulated time plus a skew the fault schedule can
 //! change ([`env::SimClock`]); timers are tokio's, which turmoil pauses and
 //! advances; the gossip RNG is seeded from that clock, so from the seed
-//! (the simulated epoch is drawn from it); storage is the real LSM engine on
-//! a real temporary directory per node, its blocking calls run inline
-//! ([`shoal_node::env::Blocking::Inline`]) so that no thread timing leaks
-//! into the schedule. Nodes run `sync = "always"`: a crash (turmoil drops
-//! the host's tasks, the engine closes) loses nothing acknowledged, so
-//! "unsynced writes dropped" is vacuous here: every acknowledged write was
-//! fsynced first, and nothing else is acknowledged.
+//! (the simulated epoch is drawn from it); files are turmoil's simulated
+//! disk behind the storage engine's `Fs` seam ([`env::SimFs`]), where a
+//! crash loses every write not yet fsynced and every directory entry whose
+//! directory was not synced. The engine runs without threads
+//! (`Background::Inline`) and its calls run inline on the host's task
+//! ([`shoal_node::env::Blocking::Inline`]), so no thread timing leaks into
+//! the schedule. Half the seeds run the nodes with `sync = "never"`: a crash
+//! then really loses acknowledged writes on that node, and the replicas,
+//! hinted handoff and anti-entropy must make up for it.
+//!
+//! Determinism needs more than seeded randomness: every `tokio::select!` in
+//! the services is `biased` (tokio picks among ready branches at random),
+//! and a host that crashes or is powered off after a decommission has its
+//! links cut while turmoil drops its tasks, because tokio drops them in
+//! task-id order (a process-wide counter), and their sockets' FINs would
+//! otherwise leave in that order.
 //!
 //! A run ([`run`]): start the cluster and wait for one gossip view; start the
 //! clients ([`workload`]) while the driver applies the fault schedule
