@@ -849,20 +849,24 @@ async fn retarget(
             failed = true;
             continue;
         }
-        let store = inner.store.clone();
-        let owner = owner.to_string();
-        let _ = inner
-            .env
-            .spawn_blocking(move || {
-                store.delete_hint_if_unchanged(&owner, &hint.key, &hint.siblings)
-            })
-            .await;
+        forget_delivered(inner, owner, hint).await;
         delivered += 1;
     }
     if delivered > 0 {
         tracing::info!(%owner, delivered, "hints for a member that left handed to the keys' current replicas");
     }
     (delivered, failed)
+}
+
+/// Deletes a delivered hint, unless it changed meanwhile (a newer write for
+/// the same owner arrived while it was in flight: that one still has to go).
+async fn forget_delivered(inner: &Arc<Inner>, owner: &str, hint: crate::store::Hint) {
+    let store = inner.store.clone();
+    let owner = owner.to_string();
+    let _ = inner
+        .env
+        .spawn_blocking(move || store.delete_hint_if_unchanged(&owner, &hint.key, &hint.siblings))
+        .await;
 }
 
 /// Sends `hints` to `owner` with bounded concurrency; returns how many were
@@ -890,14 +894,7 @@ async fn deliver(
                 .await;
             match sent {
                 Ok(Ok(())) => {
-                    let store = inner.store.clone();
-                    let owner = owner.to_string();
-                    let _ = inner
-                        .env
-                        .spawn_blocking(move || {
-                            store.delete_hint_if_unchanged(&owner, &hint.key, &hint.siblings)
-                        })
-                        .await;
+                    forget_delivered(inner, owner, hint).await;
                     true
                 }
                 _ => false,

@@ -175,6 +175,7 @@ async fn replicas_agree(gateway: &str, key: &str) -> Result<(), String> {
 /// A final read with r = N, retried like a client would on a 503: a gateway
 /// keeps a node it recently failed to reach suspect for a moment (up to the
 /// gossip failure timeout), and an r = N read fails at once while one is.
+/// The error is the violation to report.
 async fn final_read(gateway: &str, key: &str) -> Result<workload::ReadResult, String> {
     let mut last = String::new();
     for _ in 0..FINAL_READ_ATTEMPTS {
@@ -184,7 +185,10 @@ async fn final_read(gateway: &str, key: &str) -> Result<workload::ReadResult, St
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(last)
+    Err(format!(
+        "final read of {key} via {gateway} failed at {} ms: {last}",
+        now_ms()
+    ))
 }
 
 /// Attempts per final read.
@@ -312,10 +316,7 @@ pub async fn checker(
             let read = match final_read(gateway, key).await {
                 Ok(read) => read,
                 Err(why) => {
-                    violations.push(format!(
-                        "final read of {key} via {gateway} failed at {} ms: {why}",
-                        now_ms()
-                    ));
+                    violations.push(why);
                     continue;
                 }
             };
@@ -348,10 +349,7 @@ pub async fn checker(
             let read = match final_read(gateway, key).await {
                 Ok(read) => read,
                 Err(why) => {
-                    violations.push(format!(
-                        "final read of {key} via {gateway} failed at {} ms: {why}",
-                        now_ms()
-                    ));
+                    violations.push(why);
                     continue;
                 }
             };
