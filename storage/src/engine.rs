@@ -197,6 +197,8 @@ pub struct Engine {
     inner: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
+    /// The data directory's `LOCK`, held until `close`.
+    dir_lock: Mutex<Option<Box<dyn crate::fs::LockGuard>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -206,6 +208,9 @@ impl std::fmt::Debug for Engine {
             .finish_non_exhaustive()
     }
 }
+
+/// The file whose lock marks the directory as in use by one engine.
+const LOCK_FILE: &str = "LOCK";
 
 fn parse_name(name: &str) -> Option<(u64, &str)> {
     let (stem, ext) = name.split_once('.')?;
@@ -295,6 +300,16 @@ impl Engine {
         let fs = opts.fs.clone();
         fs.create_dir_all(&dir)
             .map_err(io_err(&dir, "create data directory"))?;
+        // Before reading anything: a second engine on this directory would replay
+        // the same log and delete files the first one still uses.
+        let lock_path = dir.join(LOCK_FILE);
+        let dir_lock = match fs.lock(&lock_path) {
+            Ok(guard) => guard,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Locked { path: lock_path })
+            }
+            Err(e) => return Err(io_err(&lock_path, "lock data directory")(e)),
+        };
         let mut man = Manifest::load(&*fs, &dir)?.unwrap_or_default();
         let mut report = RecoveryReport::default();
         let live: HashSet<u64> = man.tables.iter().copied().collect();
@@ -404,6 +419,7 @@ impl Engine {
                 inner,
                 threads: Mutex::new(threads),
                 recovery: report,
+                dir_lock: Mutex::new(Some(dir_lock)),
             });
         }
         let spawn = |name: &str, f: fn(&Shared)| {
@@ -425,6 +441,7 @@ impl Engine {
             inner,
             threads: Mutex::new(threads),
             recovery: report,
+            dir_lock: Mutex::new(Some(dir_lock)),
         })
     }
 
@@ -582,6 +599,7 @@ impl Engine {
                 tracing::error!("a storage background thread panicked");
             }
         }
+        lock(&self.dir_lock).take();
         synced
     }
 }

@@ -94,6 +94,12 @@ pub enum Error {
     /// `Background::Inline` (no thread to sync on).
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// Another engine (in this process or another) has the data directory open.
+    #[error("{path} is locked: another engine has this data directory open")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The engine was closed; no further calls are accepted.
     #[error("the engine is closed")]
     Closed,

@@ -55,7 +55,15 @@ pub trait Fs: Send + Sync + fmt::Debug + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the creations, renames and removals in `dir` so far survive a crash.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock on the file `path` (created if missing), held until
+    /// the returned guard is dropped; `WouldBlock` if another holder has it. Two
+    /// engines on one directory would each replay and rewrite the other's files.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
 }
+
+/// A held [`Fs::lock`]; dropping it releases the lock. A process that dies
+/// releases it too (the kernel drops a dead process's `flock`s).
+pub trait LockGuard: Send + Sync + fmt::Debug {}
 
 /// A file open for writing. Writes are sequential, each one after the previous (or
 /// at the end of the file in [`OpenMode::Append`]). Methods take `&self` so that one
@@ -103,6 +111,12 @@ impl WritableFile for StdWritable {
 
 #[derive(Debug)]
 struct StdReadable(File);
+
+/// An `flock`ed file; closing it (on drop) unlocks it.
+#[derive(Debug)]
+struct StdLock(#[allow(dead_code)] File);
+
+impl LockGuard for StdLock {}
 
 impl ReadableFile for StdReadable {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -171,6 +185,23 @@ impl Fs for StdFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(StdLock(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked by another process", path.display()),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
 }
 
 /// An in-memory file system that models what survives a machine crash, for tests and
@@ -197,6 +228,9 @@ struct MemState {
     durable: BTreeMap<PathBuf, u64>,
     inodes: BTreeMap<u64, Inode>,
     next_inode: u64,
+    /// Paths locked through [`Fs::lock`] (not files: a crash forgets them, as a
+    /// reboot forgets `flock`s).
+    locks: std::collections::BTreeSet<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -245,7 +279,7 @@ impl MemFs {
         MemFs::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, MemState> {
+    fn state(&self) -> MutexGuard<'_, MemState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -259,7 +293,7 @@ impl MemFs {
     /// Like [`MemFs::crash`], but a file whose unsynced changes are only appends keeps
     /// `keep(path, unsynced_len)` bytes (clamped) of them, as a torn write would.
     pub fn crash_keeping(&self, mut keep: impl FnMut(&Path, usize) -> usize) -> MemFs {
-        let mut s = self.lock();
+        let mut s = self.state();
         s.crashed = true;
         let mut next = MemState {
             crashed: false,
@@ -268,6 +302,7 @@ impl MemFs {
             durable: s.durable.clone(),
             inodes: BTreeMap::new(),
             next_inode: s.next_inode,
+            locks: Default::default(),
         };
         for (path, ino) in &s.durable {
             let node = &s.inodes[ino];
@@ -292,7 +327,7 @@ impl MemFs {
 
     /// Names of the files in `dir` as a crash would leave them, sorted; for tests.
     pub fn durable_files(&self, dir: &Path) -> Vec<String> {
-        let s = self.lock();
+        let s = self.state();
         s.durable
             .keys()
             .filter(|p| p.parent() == Some(dir))
@@ -357,9 +392,25 @@ impl ReadableFile for MemFile {
     }
 }
 
+/// A held [`MemFs`] lock.
+#[derive(Debug)]
+struct MemLock {
+    state: Arc<Mutex<MemState>>,
+    path: PathBuf,
+}
+
+impl LockGuard for MemLock {}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.locks.remove(&self.path);
+    }
+}
+
 impl Fs for MemFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state();
         s.check()?;
         for a in dir.ancestors() {
             s.dirs.insert(a.to_path_buf());
@@ -368,7 +419,7 @@ impl Fs for MemFs {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let s = self.lock();
+        let s = self.state();
         s.check()?;
         if !s.dirs.contains(dir) {
             return Err(not_found(dir));
@@ -381,14 +432,14 @@ impl Fs for MemFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let s = self.lock();
+        let s = self.state();
         s.check()?;
         let ino = s.inode(path)?;
         Ok(s.inodes[&ino].data.clone())
     }
 
     fn open_write(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn WritableFile>> {
-        let mut s = self.lock();
+        let mut s = self.state();
         s.check()?;
         s.parent_exists(path)?;
         let existing = s.live.get(path).copied();
@@ -421,7 +472,7 @@ impl Fs for MemFs {
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
-        let s = self.lock();
+        let s = self.state();
         s.check()?;
         let ino = s.inode(path)?;
         Ok(Box::new(MemFile {
@@ -432,7 +483,7 @@ impl Fs for MemFs {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state();
         s.check()?;
         s.live
             .remove(path)
@@ -441,7 +492,7 @@ impl Fs for MemFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state();
         s.check()?;
         s.parent_exists(to)?;
         let ino = s.inode(from)?;
@@ -451,7 +502,7 @@ impl Fs for MemFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state();
         s.check()?;
         if !s.dirs.contains(dir) {
             return Err(not_found(dir));
@@ -464,6 +515,21 @@ impl Fs for MemFs {
             }
         }
         Ok(())
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let mut s = self.state();
+        s.check()?;
+        if !s.locks.insert(path.to_path_buf()) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked", path.display()),
+            ));
+        }
+        Ok(Box::new(MemLock {
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+        }))
     }
 }
 

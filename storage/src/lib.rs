@@ -80,6 +80,10 @@
 //! 6. Only then are segments and compacted tables that the manifest no longer needs
 //!    deleted.
 //!
+//! Open first takes an exclusive lock on the directory's `LOCK` file ([`Fs::lock`],
+//! an `flock`; [`Error::Locked`] if another engine holds it) and keeps it until
+//! `close`: two engines replaying one log would delete each other's files.
+//!
 //! After a crash, open reads `MANIFEST`, deletes tables it does not name, and replays
 //! every segment it does not cover, truncating a torn record at the end of a segment
 //! (one that was being written at the crash and so never acknowledged under
@@ -114,7 +118,7 @@ mod wal;
 
 pub use engine::{Engine, RecoveryReport, Stats, WriteBatch};
 pub use error::{Error, Result};
-pub use fs::{Fs, MemFs, OpenMode, ReadableFile, StdFs, WritableFile};
+pub use fs::{Fs, LockGuard, MemFs, OpenMode, ReadableFile, StdFs, WritableFile};
 pub use iter::Iter;
 pub use options::{Background, CompactionFilter, Options, SyncMode, WalRecovery};
 pub use wal::Damage;

@@ -272,6 +272,9 @@ impl Fs for NoTables {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.0.sync_dir(dir)
     }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn shoal_storage::LockGuard>> {
+        self.0.lock(path)
+    }
 }
 
 /// `close` promises durability in every mode, including for frozen memtables whose
