@@ -91,8 +91,22 @@ async fn join_and_decommission_under_load_lose_nothing() {
     };
     let clients = tokio::spawn(workload::run(&load, addr, history.clone(), seed));
     let check = tokio::spawn(checker(addr, history.clone(), stop.clone(), seed ^ 7));
-    let settle = run::duration(Duration::from_secs(2), Duration::from_secs(60));
-    tokio::time::sleep(settle).await;
+    // Between changes the load runs on the ring as it now is: until it has
+    // acknowledged `phase` more operations (bounded), not for a fixed time.
+    let phase = if run::long() { 20_000 } else { 300 };
+    let settle = |history: Arc<History>| async move {
+        let from = history.counts().ok;
+        let ran = run::wait_for(Duration::from_secs(60), || {
+            let history = history.clone();
+            async move { history.counts().ok >= from + phase }
+        })
+        .await;
+        assert!(
+            ran.is_some(),
+            "the load did not acknowledge {phase} operations within 60 s"
+        );
+    };
+    settle(history.clone()).await;
 
     // Join node-5.
     let join_start = Instant::now();
@@ -113,7 +127,7 @@ async fn join_and_decommission_under_load_lose_nothing() {
         "{} did not finish joining within 60 s (seed {seed})",
         node_id(joiner)
     );
-    tokio::time::sleep(settle).await;
+    settle(history.clone()).await;
 
     // Decommission one of the original four.
     let leaving = rng.gen_range(0..4);
@@ -135,7 +149,7 @@ async fn join_and_decommission_under_load_lose_nothing() {
         four.is_some(),
         "the gateway does not see the four remaining nodes (seed {seed})"
     );
-    tokio::time::sleep(settle).await;
+    settle(history.clone()).await;
     stop.store(true, Ordering::SeqCst);
     let changes = join_start.elapsed();
 
