@@ -15,17 +15,13 @@ use shoal_node::pool::Pool;
 use shoal_node::rpc::{CoordinateRequest, RepairReport, ReplicateRequest};
 use shoal_vclock::{Content, Context, SiblingSet};
 
-const WAIT: Duration = Duration::from_secs(30);
+mod common;
+use common::wait_until;
+
 const RPC: Duration = Duration::from_secs(10);
 
 fn config(id: &str, dir: &Path, seeds: &[String], anti_entropy: bool) -> Config {
-    let mut c = Config::default();
-    c.member.id = id.into();
-    c.member.listen = "127.0.0.1:0".into();
-    c.member.seeds = seeds.to_vec();
-    c.member.data_dir = dir.join(id);
-    c.gossip.interval_ms = 50;
-    c.gossip.failure_timeout_ms = 600;
+    let mut c = common::base_config(id, dir, seeds);
     // Hinted handoff off: only anti-entropy may repair.
     c.handoff.enabled = false;
     c.anti_entropy.enabled = anti_entropy;
@@ -33,44 +29,15 @@ fn config(id: &str, dir: &Path, seeds: &[String], anti_entropy: bool) -> Config 
     c.anti_entropy.leaf_bits = 16;
     c.http.request_timeout_ms = 300;
     c.storage.sync = SyncMode::Never;
-    c.storage.memtable_bytes = 1 << 20;
     c
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn all_alive(nodes: &[NodeHandle], count: usize) -> bool {
-    nodes.iter().all(|n| {
-        let m = n.members();
-        m.len() == count && m.iter().all(|i| i.status == shoal_gossip::Status::Alive)
-    })
-}
-
 async fn cluster(dir: &Path, count: usize, anti_entropy: bool) -> Vec<NodeHandle> {
-    let first = node::start(config("node-1", dir, &[], anti_entropy), Env::real())
-        .await
-        .unwrap();
-    let seeds = vec![first.advertise().to_string()];
-    let mut nodes = vec![first];
-    for i in 2..=count {
-        let c = config(&format!("node-{i}"), dir, &seeds, anti_entropy);
-        nodes.push(node::start(c, Env::real()).await.unwrap());
-    }
-    wait_until("every node to see every other alive", || {
-        all_alive(&nodes, count)
-    })
-    .await;
-    nodes
+    common::start_cluster(count, |id, seeds| config(id, dir, seeds, anti_entropy)).await
 }
 
 fn pool() -> Pool {
-    Pool::new(Env::real().net, Duration::from_secs(2), 16 << 20)
+    common::pool(16 << 20)
 }
 
 fn value(v: &str) -> Content {

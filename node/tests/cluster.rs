@@ -3,9 +3,9 @@
 //! corrupt files. Every wait is bounded.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use shoal_node::config::{Config, SyncMode};
+use shoal_node::config::Config;
 use shoal_node::env::Env;
 use shoal_node::node::{self, NodeHandle};
 use shoal_node::pool::Pool;
@@ -14,53 +14,19 @@ use shoal_ring::{Member, Ring, RingConfig};
 use shoal_vclock::{Content, Context, SiblingSet};
 use tokio::io::AsyncWriteExt;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
+use common::{wait_until, WAIT};
+
 const RPC: Duration = Duration::from_secs(5);
 
 fn config(id: &str, dir: &Path, seeds: &[String]) -> Config {
-    let mut c = Config::default();
-    c.member.id = id.into();
-    c.member.listen = "127.0.0.1:0".into();
-    c.member.seeds = seeds.to_vec();
-    c.member.data_dir = dir.join(id);
-    c.gossip.interval_ms = 50;
-    c.gossip.failure_timeout_ms = 600;
-    c.handoff.retry_interval_ms = 50;
-    c.storage.sync = SyncMode::Always;
-    c.storage.memtable_bytes = 1 << 20;
-    c
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::base_config(id, dir, seeds)
 }
 
 /// Starts `count` nodes that all seed through the first, and waits until
 /// every one sees every other alive.
 async fn cluster(dir: &Path, count: usize) -> Vec<NodeHandle> {
-    let first = node::start(config("node-1", dir, &[]), Env::real())
-        .await
-        .unwrap();
-    let seeds = vec![first.advertise().to_string()];
-    let mut nodes = vec![first];
-    for i in 2..=count {
-        let n = node::start(config(&format!("node-{i}"), dir, &seeds), Env::real())
-            .await
-            .unwrap();
-        nodes.push(n);
-    }
-    wait_until("every node to see every other alive", || {
-        nodes.iter().all(|n| {
-            let m = n.members();
-            m.len() == count && m.iter().all(|i| i.status == shoal_gossip::Status::Alive)
-        })
-    })
-    .await;
-    nodes
+    common::start_cluster(count, |id, seeds| config(id, dir, seeds)).await
 }
 
 fn ring(nodes: &[NodeHandle]) -> Ring {
@@ -76,7 +42,7 @@ fn addr_of<'a>(nodes: &'a [NodeHandle], id: &str) -> &'a str {
 }
 
 fn pool() -> Pool {
-    Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20)
+    common::pool(8 << 20)
 }
 
 fn value(v: &str) -> Content {
