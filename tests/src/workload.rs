@@ -259,6 +259,25 @@ async fn run_owned(spec: Spec, gateway: SocketAddr, history: Arc<History>, seed:
     all
 }
 
+/// The end of every scenario: [`verify`] at r = 3 within `bound`, and the
+/// verdict printed as `{name}: <summary> (wall <since started>)`. The caller
+/// asserts on it.
+pub async fn final_check(
+    name: &str,
+    gateway: SocketAddr,
+    history: &History,
+    bound: Duration,
+    started: Instant,
+) -> Verdict {
+    let verdict = verify(gateway, history, 3, bound).await;
+    println!(
+        "{name}: {} (wall {:?})",
+        verdict.summary(),
+        started.elapsed()
+    );
+    verdict
+}
+
 /// Reads every key of `history` through `gateway` with `r` (use N on a healed
 /// cluster), retrying keys that still miss acknowledged writes until `bound`
 /// passes (hints and repair may still be moving), then applies the oracle.

@@ -136,13 +136,14 @@ async fn anti_entropy_alone_repairs_a_returning_node() {
         left.keys().take(5).collect::<Vec<_>>()
     );
 
-    let verdict =
-        workload::verify(cluster.gateway_addr(), &history, 3, Duration::from_secs(30)).await;
-    println!(
-        "{name}: {} (wall {:?})",
-        verdict.summary(),
-        started.elapsed()
-    );
+    let verdict = workload::final_check(
+        name,
+        cluster.gateway_addr(),
+        &history,
+        Duration::from_secs(30),
+        started,
+    )
+    .await;
     verdict.assert_holds(seed);
     cluster.shutdown().await;
 }

@@ -85,13 +85,14 @@ async fn concurrent_read_modify_writes_lose_no_update() {
         );
     }
 
-    let verdict =
-        workload::verify(cluster.gateway_addr(), &history, 3, Duration::from_secs(20)).await;
-    println!(
-        "{name}: {} (wall {:?})",
-        verdict.summary(),
-        started.elapsed()
-    );
+    let verdict = workload::final_check(
+        name,
+        cluster.gateway_addr(),
+        &history,
+        Duration::from_secs(20),
+        started,
+    )
+    .await;
 
     let mut client = Client::new(cluster.gateway_addr(), Duration::from_secs(5));
     let scratch = History::new();

@@ -124,13 +124,14 @@ async fn hinted_handoff_delivers_every_write_and_deletes_hints() {
         &missing[..missing.len().min(5)]
     );
 
-    let verdict =
-        workload::verify(cluster.gateway_addr(), &history, 3, Duration::from_secs(30)).await;
-    println!(
-        "{name}: {} (wall {:?})",
-        verdict.summary(),
-        started.elapsed()
-    );
+    let verdict = workload::final_check(
+        name,
+        cluster.gateway_addr(),
+        &history,
+        Duration::from_secs(30),
+        started,
+    )
+    .await;
     verdict.assert_holds(seed);
     cluster.shutdown().await;
 }

@@ -169,12 +169,8 @@ async fn join_and_decommission_under_load_lose_nothing() {
         println!("  {m}");
     }
 
-    let verdict = workload::verify(addr, &history, 3, Duration::from_secs(30)).await;
-    println!(
-        "{name}: {} (wall {:?})",
-        verdict.summary(),
-        started.elapsed()
-    );
+    let verdict =
+        workload::final_check(name, addr, &history, Duration::from_secs(30), started).await;
     verdict.assert_holds(seed);
     assert!(
         misses.is_empty(),

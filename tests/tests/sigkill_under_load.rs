@@ -79,13 +79,14 @@ async fn sigkill_under_load(name: &str, w: usize, sync: &'static str) {
         healed.is_some(),
         "the cluster did not heal within 30 s (seed {seed})"
     );
-    let verdict =
-        workload::verify(cluster.gateway_addr(), &history, 3, Duration::from_secs(60)).await;
-    println!(
-        "{name}: {} (wall {:?})",
-        verdict.summary(),
-        started.elapsed()
-    );
+    let verdict = workload::final_check(
+        name,
+        cluster.gateway_addr(),
+        &history,
+        Duration::from_secs(60),
+        started,
+    )
+    .await;
     assert!(
         verdict.counts.ok > 100,
         "the workload barely ran: {} (seed {seed})",
