@@ -1,0 +1,137 @@
+//! Ports and the TOML configs xtask writes for each process.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+
+use super::state::{Dirs, Proc, State};
+
+/// First port tried for the gateway's gossip listener; nodes take the next ones.
+pub(super) const BASE_PORT: u16 = 7100;
+
+pub(super) fn port_free(addr: &str) -> bool {
+    TcpListener::bind(addr).is_ok()
+}
+
+/// `127.0.0.1:preferred` when free and not already `taken`, else a port the
+/// kernel picks.
+pub(super) fn pick_port(preferred: u16, taken: &[String]) -> Result<String, String> {
+    let addr = format!("127.0.0.1:{preferred}");
+    if !taken.contains(&addr) && port_free(&addr) {
+        return Ok(addr);
+    }
+    for _ in 0..16 {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a port: {e}"))?;
+        let a = l
+            .local_addr()
+            .map_err(|e| format!("cannot bind a port: {e}"))?
+            .to_string();
+        if !taken.contains(&a) {
+            return Ok(a);
+        }
+    }
+    Err("cannot find a free port".into())
+}
+
+pub(super) fn toml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+pub(super) fn seeds_toml(seeds: &[String]) -> String {
+    let items: Vec<String> = seeds.iter().map(|s| toml_str(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State) -> String {
+    let data = p.data_dir.as_deref().unwrap_or(Path::new("data"));
+    format!(
+        "# Written by `cargo xtask cluster`; SHOAL_* environment variables override any key.\n\
+         [member]\nid = {}\nlisten = {}\nadvertise = {}\nseeds = {}\nweight = 1\ndata_dir = {}\n\n\
+         [replication]\nn = {}\nw = {}\nr = {}\n\n\
+         [storage]\nsync = \"always\"\n\n\
+         [log]\nfilter = \"info\"\n",
+        toml_str(&p.id),
+        toml_str(&p.listen),
+        toml_str(&p.listen),
+        seeds_toml(seeds),
+        toml_str(&data.to_string_lossy()),
+        s.n,
+        s.w,
+        s.r,
+    )
+}
+
+pub(super) fn gateway_config(p: &Proc, seeds: &[String], s: &State) -> String {
+    let data = p.data_dir.as_deref().unwrap_or(Path::new("data"));
+    format!(
+        "# Written by `cargo xtask cluster`; SHOAL_* environment variables override any key.\n\
+         [member]\nid = {}\nlisten = {}\nadvertise = {}\nseeds = {}\ndata_dir = {}\n\n\
+         [replication]\nn = {}\nw = {}\nr = {}\n\n\
+         [http]\nlisten = {}\n\n\
+         [log]\nfilter = \"info\"\n",
+        toml_str(&p.id),
+        toml_str(&p.listen),
+        toml_str(&p.listen),
+        seeds_toml(seeds),
+        toml_str(&data.to_string_lossy()),
+        s.n,
+        s.w,
+        s.r,
+        toml_str(p.http.as_deref().unwrap_or("127.0.0.1:8080")),
+    )
+}
+
+pub(super) fn node_proc(dirs: &Dirs, i: usize, listen: String) -> Proc {
+    let id = format!("node-{i}");
+    Proc {
+        config: dirs.cluster.join(format!("{id}.toml")),
+        log: dirs.cluster.join(format!("{id}.log")),
+        data_dir: Some(dirs.cluster.join(&id).join("data")),
+        binary: "shoal-node".into(),
+        http: None,
+        pid: None,
+        listen,
+        id,
+    }
+}
+
+pub(super) fn write_config(dirs: &Dirs, p: &Proc, text: &str) -> Result<(), String> {
+    if let Some(d) = &p.data_dir {
+        fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", dirs.show(d)))?;
+    }
+    fs::write(&p.config, text).map_err(|e| format!("cannot write {}: {e}", dirs.show(&p.config)))
+}
+
+pub(super) fn shoal_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("SHOAL_"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_use_only_schema_keys_and_quote_strings() {
+        let dirs = Dirs::new();
+        let p = node_proc(&dirs, 2, "127.0.0.1:7102".into());
+        let state = State {
+            n: 3,
+            w: 2,
+            r: 2,
+            env: BTreeMap::new(),
+            gateway: p.clone(),
+            nodes: vec![p.clone()],
+        };
+        let text = node_config(
+            &p,
+            &["127.0.0.1:7101".into(), "127.0.0.1:7102".into()],
+            &state,
+        );
+        assert!(text.contains("id = \"node-2\""));
+        assert!(text.contains("seeds = [\"127.0.0.1:7101\", \"127.0.0.1:7102\"]"));
+        assert!(text.contains("[replication]\nn = 3\nw = 2\nr = 2"));
+    }
+}

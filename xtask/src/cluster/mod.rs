@@ -1,0 +1,151 @@
+//! `cargo xtask cluster`: a local Shoal cluster (nodes plus one gateway) in the
+//! background, for trying things by hand, tests and benchmarks.
+//!
+//! Everything lives under `target/cluster/`: one TOML config per process, one log
+//! per process, node data under `node-i/data`, and `state.json` with the pids and
+//! addresses. Processes run in their own process group, so they outlive `xtask`
+//! and a Ctrl-C in the terminal that started them; `down` stops them.
+//!
+//! `SHOAL_*` variables given to `up` reach every process (they inherit the
+//! environment) and are recorded in the state file, so `start` and `add` give
+//! them to the processes they start later too.
+//!
+//! The submodules split by duty and depend only downwards: `state` (paths and
+//! the state file) and `view` (the gateway's HTTP answers) need no sibling;
+//! `process` and `config` build on `state`; the commands (`lifecycle`,
+//! `control`, `status`, `admin`) build on those and never on each other.
+
+mod admin;
+mod config;
+mod control;
+mod lifecycle;
+mod process;
+mod state;
+mod status;
+mod view;
+
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+
+use state::{Dirs, State};
+
+/// Arguments of `cargo xtask cluster`.
+#[derive(Args)]
+pub(crate) struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCmd,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Build the release binaries, start the nodes and a gateway in the background,
+    /// wait until the gateway sees every node alive, print the endpoints.
+    Up(UpArgs),
+    /// Members, liveness, ring ownership and pids, as a table.
+    Status,
+    /// Stop one process gracefully (SIGTERM), waiting for it to exit.
+    Stop(NodeArg),
+    /// Kill one process (SIGKILL), as a crash would.
+    Kill(NodeArg),
+    /// Start a stopped or killed process again, with the same config and data dir.
+    Start(NodeArg),
+    /// Start one more node; it joins through the seeds, receives the ranges
+    /// it gains from their current replicas, and only then serves reads.
+    Add,
+    /// Stream NODE's ranges to their new owners, then stop it (it leaves the ring).
+    Decommission(NodeArg),
+    /// Run anti-entropy for NODE's ranges now and print what moved.
+    Repair(NodeArg),
+    /// Stop everything (SIGTERM, then SIGKILL after a bounded wait).
+    Down(DownArgs),
+}
+
+#[derive(Args)]
+pub(super) struct UpArgs {
+    /// Number of storage nodes (`node-1`..`node-K`).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(super) nodes: u16,
+    /// The gateway's HTTP port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    pub(super) gateway_port: u16,
+    /// Replicas per key.
+    #[arg(long, default_value_t = 3)]
+    pub(super) n: usize,
+    /// Write quorum.
+    #[arg(long, default_value_t = 2)]
+    pub(super) w: usize,
+    /// Read quorum.
+    #[arg(long, default_value_t = 2)]
+    pub(super) r: usize,
+    /// Do not run `cargo build --release` first (use the binaries already built).
+    #[arg(long)]
+    pub(super) no_build: bool,
+}
+
+#[derive(Args)]
+struct NodeArg {
+    /// `node-2` (or just `2`), or `gateway`.
+    node: String,
+}
+
+#[derive(Args)]
+struct DownArgs {
+    /// Also delete `target/cluster/` (configs, logs and all data).
+    #[arg(long)]
+    wipe: bool,
+}
+
+pub(crate) fn run(args: &ClusterArgs) -> Result<(), String> {
+    let dirs = Dirs::new();
+    match &args.command {
+        ClusterCmd::Up(a) => lifecycle::up(&dirs, a),
+        ClusterCmd::Status => status::status(&dirs),
+        ClusterCmd::Stop(a) => control::stop(&dirs, &a.node),
+        ClusterCmd::Kill(a) => control::kill(&dirs, &a.node),
+        ClusterCmd::Start(a) => control::start(&dirs, &a.node),
+        ClusterCmd::Add => control::add(&dirs),
+        ClusterCmd::Decommission(a) => admin::decommission(&dirs, &a.node),
+        ClusterCmd::Repair(a) => admin::repair(&dirs, &a.node),
+        ClusterCmd::Down(a) => lifecycle::down(&dirs, a.wipe),
+    }
+}
+
+// ---------------------------------------------------------------- for `cargo xtask bench`
+
+/// `up` in `dir` instead of `target/cluster/`, so a benchmark never touches the
+/// cluster a user runs; returns the gateway's HTTP address.
+pub(crate) fn up_at(
+    dir: &Path,
+    nodes: u16,
+    gateway_port: u16,
+    (n, w, r): (usize, usize, usize),
+    no_build: bool,
+) -> Result<String, String> {
+    let dirs = Dirs {
+        cluster: dir.to_path_buf(),
+        ..Dirs::new()
+    };
+    let args = UpArgs {
+        nodes,
+        gateway_port,
+        n,
+        w,
+        r,
+        no_build,
+    };
+    lifecycle::up(&dirs, &args)?;
+    State::load_required(&dirs)?
+        .gateway
+        .http
+        .ok_or_else(|| "the cluster state has no gateway address".into())
+}
+
+/// `down --wipe` for a cluster [`up_at`] started.
+pub(crate) fn down_at(dir: &Path) -> Result<(), String> {
+    let dirs = Dirs {
+        cluster: dir.to_path_buf(),
+        ..Dirs::new()
+    };
+    lifecycle::down(&dirs, true)
+}
