@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod ci;
 mod cluster;
+mod http;
 mod sim;
 
 /// Shoal project commands.

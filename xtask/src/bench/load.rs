@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::hist::Histogram;
 use super::proto::{self, Reply};
+use crate::http;
 
 /// Bound on one request, connect included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -261,8 +262,8 @@ impl Client {
                 if let Some(ctx) = &self.contexts[slot] {
                     headers.push(("X-Shoal-Context", ctx));
                 }
-                let req = proto::request("PUT", &path, "bench", &headers, &self.keys.value);
-                let r = self.conn.roundtrip(&req, proto::parse_response).await?;
+                let req = http::request("PUT", &path, "bench", &headers, &self.keys.value);
+                let r = self.conn.roundtrip(&req, http::parse_response).await?;
                 if r.close {
                     self.conn.stream = None;
                 }
@@ -275,8 +276,8 @@ impl Client {
             }
             (Target::Shoal { get_query, .. }, Op::Get) => {
                 let path = format!("/v1/kv/{name}{get_query}");
-                let req = proto::request("GET", &path, "bench", &[], b"");
-                let r = self.conn.roundtrip(&req, proto::parse_response).await?;
+                let req = http::request("GET", &path, "bench", &[], b"");
+                let r = self.conn.roundtrip(&req, http::parse_response).await?;
                 if r.close {
                     self.conn.stream = None;
                 }
@@ -313,14 +314,14 @@ impl Client {
                 } else {
                     ("/v3/kv/range", format!(r#"{{"key":"{key}"}}"#))
                 };
-                let req = proto::request(
+                let req = http::request(
                     "POST",
                     path,
                     "bench",
                     &[("Content-Type", "application/json")],
                     body.as_bytes(),
                 );
-                let r = self.conn.roundtrip(&req, proto::parse_response).await?;
+                let r = self.conn.roundtrip(&req, http::parse_response).await?;
                 if r.close {
                     self.conn.stream = None;
                 }

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: an HTTP load generator against a Shoal cluster, and with
 //! `--compare` the same workload against Redis and etcd in the same run.
 //!
-//! Layout: `proto` (HTTP/1.1 and RESP parsing, pure), `hist` (latency
+//! Layout: `proto` (RESP parsing and Shoal's error bodies, pure; HTTP/1.1 is
+//! [`crate::http`], shared with `cargo xtask cluster`), `hist` (latency
 //! histogram, pure), `load` (closed-loop clients, progress line, idle latency),
 //! `servers` (starting and stopping the systems under test). This file parses
 //! the arguments, runs the phases and prints the report.

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::{interrupted, proto};
-use crate::cluster;
+use crate::{cluster, http};
 
 /// How long Redis and etcd get to answer after their start.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -84,17 +84,17 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// One GET on a fresh connection, bounded by `PROBE_TIMEOUT`.
-pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Result<proto::Response, String> {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Result<http::Response, String> {
     let get = async {
         let mut s = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        s.write_all(&proto::request("GET", path, "bench", &[], b""))
+        s.write_all(&http::request("GET", path, "bench", &[], b""))
             .await
             .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         loop {
-            if let Some((r, _)) = proto::parse_response(&buf)? {
+            if let Some((r, _)) = http::parse_response(&buf)? {
                 return Ok(r);
             }
             if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {

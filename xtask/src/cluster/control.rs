@@ -191,7 +191,7 @@ pub(super) fn wait_joined(state: &State, id: &str) -> Result<(), String> {
     let started = Instant::now();
     loop {
         let joining = http_get(&http, "/v1/cluster").ok().and_then(|r| {
-            let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
             v.get("members")?
                 .as_array()?
                 .iter()

@@ -186,7 +186,7 @@ pub(super) fn ready(http: &str, state: &State) -> Result<(), String> {
         return Err(format!(
             "/health answered {}: {}",
             health.status,
-            health.body.trim()
+            String::from_utf8_lossy(&health.body).trim()
         ));
     }
     let view = cluster_view(http)?;
