@@ -34,11 +34,11 @@ pub(super) fn pick_port(preferred: u16, taken: &[String]) -> Result<String, Stri
     Err("cannot find a free port".into())
 }
 
-pub(super) fn toml_str(s: &str) -> String {
+fn toml_str(s: &str) -> String {
     format!("{s:?}")
 }
 
-pub(super) fn seeds_toml(seeds: &[String]) -> String {
+fn seeds_toml(seeds: &[String]) -> String {
     let items: Vec<String> = seeds.iter().map(|s| toml_str(s)).collect();
     format!("[{}]", items.join(", "))
 }

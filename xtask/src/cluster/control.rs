@@ -71,7 +71,7 @@ pub(super) fn start(dirs: &Dirs, name: &str) -> Result<(), String> {
 
 /// Waits until `id` is alive in the gateway's view (or, for the gateway itself
 /// or with no gateway running, until its process has stayed up for a while).
-pub(super) fn wait_started(
+fn wait_started(
     dirs: &Dirs,
     state: &State,
     id: &str,
@@ -182,7 +182,7 @@ pub(super) fn add(dirs: &Dirs) -> Result<(), String> {
 const JOIN_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Waits until the gateway shows `id` as no longer joining.
-pub(super) fn wait_joined(state: &State, id: &str) -> Result<(), String> {
+fn wait_joined(state: &State, id: &str) -> Result<(), String> {
     let Some(http) = state.gateway.http.clone().filter(|_| alive(&state.gateway)) else {
         println!("{id} is joining; no gateway runs to watch it finish (see its log)");
         return Ok(());

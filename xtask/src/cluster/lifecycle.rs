@@ -180,7 +180,7 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
 }
 
 /// `Ok` once `/health` is 200 and `/v1/cluster` lists every node alive.
-pub(super) fn ready(http: &str, state: &State) -> Result<(), String> {
+fn ready(http: &str, state: &State) -> Result<(), String> {
     let health = http_get(http, "/health")?;
     if health.status != 200 {
         return Err(format!(
@@ -207,7 +207,7 @@ pub(super) fn ready(http: &str, state: &State) -> Result<(), String> {
 }
 
 /// Stops what a failed `up` started, keeping the logs.
-pub(super) fn teardown(dirs: &Dirs, state: &mut State, children: Vec<(usize, Child, u64)>) {
+fn teardown(dirs: &Dirs, state: &mut State, children: Vec<(usize, Child, u64)>) {
     for (_, mut child, _) in children {
         let _ = signal(child.id(), "TERM");
         let until = Instant::now() + Duration::from_secs(5);
@@ -234,7 +234,7 @@ pub(super) fn teardown(dirs: &Dirs, state: &mut State, children: Vec<(usize, Chi
     );
 }
 
-pub(super) fn print_summary(dirs: &Dirs, state: &State) {
+fn print_summary(dirs: &Dirs, state: &State) {
     let http = state.gateway.http.as_deref().unwrap_or("?");
     println!(
         "Shoal cluster up: {} nodes, N={} W={} R={}",

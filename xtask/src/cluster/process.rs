@@ -128,7 +128,7 @@ pub(super) fn log_since(log: &Path, offset: u64) -> String {
 }
 
 /// The last lines of `log` from `offset` on.
-pub(super) fn tail(log: &Path, offset: u64) -> String {
+fn tail(log: &Path, offset: u64) -> String {
     let text = log_since(log, offset);
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(TAIL_LINES);

@@ -34,7 +34,7 @@ impl Dirs {
         }
     }
 
-    pub(super) fn state_file(&self) -> PathBuf {
+    fn state_file(&self) -> PathBuf {
         self.cluster.join("state.json")
     }
 
