@@ -1,6 +1,7 @@
 //! The systems under test, started and stopped by the bench: a Shoal cluster of
-//! its own (through `crate::cluster`, in `target/bench/cluster/` so a cluster the
-//! user runs in `target/cluster/` is left alone), Redis and a 3-member etcd
+//! its own (through `crate::cluster`, in `target/bench/cluster/`, with a
+//! cluster secret of its own there, so a cluster the user runs in
+//! `target/cluster/` is left alone), Redis and a 3-member etcd
 //! cluster. Each is a guard whose `Drop` stops what it started, so an error or
 //! an interrupt part-way never leaves processes behind.
 

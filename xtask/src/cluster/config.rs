@@ -43,13 +43,23 @@ fn seeds_toml(seeds: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State) -> String {
+/// The `[security]` section: the processes refuse to start without a secret,
+/// and read it from a file so that it never shows in `ps` or in the configs.
+fn security_toml(secret: &Path) -> String {
+    format!(
+        "[security]\ncluster_secret_file = {}\n\n",
+        toml_str(&secret.to_string_lossy())
+    )
+}
+
+pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) -> String {
     let data = p.data_dir.as_deref().unwrap_or(Path::new("data"));
     format!(
         "# Written by `cargo xtask cluster`; SHOAL_* environment variables override any key.\n\
          [member]\nid = {}\nlisten = {}\nadvertise = {}\nseeds = {}\nweight = 1\ndata_dir = {}\n\n\
          [replication]\nn = {}\nw = {}\nr = {}\n\n\
          [storage]\nsync = \"always\"\n\n\
+         {}\
          [log]\nfilter = \"info\"\n",
         toml_str(&p.id),
         toml_str(&p.listen),
@@ -59,16 +69,18 @@ pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State) -> String {
         s.n,
         s.w,
         s.r,
+        security_toml(secret),
     )
 }
 
-pub(super) fn gateway_config(p: &Proc, seeds: &[String], s: &State) -> String {
+pub(super) fn gateway_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) -> String {
     let data = p.data_dir.as_deref().unwrap_or(Path::new("data"));
     format!(
         "# Written by `cargo xtask cluster`; SHOAL_* environment variables override any key.\n\
          [member]\nid = {}\nlisten = {}\nadvertise = {}\nseeds = {}\ndata_dir = {}\n\n\
          [replication]\nn = {}\nw = {}\nr = {}\n\n\
          [http]\nlisten = {}\n\n\
+         {}\
          [log]\nfilter = \"info\"\n",
         toml_str(&p.id),
         toml_str(&p.listen),
@@ -79,6 +91,7 @@ pub(super) fn gateway_config(p: &Proc, seeds: &[String], s: &State) -> String {
         s.w,
         s.r,
         toml_str(p.http.as_deref().unwrap_or("127.0.0.1:8080")),
+        security_toml(secret),
     )
 }
 
@@ -113,25 +126,65 @@ pub(super) fn shoal_env() -> BTreeMap<String, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn configs_use_only_schema_keys_and_quote_strings() {
-        let dirs = Dirs::new();
+    fn cluster_in(dir: &Path) -> (Dirs, State) {
+        let dirs = Dirs {
+            cluster: dir.to_path_buf(),
+            ..Dirs::new()
+        };
         let p = node_proc(&dirs, 2, "127.0.0.1:7102".into());
+        let gateway = Proc {
+            id: "gateway-1".into(),
+            binary: "shoal-gateway".into(),
+            listen: "127.0.0.1:7100".into(),
+            http: Some("127.0.0.1:8080".into()),
+            config: dir.join("gateway.toml"),
+            log: dir.join("gateway.log"),
+            data_dir: Some(dir.join("gateway")),
+            pid: None,
+        };
         let state = State {
             n: 3,
             w: 2,
             r: 2,
             env: BTreeMap::new(),
-            gateway: p.clone(),
-            nodes: vec![p.clone()],
+            gateway,
+            nodes: vec![p],
         };
+        (dirs, state)
+    }
+
+    #[test]
+    fn configs_use_only_schema_keys_and_quote_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dirs, state) = cluster_in(dir.path());
         let text = node_config(
-            &p,
+            &state.nodes[0],
             &["127.0.0.1:7101".into(), "127.0.0.1:7102".into()],
             &state,
+            &dirs.secret_file(),
         );
         assert!(text.contains("id = \"node-2\""));
         assert!(text.contains("seeds = [\"127.0.0.1:7101\", \"127.0.0.1:7102\"]"));
         assert!(text.contains("[replication]\nn = 3\nw = 2\nr = 2"));
+    }
+
+    #[test]
+    fn every_config_names_the_secret_file_by_its_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dirs, state) = cluster_in(dir.path());
+        let secret = dirs.secret_file();
+        assert!(secret.is_absolute());
+        assert_eq!(secret, dir.path().join("cluster.secret"));
+        let section = format!(
+            "\n[security]\ncluster_secret_file = \"{}\"\n",
+            secret.display()
+        );
+        let seeds = ["127.0.0.1:7102".to_string()];
+        let node = node_config(&state.nodes[0], &seeds, &state, &secret);
+        let gateway = gateway_config(&state.gateway, &seeds, &state, &secret);
+        for text in [node, gateway] {
+            assert_eq!(text.matches(&section).count(), 1, "{text}");
+            assert_eq!(text.matches("[security]").count(), 1, "{text}");
+        }
     }
 }

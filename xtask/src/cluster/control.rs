@@ -8,6 +8,7 @@ use super::config::{node_config, node_proc, pick_port, write_config, BASE_PORT};
 use super::process::{
     alive, died_message, log_since, pid_text, signal, spawn, wait_dead, STOP_DEADLINE,
 };
+use super::secret;
 use super::state::{Dirs, Proc, State};
 use super::view::{cluster_view, http_get, member_alive};
 
@@ -61,6 +62,9 @@ pub(super) fn start(dirs: &Dirs, name: &str) -> Result<(), String> {
         println!("{} is already running (pid {})", p.id, pid_text(p));
         return Ok(());
     }
+    // Its config names the secret `up` made; a process refuses to start
+    // without it, and this says why more plainly than its log would.
+    secret::check(&dirs.secret_file())?;
     let proc_copy = p.clone();
     let (child, offset) = spawn(dirs, &proc_copy, &env)?;
     p.pid = Some(child.id());
@@ -147,6 +151,9 @@ fn wait_started(
 
 pub(super) fn add(dirs: &Dirs) -> Result<(), String> {
     let mut state = State::load_required(dirs)?;
+    // Never a new secret here: the running members hold the one `up` made.
+    let secret = dirs.secret_file();
+    secret::check(&secret)?;
     let i = state
         .nodes
         .iter()
@@ -164,8 +171,11 @@ pub(super) fn add(dirs: &Dirs) -> Result<(), String> {
     // Same seeds as everyone else: the original nodes.
     let seeds: Vec<String> = state.nodes.iter().map(|n| n.listen.clone()).collect();
     // `join = true`: stream the gained ranges before serving reads for them.
-    let config =
-        node_config(&p, &seeds, &state).replacen("[member]\n", "[member]\njoin = true\n", 1);
+    let config = node_config(&p, &seeds, &state, &secret).replacen(
+        "[member]\n",
+        "[member]\njoin = true\n",
+        1,
+    );
     write_config(dirs, &p, &config)?;
     let (child, offset) = spawn(dirs, &p, &state.env)?;
     let id = p.id.clone();

@@ -10,6 +10,7 @@ use super::config::{
     BASE_PORT,
 };
 use super::process::{alive, died_message, pid_text, signal, spawn, wait_dead, STOP_DEADLINE};
+use super::secret;
 use super::state::{Dirs, Proc, State};
 use super::view::{cluster_view, http_get, member_alive};
 use super::UpArgs;
@@ -52,6 +53,13 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
             a.gateway_port, a.gateway_port
         ));
     }
+    // Before the build, so that a refused secret is reported at once.
+    fs::create_dir_all(&dirs.cluster)
+        .map_err(|e| format!("cannot create {}: {e}", dirs.show(&dirs.cluster)))?;
+    let secret = dirs.secret_file();
+    if secret::ensure(&secret)? {
+        eprintln!("created the cluster secret {}", dirs.show(&secret));
+    }
     if !a.no_build {
         let mut build = cargo();
         build.current_dir(&dirs.root).args([
@@ -73,8 +81,6 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
             ));
         }
     }
-    fs::create_dir_all(&dirs.cluster)
-        .map_err(|e| format!("cannot create {}: {e}", dirs.show(&dirs.cluster)))?;
 
     // Ports: the gateway's gossip port first, then one per node.
     let mut taken = vec![http.clone()];
@@ -107,12 +113,12 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
     };
     let seeds: Vec<String> = state.nodes.iter().map(|p| p.listen.clone()).collect();
     for p in &state.nodes {
-        write_config(dirs, p, &node_config(p, &seeds, &state))?;
+        write_config(dirs, p, &node_config(p, &seeds, &state, &secret))?;
     }
     write_config(
         dirs,
         &state.gateway,
-        &gateway_config(&state.gateway, &seeds, &state),
+        &gateway_config(&state.gateway, &seeds, &state, &secret),
     )?;
 
     // Start everything, recording each pid as soon as it exists so a failure
@@ -260,6 +266,10 @@ fn print_summary(dirs: &Dirs, state: &State) {
     println!(
         "configs, logs ({{node-i,gateway}}.log) and data: {}/",
         dirs.show(&dirs.cluster)
+    );
+    println!(
+        "cluster secret (every process and shoal-admin need it): {}",
+        dirs.show(&dirs.secret_file())
     );
     println!("try:   curl -i -X PUT --data-binary hello http://{http}/v1/kv/greeting");
     println!("       curl -i http://{http}/v1/kv/greeting");

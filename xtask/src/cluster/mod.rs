@@ -2,8 +2,8 @@
 //! background, for trying things by hand, tests and benchmarks.
 //!
 //! Everything lives under `target/cluster/`: one TOML config per process, one log
-//! per process, node data under `node-i/data`, and `state.json` with the pids and
-//! addresses. Processes run in their own process group, so they outlive `xtask`
+//! per process, node data under `node-i/data`, `state.json` with the pids and
+//! addresses, and `cluster.secret`, which every process and `shoal-admin` need. Processes run in their own process group, so they outlive `xtask`
 //! and a Ctrl-C in the terminal that started them; `down` stops them.
 //!
 //! `SHOAL_*` variables given to `up` reach every process (they inherit the
@@ -11,7 +11,8 @@
 //! them to the processes they start later too.
 //!
 //! The submodules split by duty and depend only downwards: `state` (paths and
-//! the state file) and `view` (the gateway's HTTP answers) need no sibling;
+//! the state file), `secret` (the cluster secret) and `view` (the gateway's
+//! HTTP answers) need no sibling;
 //! `process` and `config` build on `state`; the commands (`lifecycle`,
 //! `control`, `status`, `admin`) build on those and never on each other.
 
@@ -20,6 +21,7 @@ mod config;
 mod control;
 mod lifecycle;
 mod process;
+mod secret;
 mod state;
 mod status;
 mod view;
@@ -91,7 +93,7 @@ struct NodeArg {
 
 #[derive(Args)]
 struct DownArgs {
-    /// Also delete `target/cluster/` (configs, logs and all data).
+    /// Also delete `target/cluster/` (configs, logs, all data and the cluster secret).
     #[arg(long)]
     wipe: bool,
 }

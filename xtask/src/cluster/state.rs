@@ -38,6 +38,13 @@ impl Dirs {
         self.cluster.join("state.json")
     }
 
+    /// Absolute, because the processes read it from their config and run
+    /// from the workspace root.
+    pub(super) fn secret_file(&self) -> PathBuf {
+        let path = self.cluster.join("cluster.secret");
+        std::path::absolute(&path).unwrap_or(path)
+    }
+
     pub(super) fn binary(&self, name: &str) -> PathBuf {
         self.target.join("release").join(name)
     }
