@@ -1,13 +1,28 @@
 //! `repair` and `decommission`, which `shoal-admin` carries out over the
 //! node's RPC (xtask stays free of the RPC stack).
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::Command;
 
 use super::process::{alive, wait_dead, STOP_DEADLINE};
+use super::secret;
 use super::state::{Dirs, Proc, State};
 
-/// Runs `shoal-admin COMMAND ADDR` for a running node and passes its output on.
-pub(super) fn admin(dirs: &Dirs, command: &str, p: &Proc) -> Result<(), String> {
+/// `shoal-admin`'s arguments: the node accepts commands only from holders of
+/// the cluster secret, given as a file so that it never shows in `ps`.
+fn admin_args(secret: &Path, command: &str, addr: &str) -> Vec<OsString> {
+    vec![
+        "--secret-file".into(),
+        secret.into(),
+        command.into(),
+        addr.into(),
+    ]
+}
+
+/// Runs `shoal-admin --secret-file FILE COMMAND ADDR` for a running node and
+/// passes its output on.
+fn admin(dirs: &Dirs, command: &str, p: &Proc) -> Result<(), String> {
     let binary = dirs.binary("shoal-admin");
     if !binary.exists() {
         return Err(format!(
@@ -15,8 +30,10 @@ pub(super) fn admin(dirs: &Dirs, command: &str, p: &Proc) -> Result<(), String> 
             dirs.show(&binary)
         ));
     }
+    let secret = dirs.secret_file();
+    secret::check(&secret)?;
     let status = Command::new(&binary)
-        .args([command, p.listen.as_str()])
+        .args(admin_args(&secret, command, &p.listen))
         .status()
         .map_err(|e| format!("cannot run {}: {e}", dirs.show(&binary)))?;
     if status.success() {
@@ -58,4 +75,27 @@ pub(super) fn decommission(dirs: &Dirs, name: &str) -> Result<(), String> {
     println!("{} left the ring and stopped", p.id);
     state.find_mut(name)?.pid = None;
     state.save(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shoal_admin_gets_the_secret_file_before_the_command() {
+        let args = admin_args(
+            Path::new("/w/target/cluster/cluster.secret"),
+            "repair",
+            "127.0.0.1:7102",
+        );
+        assert_eq!(
+            args,
+            [
+                "--secret-file",
+                "/w/target/cluster/cluster.secret",
+                "repair",
+                "127.0.0.1:7102"
+            ]
+        );
+    }
 }
