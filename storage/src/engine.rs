@@ -18,6 +18,10 @@ use crate::options::{Background, Options, SyncMode};
 use crate::sstable::{table_path, BlockCache, Entry, Table, TableBuilder, TableIter};
 use crate::wal::{self, encode_record, segment_path, Damage, LogWriter, Op};
 
+mod compaction_policy;
+
+use compaction_policy::Choice;
+
 /// Bytes buffered in memory before the log buffer is written to the OS even when no
 /// fsync is due; bounds what a process crash loses under `Never`/`Periodic`.
 const LOG_BUFFER: usize = 256 << 10;
@@ -1056,44 +1060,18 @@ impl Shared {
         self.bg_cv.notify_all();
     }
 
-    /// How many of the newest tables to merge: the longest newest-first run in which
-    /// each next table is at most twice the run so far (so similar sizes merge and a
-    /// big old table is rewritten only when the newer data has grown comparable,
-    /// keeping write amplification logarithmic).
-    fn pick(&self, tables: &[Arc<Table>]) -> usize {
-        let n = tables.len();
-        if n < self.opts.compaction_trigger.max(2) {
-            return 0;
-        }
-        let mut sum = tables[0].size;
-        let mut k = 1;
-        while k < n && tables[k].size <= sum.saturating_mul(2) {
-            sum += tables[k].size;
-            k += 1;
-        }
-        if k < 2 {
-            k = self.opts.compaction_trigger.max(2).min(n);
-        }
-        k
-    }
-
     /// One compaction of the newest tables (all of them if `full`); `false` if none
     /// was due.
     fn compact_once(&self, full: bool) -> Result<bool> {
         let _c = lock(&self.compaction_lock);
         let v = self.version();
-        let k = if full {
-            v.tables.len()
-        } else {
-            self.pick(&v.tables)
-        };
-        if k == 0 {
+        let sizes: Vec<u64> = v.tables.iter().map(|t| t.size).collect();
+        let Some(Choice { tables: k, bottom }) =
+            compaction_policy::choose(&sizes, self.opts.compaction_trigger, full)
+        else {
             return Ok(false);
-        }
+        };
         let picked: Vec<Arc<Table>> = v.tables[..k].to_vec();
-        // Nothing older than the oldest table exists, so only then may tombstones
-        // (and filtered values) vanish; elsewhere they must keep shadowing.
-        let bottom = k == v.tables.len();
         let sources = picked
             .iter()
             .map(|t| {
