@@ -1,10 +1,10 @@
 //! The engine: ties the commit log, memtables, tables and manifest together.
 //!
 //! This file keeps the public [`Engine`] API, the state its handle shares with the
-//! background threads (`Shared`) and `install`, the one step both table-writing jobs
-//! share. Each duty is a submodule (an `impl Shared` block, or free functions), and
-//! the submodules call each other in one direction only, so each can be read knowing
-//! only the ones below it:
+//! background threads ([`Shared`], whose doc gives the lock order) and `install`, the
+//! one step both table-writing jobs share. Each duty is a submodule (an `impl Shared`
+//! block, or free functions), and the submodules call each other in one direction
+//! only, so each can be read knowing only the ones below it:
 //!
 //! - `write`: validation, back-pressure, append, memtable freeze; uses `background`
 //!   (inline work after a write) and `group_commit`.
@@ -175,6 +175,53 @@ struct Counters {
     bloom_fp: AtomicU64,
 }
 
+/// The state the [`Engine`] handle shares with its background threads.
+///
+/// # Lock order
+///
+/// While holding one of the numbered locks a thread takes only locks further down
+/// the list, never one above it; every path that holds two at once keeps to this, so
+/// they cannot deadlock:
+///
+/// 1. `flush_lock` or `compaction_lock`. Each serialises one job for its whole run
+///    (read the table set, write a table, `install` it), so two flushes never write
+///    the same memtable and two compactions never merge the same tables. They come
+///    first because the job takes the others while holding one. No thread holds both:
+///    a flush and a compaction may run at once, and `install` keeps them consistent.
+/// 2. `write`. `freeze` runs under it (from `append` when the memtable fills, and from
+///    `Engine::flush`) and takes `version` to publish the new memtable before any
+///    writer can append to it; `close` keeps it while it reads `manifest`, so that no
+///    writer rotates the log while it fsyncs the older segments.
+/// 3. `manifest`. `install` keeps it from reading the current tables to publishing
+///    the new `version`: tables change only under it, so the list it computes from
+///    cannot go stale, and readers never see a table set the manifest has not
+///    committed.
+/// 4. `version`. Nothing is taken under it; readers hold it only to clone the `Arc`.
+///
+/// `sync` and `bg` are outside that chain:
+///
+/// - `sync` is never held with another lock. The group commit leader drops it before
+///   taking `write` to drain the buffer, and a waiter drops it before building a
+///   `Stalled` error, which reads `bg`.
+/// - `bg` is a leaf: nothing is taken under it. A flush takes it under `flush_lock`
+///   (to request a compaction); every other path takes it alone. `wait_for_room`
+///   drops it before `stalled`, which takes it again (these mutexes are not
+///   reentrant).
+///
+/// `sync_cv` waits with `sync` and `bg_cv` with `bg`. Some conditions change outside
+/// the paired mutex (the memtable count is an atomic that `freeze` and `flush_one`
+/// change and then notify; `compact_loop` drops `bg` between checking
+/// `compact_wanted` and waiting), so a wait can miss its wakeup. Every wait therefore
+/// has a timeout and rechecks its condition: a missed wakeup costs at most one
+/// timeout, 100 ms to a writer waiting for room, 500 ms to the flush thread and 1 s
+/// to the compaction thread. `shutdown` and `synced` change only under their mutex,
+/// and every wait checks them under it, so those wakeups are never missed.
+///
+/// The locks inside a memtable, the block cache and the file system are leaves
+/// below all of these and never call back into the engine. The [`Engine`]'s own
+/// `threads` and `dir_lock` are taken only by `close`, one after the other and with
+/// none of these held; it joins the threads while holding `threads`, which they
+/// never touch.
 struct Shared {
     dir: PathBuf,
     opts: Options,
