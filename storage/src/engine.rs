@@ -1,47 +1,54 @@
 //! The engine: ties the commit log, memtables, tables and manifest together.
+//!
+//! This file keeps the public [`Engine`] API, the state its handle shares with the
+//! background threads ([`Shared`], whose doc gives the lock order) and `install`, the
+//! one step both table-writing jobs share. Each duty is a submodule (an `impl Shared`
+//! block, or free functions), and the submodules call each other in one direction
+//! only, so each can be read knowing only the ones below it:
+//!
+//! - `write`: validation, back-pressure, append, memtable freeze; uses `background`
+//!   (inline work after a write) and `group_commit`.
+//! - `background`: the threads and their inline stand-in; uses `flush`,
+//!   `compaction` and `group_commit`.
+//! - `flush`, `compaction`: the two jobs that write tables; `compaction` asks the
+//!   pure `compaction_policy` what to merge.
+//! - `group_commit`: one fsync for every waiting writer.
+//! - `recovery`: what `open` does before the engine exists.
+//! - `files`: file names and table writing, for recovery and both jobs.
 
-use std::collections::HashSet;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::bloom;
 use crate::error::{io_err, Error, Result};
 use crate::fs::OpenMode;
 use crate::iter::{Iter, MemIter, Merger, Source};
-use crate::manifest::{self, Manifest};
+use crate::manifest::Manifest;
 use crate::memtable::Memtable;
 use crate::options::{Background, Options, SyncMode};
-use crate::sstable::{table_path, BlockCache, Entry, Table, TableBuilder, TableIter};
-use crate::wal::{self, encode_record, segment_path, Damage, LogWriter, Op};
+use crate::sstable::{BlockCache, Table, TableIter};
+use crate::wal::{LogWriter, Op};
 
-/// Bytes buffered in memory before the log buffer is written to the OS even when no
-/// fsync is due; bounds what a process crash loses under `Never`/`Periodic`.
-const LOG_BUFFER: usize = 256 << 10;
+mod background;
+mod compaction;
+mod compaction_policy;
+mod files;
+mod flush;
+mod group_commit;
+mod recovery;
+mod write;
+
+use files::parse_name;
+pub use recovery::RecoveryReport;
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves its data
 /// consistent at each step, and a stuck lock would hang every later caller.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// What recovery found when the engine was opened.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Live tables opened.
-    pub tables: usize,
-    /// Commit log segments replayed.
-    pub segments_replayed: usize,
-    /// Records (write batches) replayed from the commit log.
-    pub records_replayed: u64,
-    /// Torn records cut from the end of a segment: writes that were in flight at the
-    /// crash and never acknowledged under `SyncMode::Always`.
-    pub torn_tails: Vec<Damage>,
-    /// Mid-segment damage skipped under `WalRecovery::Salvage`.
-    pub salvaged: Vec<Damage>,
 }
 
 /// Counters for monitoring and benchmarks, from [`Engine::stats`].
@@ -168,6 +175,53 @@ struct Counters {
     bloom_fp: AtomicU64,
 }
 
+/// The state the [`Engine`] handle shares with its background threads.
+///
+/// # Lock order
+///
+/// While holding one of the numbered locks a thread takes only locks further down
+/// the list, never one above it; every path that holds two at once keeps to this, so
+/// they cannot deadlock:
+///
+/// 1. `flush_lock` or `compaction_lock`. Each serialises one job for its whole run
+///    (read the table set, write a table, `install` it), so two flushes never write
+///    the same memtable and two compactions never merge the same tables. They come
+///    first because the job takes the others while holding one. No thread holds both:
+///    a flush and a compaction may run at once, and `install` keeps them consistent.
+/// 2. `write`. `freeze` runs under it (from `append` when the memtable fills, and from
+///    `Engine::flush`) and takes `version` to publish the new memtable before any
+///    writer can append to it; `close` keeps it while it reads `manifest`, so that no
+///    writer rotates the log while it fsyncs the older segments.
+/// 3. `manifest`. `install` keeps it from reading the current tables to publishing
+///    the new `version`: tables change only under it, so the list it computes from
+///    cannot go stale, and readers never see a table set the manifest has not
+///    committed.
+/// 4. `version`. Nothing is taken under it; readers hold it only to clone the `Arc`.
+///
+/// `sync` and `bg` are outside that chain:
+///
+/// - `sync` is never held with another lock. The group commit leader drops it before
+///   taking `write` to drain the buffer, and a waiter drops it before building a
+///   `Stalled` error, which reads `bg`.
+/// - `bg` is a leaf: nothing is taken under it. A flush takes it under `flush_lock`
+///   (to request a compaction); every other path takes it alone. `wait_for_room`
+///   drops it before `stalled`, which takes it again (these mutexes are not
+///   reentrant).
+///
+/// `sync_cv` waits with `sync` and `bg_cv` with `bg`. Some conditions change outside
+/// the paired mutex (the memtable count is an atomic that `freeze` and `flush_one`
+/// change and then notify; `compact_loop` drops `bg` between checking
+/// `compact_wanted` and waiting), so a wait can miss its wakeup. Every wait therefore
+/// has a timeout and rechecks its condition: a missed wakeup costs at most one
+/// timeout, 100 ms to a writer waiting for room, 500 ms to the flush thread and 1 s
+/// to the compaction thread. `shutdown` and `synced` change only under their mutex,
+/// and every wait checks them under it, so those wakeups are never missed.
+///
+/// The locks inside a memtable, the block cache and the file system are leaves
+/// below all of these and never call back into the engine. The [`Engine`]'s own
+/// `threads` and `dir_lock` are taken only by `close`, one after the other and with
+/// none of these held; it joins the threads while holding `threads`, which they
+/// never touch.
 struct Shared {
     dir: PathBuf,
     opts: Options,
@@ -209,75 +263,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The file whose lock marks the directory as in use by one engine.
-const LOCK_FILE: &str = "LOCK";
-
-fn parse_name(name: &str) -> Option<(u64, &str)> {
-    let (stem, ext) = name.split_once('.')?;
-    if stem.len() != 16 {
-        return None;
-    }
-    Some((stem.parse().ok()?, ext))
-}
-
-/// Writes `entries` (ascending) to table `id`; `None` if there were none. A partial
-/// file is removed on failure.
-fn write_table(
-    dir: &Path,
-    id: u64,
-    opts: &Options,
-    entries: impl Iterator<Item = Result<Entry>>,
-) -> Result<Option<Arc<Table>>> {
-    build_table(dir, id, opts, |b| {
-        for e in entries {
-            let (k, v) = e?;
-            b.add(&k, v.as_deref())?;
-        }
-        Ok(())
-    })
-}
-
-/// Writes a table from a memtable, borrowing its entries instead of copying them.
-fn write_memtable(
-    dir: &Path,
-    id: u64,
-    opts: &Options,
-    mem: &Memtable,
-) -> Result<Option<Arc<Table>>> {
-    build_table(dir, id, opts, |b| mem.for_each_entry(|k, v| b.add(k, v)))
-}
-
-fn build_table(
-    dir: &Path,
-    id: u64,
-    opts: &Options,
-    fill: impl FnOnce(&mut TableBuilder) -> Result<()>,
-) -> Result<Option<Arc<Table>>> {
-    let path = table_path(dir, id);
-    let fs = &*opts.fs;
-    let build = || -> Result<Option<Arc<Table>>> {
-        let mut b =
-            TableBuilder::create(fs, path.clone(), opts.block_bytes, opts.bloom_bits_per_key)?;
-        fill(&mut b)?;
-        if b.entries() == 0 {
-            drop(b);
-            fs.remove_file(&path)
-                .map_err(io_err(&path, "remove empty table"))?;
-            return Ok(None);
-        }
-        b.finish()?;
-        // The manifest will name this table; its directory entry must be durable
-        // before that, or a crash leaves a manifest naming a missing file.
-        manifest::sync_dir(fs, dir)?;
-        Ok(Some(Arc::new(Table::open(fs, path.clone(), id)?)))
-    };
-    let r = build();
-    if r.is_err() {
-        let _ = fs.remove_file(&path);
-    }
-    r
-}
-
 impl Engine {
     /// Opens (creating if needed) the engine in `dir` and recovers it.
     ///
@@ -297,87 +282,14 @@ impl Engine {
                 ));
             }
         }
-        let fs = opts.fs.clone();
-        fs.create_dir_all(&dir)
-            .map_err(io_err(&dir, "create data directory"))?;
-        // Before reading anything: a second engine on this directory would replay
-        // the same log and delete files the first one still uses.
-        let lock_path = dir.join(LOCK_FILE);
-        let dir_lock = match fs.lock(&lock_path) {
-            Ok(guard) => guard,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(Error::Locked { path: lock_path })
-            }
-            Err(e) => return Err(io_err(&lock_path, "lock data directory")(e)),
-        };
-        let mut man = Manifest::load(&*fs, &dir)?.unwrap_or_default();
-        let mut report = RecoveryReport::default();
-        let live: HashSet<u64> = man.tables.iter().copied().collect();
-        let mut segments = Vec::new();
-        let mut max_id = 0;
-        for name in fs.list(&dir).map_err(io_err(&dir, "list data directory"))? {
-            // Removals here need no directory fsync: a file that comes back after a
-            // crash is recognised and removed again by the next open.
-            if name == "MANIFEST.tmp" {
-                let _ = fs.remove_file(&dir.join(&name));
-                continue;
-            }
-            let Some((id, ext)) = parse_name(&name) else {
-                continue;
-            };
-            max_id = max_id.max(id);
-            match ext {
-                "log" => segments.push(id),
-                // A table not in the manifest is the output of a flush or compaction
-                // that crashed before committing; its data is still elsewhere.
-                "sst" if !live.contains(&id) => {
-                    let _ = fs.remove_file(&dir.join(&name));
-                }
-                _ => {}
-            }
-        }
-        segments.sort_unstable();
-        let mut tables = Vec::with_capacity(man.tables.len());
-        for &id in &man.tables {
-            tables.push(Arc::new(Table::open(&*fs, table_path(&dir, id), id)?));
-        }
-        let next_file = AtomicU64::new(man.next_file.max(max_id + 1));
-
-        let mem = Memtable::new();
-        let mut replayed = Vec::new();
-        for &id in &segments {
-            let path = segment_path(&dir, id);
-            if id < man.log_number {
-                let _ = fs.remove_file(&path);
-                continue;
-            }
-            let r = wal::replay_segment(&*fs, &path, opts.wal_recovery, |ops| mem.apply(ops))?;
-            report.segments_replayed += 1;
-            report.records_replayed += r.records;
-            report.torn_tails.extend(r.torn_tail);
-            report.salvaged.extend(r.salvaged);
-            replayed.push(path);
-        }
-        let log_id = next_file.fetch_add(1, Ordering::SeqCst);
-        let log = LogWriter::create(&*fs, &dir, log_id)?;
-        if !mem.is_empty() {
-            let id = next_file.fetch_add(1, Ordering::SeqCst);
-            if let Some(t) = write_memtable(&dir, id, &opts, &mem)? {
-                tables.insert(0, t);
-            }
-        }
-        man = Manifest {
-            next_file: next_file.load(Ordering::SeqCst),
-            log_number: log_id,
-            tables: tables.iter().map(|t| t.id).collect(),
-        };
-        man.store(&*fs, &dir)?;
-        for p in replayed {
-            if let Err(e) = fs.remove_file(&p) {
-                tracing::warn!(path = %p.display(), error = %e, "could not remove replayed segment");
-            }
-        }
-        report.tables = tables.len();
+        let recovery::Recovered {
+            dir_lock,
+            manifest: man,
+            tables,
+            next_file,
+            log,
+            report,
+        } = recovery::recover(&dir, &opts)?;
 
         let active = Arc::new(Memtable::new());
         let inner = Arc::new(Shared {
@@ -411,32 +323,15 @@ impl Engine {
             dir,
             opts,
         });
-        let mut threads = Vec::new();
-        if inner.inline() {
+        let threads = if inner.inline() {
             inner.request_compaction();
             inner.run_inline_logged();
-            return Ok(Engine {
-                inner,
-                threads: Mutex::new(threads),
-                recovery: report,
-                dir_lock: Mutex::new(Some(dir_lock)),
-            });
-        }
-        let spawn = |name: &str, f: fn(&Shared)| {
-            let s = inner.clone();
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || f(&s))
-                .map_err(io_err(&inner.dir, "spawn background thread"))
+            Vec::new()
+        } else {
+            let threads = background::spawn(&inner)?;
+            inner.request_compaction();
+            threads
         };
-        threads.push(spawn("shoal-flush", Shared::flush_loop)?);
-        if inner.opts.background_compaction {
-            threads.push(spawn("shoal-compact", Shared::compact_loop)?);
-        }
-        if let SyncMode::Periodic(_) = inner.opts.sync {
-            threads.push(spawn("shoal-sync", Shared::sync_loop)?);
-        }
-        inner.request_compaction();
         Ok(Engine {
             inner,
             threads: Mutex::new(threads),
@@ -688,119 +583,8 @@ impl Shared {
         Ok(found)
     }
 
-    fn validate(&self, ops: &[Op]) -> Result<()> {
-        for (k, v) in ops {
-            if k.is_empty() || k.len() > self.opts.max_key_len {
-                return Err(Error::InvalidKey {
-                    len: k.len(),
-                    max: self.opts.max_key_len,
-                });
-            }
-            if let Some(v) = v {
-                if v.len() > self.opts.max_value_len {
-                    return Err(Error::ValueTooLarge {
-                        len: v.len(),
-                        max: self.opts.max_value_len,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Blocks (bounded by `write_timeout`) while too many memtables await flushing.
-    fn wait_for_room(&self) -> Result<()> {
-        let max = self.opts.max_immutable_memtables.max(1);
-        if self.inline() {
-            // Nothing else will flush, and waiting would wait forever: retry the
-            // flushes an earlier write could not finish, and refuse only when the
-            // backlog is full.
-            if self.immutables.load(Ordering::Acquire) > 0 {
-                self.run_inline_logged();
-            }
-            if self.immutables.load(Ordering::Acquire) >= max {
-                return Err(Error::Stalled {
-                    what: "memtable flush",
-                    waited: Duration::ZERO,
-                    last_error: self.last_error(),
-                });
-            }
-            return Ok(());
-        }
-        if self.immutables.load(Ordering::Acquire) < max {
-            return Ok(());
-        }
-        let deadline = Instant::now() + self.opts.write_timeout;
-        let mut bg = lock(&self.bg);
-        while self.immutables.load(Ordering::Acquire) >= max {
-            self.check_open()?;
-            let now = Instant::now();
-            if now >= deadline {
-                drop(bg);
-                return Err(self.stalled("memtable flush", deadline));
-            }
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            bg = self
-                .bg_cv
-                .wait_timeout(bg, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        Ok(())
-    }
-
-    fn write(&self, ops: Vec<Op>) -> Result<()> {
-        self.validate(&ops)?;
-        self.wait_for_room()?;
-        let mut record = Vec::with_capacity(
-            ops.iter()
-                .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, Vec::len))
-                .sum::<usize>()
-                + 12,
-        );
-        encode_record(&ops, &mut record);
-        let user: usize = ops
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum();
-        self.joining.fetch_add(1, Ordering::AcqRel);
-        let seq = self.append(ops, &record);
-        self.joining.fetch_sub(1, Ordering::AcqRel);
-        let seq = seq?;
-        self.counters.user.fetch_add(user as u64, Ordering::Relaxed);
-        self.counters
-            .wal
-            .fetch_add(record.len() as u64, Ordering::Relaxed);
-        if self.opts.sync == SyncMode::Always {
-            self.sync_to(seq)?;
-        }
-        if self.inline() && self.immutables.load(Ordering::Acquire) > 0 {
-            // The write is already durable as the log promises; a failed flush is
-            // retried by the next write and reported through `Stats`.
-            self.run_inline_logged();
-        }
-        Ok(())
-    }
-
     fn inline(&self) -> bool {
         self.opts.background == Background::Inline
-    }
-
-    /// Under `Background::Inline`, does on the caller's thread what the threads would
-    /// have done: flushes every frozen memtable, then compacts while one is due.
-    fn run_inline(&self) -> Result<()> {
-        while self.flush_one()? {}
-        if self.opts.background_compaction && std::mem::take(&mut lock(&self.bg).compact_wanted) {
-            while self.compact_once(false)? {}
-        }
-        Ok(())
-    }
-
-    /// [`Shared::run_inline`], recording a failure where a background thread would.
-    fn run_inline_logged(&self) {
-        if let Err(e) = self.run_inline() {
-            self.record_error("inline flush or compaction", &e);
-        }
     }
 
     /// Fsyncs every commit log segment other than `current` that holds data not yet
@@ -828,143 +612,6 @@ impl Shared {
                 _ => {}
             }
         }
-        Ok(())
-    }
-
-    /// Appends a record to the log buffer and applies it to the memtable under the
-    /// write lock, so log order equals memtable order; returns its sequence number.
-    fn append(&self, ops: Vec<Op>, record: &[u8]) -> Result<u64> {
-        let mut w = lock(&self.write);
-        self.check_open()?;
-        self.wal_failed()?;
-        w.log.buf.extend_from_slice(record);
-        w.appended += 1;
-        let seq = w.appended;
-        w.active.apply(ops);
-        if w.log.buf.len() >= LOG_BUFFER {
-            if let Err(e) = w.log.drain() {
-                self.fail_wal(&e);
-                return Err(e);
-            }
-        }
-        if w.active.bytes() >= self.opts.memtable_bytes {
-            if let Err(e) = self.freeze(&mut w) {
-                // The write itself is in the log; only rotation failed (e.g. no
-                // space for a new segment). It is retried on the next write.
-                self.wal_failed()?;
-                tracing::warn!(error = %e, "memtable freeze failed; will retry");
-            }
-        }
-        Ok(seq)
-    }
-
-    /// Group commit: returns once record `seq` is fsynced. The first waiter to find
-    /// no fsync in progress becomes leader, writes out everything buffered so far and
-    /// fsyncs once for all of it; the others wait on the condvar. A record appended
-    /// while a leader's fsync runs is covered by the next leader.
-    fn sync_to(&self, seq: u64) -> Result<()> {
-        let deadline = Instant::now() + self.opts.write_timeout;
-        let mut s = lock(&self.sync);
-        loop {
-            if s.synced >= seq {
-                return Ok(());
-            }
-            self.wal_failed()?;
-            if !s.syncing {
-                s.syncing = true;
-                drop(s);
-                let r = self.sync_leader();
-                s = lock(&self.sync);
-                s.syncing = false;
-                self.sync_cv.notify_all();
-                match r {
-                    Ok(target) => s.synced = s.synced.max(target),
-                    Err(e) => return Err(e),
-                }
-                continue;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                drop(s);
-                return Err(self.stalled("group commit fsync", deadline));
-            }
-            s = self
-                .sync_cv
-                .wait_timeout(s, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    fn sync_leader(&self) -> Result<u64> {
-        // Let writers that are about to append join this fsync (bounded: at most
-        // ~100 µs), instead of leaving them for the next one; this is what makes
-        // group commit scale with the number of writers.
-        let gather = Instant::now();
-        while self.joining.load(Ordering::Acquire) > 0
-            && gather.elapsed() < Duration::from_micros(100)
-        {
-            std::thread::yield_now();
-        }
-        let (file, path, target) = {
-            let mut w = lock(&self.write);
-            self.wal_failed()?;
-            if let Err(e) = w.log.drain() {
-                self.fail_wal(&e);
-                return Err(e);
-            }
-            (w.log.file.clone(), w.log.path.clone(), w.appended)
-        };
-        if let Err(e) = file.sync_data() {
-            let e = Error::Io {
-                path,
-                op: "fsync commit log",
-                source: e,
-            };
-            self.fail_wal(&e);
-            return Err(e);
-        }
-        Ok(target)
-    }
-
-    /// Freezes the active memtable and starts a new log segment (caller holds the
-    /// write lock). The old segment is written out and, unless `Never`, fsynced first,
-    /// so group commit never has to look at an older segment.
-    fn freeze(&self, w: &mut WriteState) -> Result<()> {
-        if w.active.is_empty() {
-            return Ok(());
-        }
-        let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let new_log = LogWriter::create(&*self.opts.fs, &self.dir, id)?;
-        let done = w.log.drain().and_then(|()| {
-            if self.opts.sync == SyncMode::Never {
-                return Ok(());
-            }
-            w.log
-                .file
-                .sync_data()
-                .map_err(io_err(&w.log.path, "fsync commit log"))
-        });
-        if let Err(e) = done {
-            self.fail_wal(&e);
-            let _ = self.opts.fs.remove_file(&new_log.path);
-            return Err(e);
-        }
-        w.log = new_log;
-        let frozen = std::mem::replace(&mut w.active, Arc::new(Memtable::new()));
-        let _ = frozen.sealed_at.set(id);
-        {
-            let mut vg = self.version.write().unwrap_or_else(PoisonError::into_inner);
-            let mut immutables = vec![frozen];
-            immutables.extend(vg.immutables.iter().cloned());
-            *vg = Arc::new(Version {
-                active: w.active.clone(),
-                immutables,
-                tables: vg.tables.clone(),
-            });
-        }
-        self.immutables.fetch_add(1, Ordering::AcqRel);
-        self.bg_cv.notify_all();
         Ok(())
     }
 
@@ -1001,246 +648,13 @@ impl Shared {
         Ok(())
     }
 
-    /// Flushes the oldest frozen memtable; `false` if there was none.
-    fn flush_one(&self) -> Result<bool> {
-        let _f = lock(&self.flush_lock);
-        let v = self.version();
-        let Some(mem) = v.immutables.last().cloned() else {
-            return Ok(false);
-        };
-        let Some(&log_number) = mem.sealed_at.get() else {
-            return Ok(false);
-        };
-        let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let table = write_memtable(&self.dir, id, &self.opts, &mem)?;
-        let size = table.as_ref().map_or(0, |t| t.size);
-        self.install(
-            |tables| {
-                table
-                    .iter()
-                    .cloned()
-                    .chain(tables.iter().cloned())
-                    .collect()
-            },
-            Some(&mem),
-            Some(log_number),
-        )?;
-        self.immutables.fetch_sub(1, Ordering::AcqRel);
-        self.counters.flush.fetch_add(size, Ordering::Relaxed);
-        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        self.bg_cv.notify_all();
-        self.remove_segments_below(log_number);
-        self.request_compaction();
-        Ok(true)
-    }
-
-    fn remove_segments_below(&self, log_number: u64) {
-        let fs = &*self.opts.fs;
-        let Ok(names) = fs.list(&self.dir) else {
-            return;
-        };
-        for name in names {
-            if let Some((id, "log")) = parse_name(&name) {
-                if id < log_number {
-                    let path = self.dir.join(&name);
-                    if let Err(err) = fs.remove_file(&path) {
-                        tracing::warn!(path = %path.display(), error = %err, "could not remove flushed segment");
-                    }
-                }
-            }
-        }
-    }
-
     fn request_compaction(&self) {
         lock(&self.bg).compact_wanted = true;
         self.bg_cv.notify_all();
     }
 
-    /// How many of the newest tables to merge: the longest newest-first run in which
-    /// each next table is at most twice the run so far (so similar sizes merge and a
-    /// big old table is rewritten only when the newer data has grown comparable,
-    /// keeping write amplification logarithmic).
-    fn pick(&self, tables: &[Arc<Table>]) -> usize {
-        let n = tables.len();
-        if n < self.opts.compaction_trigger.max(2) {
-            return 0;
-        }
-        let mut sum = tables[0].size;
-        let mut k = 1;
-        while k < n && tables[k].size <= sum.saturating_mul(2) {
-            sum += tables[k].size;
-            k += 1;
-        }
-        if k < 2 {
-            k = self.opts.compaction_trigger.max(2).min(n);
-        }
-        k
-    }
-
-    /// One compaction of the newest tables (all of them if `full`); `false` if none
-    /// was due.
-    fn compact_once(&self, full: bool) -> Result<bool> {
-        let _c = lock(&self.compaction_lock);
-        let v = self.version();
-        let k = if full {
-            v.tables.len()
-        } else {
-            self.pick(&v.tables)
-        };
-        if k == 0 {
-            return Ok(false);
-        }
-        let picked: Vec<Arc<Table>> = v.tables[..k].to_vec();
-        // Nothing older than the oldest table exists, so only then may tombstones
-        // (and filtered values) vanish; elsewhere they must keep shadowing.
-        let bottom = k == v.tables.len();
-        let sources = picked
-            .iter()
-            .map(|t| {
-                Source::Table(TableIter::new(
-                    t.clone(),
-                    self.cache.clone(),
-                    Bound::Unbounded,
-                    Bound::Unbounded,
-                ))
-            })
-            .collect();
-        let filter = self.opts.compaction_filter.clone();
-        let entries = Merger::new(sources).filter_map(|r| {
-            if self.closed.load(Ordering::Relaxed) {
-                return Some(Err(Error::Closed));
-            }
-            match r {
-                Err(e) => Some(Err(e)),
-                Ok((key, None)) => (!bottom).then_some(Ok((key, None))),
-                Ok((key, Some(val))) => {
-                    if filter.as_ref().is_some_and(|f| !f(&key, &val)) {
-                        (!bottom).then_some(Ok((key, None)))
-                    } else {
-                        Some(Ok((key, Some(val))))
-                    }
-                }
-            }
-        });
-        let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let out = write_table(&self.dir, id, &self.opts, entries)?;
-        let ids: HashSet<u64> = picked.iter().map(|t| t.id).collect();
-        let size = out.as_ref().map_or(0, |t| t.size);
-        self.install(
-            |tables| {
-                let mut next = Vec::with_capacity(tables.len());
-                let mut placed = false;
-                for t in tables {
-                    if !ids.contains(&t.id) {
-                        next.push(t.clone());
-                    } else if !placed {
-                        placed = true;
-                        next.extend(out.iter().cloned());
-                    }
-                }
-                next
-            },
-            None,
-            None,
-        )?;
-        for t in &picked {
-            if let Err(e) = self.opts.fs.remove_file(&t.path) {
-                tracing::warn!(path = %t.path.display(), error = %e, "could not remove compacted table");
-            }
-        }
-        self.counters.compaction.fetch_add(size, Ordering::Relaxed);
-        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
-        Ok(true)
-    }
-
     fn record_error(&self, what: &str, e: &Error) {
         tracing::error!(error = %e, "background {what} failed");
         lock(&self.bg).last_error = Some(format!("{what}: {e}"));
-    }
-
-    /// Sleeps up to `d` unless shutdown is requested; returns `false` on shutdown.
-    fn pause(&self, d: Duration) -> bool {
-        let bg = lock(&self.bg);
-        if bg.shutdown {
-            return false;
-        }
-        let bg = self
-            .bg_cv
-            .wait_timeout(bg, d)
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
-        !bg.shutdown
-    }
-
-    fn flush_loop(&self) {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if self.immutables.load(Ordering::Acquire) == 0 {
-                if !self.pause(Duration::from_millis(500)) {
-                    return;
-                }
-                continue;
-            }
-            if lock(&self.bg).shutdown {
-                return;
-            }
-            match self.flush_one() {
-                Ok(_) => backoff = Duration::from_millis(50),
-                Err(e) => {
-                    self.record_error("flush", &e);
-                    if !self.pause(backoff) {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    fn compact_loop(&self) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            {
-                let mut bg = lock(&self.bg);
-                if bg.shutdown {
-                    return;
-                }
-                if !bg.compact_wanted {
-                    drop(bg);
-                    if !self.pause(Duration::from_secs(1)) {
-                        return;
-                    }
-                    continue;
-                }
-                bg.compact_wanted = false;
-            }
-            loop {
-                match self.compact_once(false) {
-                    Ok(true) => backoff = Duration::from_millis(100),
-                    Ok(false) => break,
-                    Err(Error::Closed) => return,
-                    Err(e) => {
-                        self.record_error("compaction", &e);
-                        if !self.pause(backoff) {
-                            return;
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    fn sync_loop(&self) {
-        let SyncMode::Periodic(every) = self.opts.sync else {
-            return;
-        };
-        while self.pause(every) {
-            let target = lock(&self.write).appended;
-            if let Err(e) = self.sync_to(target) {
-                self.record_error("periodic sync", &e);
-            }
-        }
     }
 }
