@@ -77,7 +77,7 @@ pub mod message;
 
 pub use config::{Config, Detector};
 pub use error::GossipError;
-pub use event::Event;
+pub use event::{Event, Refusal};
 pub use member::{
     Lifecycle, LocalMember, MemberId, MemberInfo, Role, Status, MAX_ADDRESS_LEN, MAX_ID_LEN,
 };

