@@ -98,8 +98,8 @@ pub struct Config {
     /// which versions move far.
     pub pending_ack_ttl: Duration,
     /// Largest rise of a member's incarnation over the one known here (over 0
-    /// for a member not known at all) accepted at once; a rise is also accepted
-    /// at most once per `interval` per member. Honest members only restart
+    /// for a member not known at all) accepted at once; a further rise within an
+    /// `interval` of the last one is left for a later round. Honest members only restart
     /// (node: a counter plus one; gateways: wall-clock milliseconds, 2^42 ms is
     /// the year 2109) or jump past a forged record of themselves, so a record
     /// beyond this is a lie, and refusing it keeps every accepted incarnation

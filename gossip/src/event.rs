@@ -77,8 +77,6 @@ pub enum Refusal {
     /// An incarnation above the known one by more than
     /// `Config::max_incarnation_jump`.
     IncarnationJump,
-    /// A second incarnation rise of one member within one `Config::interval`.
-    RestartTooSoon,
     /// A heartbeat ahead of what the member could have reached since we last
     /// heard from it (`Config::heartbeat_slack`, `Config::max_heartbeat_jump`).
     HeartbeatJump,
