@@ -65,6 +65,56 @@ pub struct Config {
     /// this the oldest are dropped and counted, so a caller that never drains
     /// cannot make memory grow.
     pub max_pending_events: usize,
+    /// Largest ring weight a storage member may gossip (gateways may also gossip
+    /// 0, since they own no ranges). A record outside `1..=max_weight` is
+    /// refused: weight 0 makes every ring builder fail, and one huge weight lets
+    /// a single member coordinate nearly every key. Default 100, a hundredfold
+    /// capacity spread; a caller allowing more (`shoal_ring::MAX_WEIGHT` is
+    /// 1,000) must raise it on every member.
+    pub max_weight: u32,
+    /// Bits of the gossiped weight that carry flags, not capacity; they are
+    /// cleared before the `max_weight` check (the node keeps its joining flag in
+    /// the high bit). Default 0: the weight is all capacity. Must not overlap
+    /// `max_weight`.
+    pub weight_flags: u32,
+    /// Most members (the local one and tombstones included) kept at once;
+    /// records of unknown members past it are refused, so a flood of invented
+    /// ids cannot grow memory or the digest without bound. It also caps the set
+    /// used to report each refusal once. Default 1,024.
+    pub max_members: usize,
+    /// Most unknown members admitted (or asked for) per message; the rest are
+    /// left for later rounds, where gossip offers them again. A joiner then
+    /// learns a large cluster over a few rounds, while one message cannot fill
+    /// the whole `max_members`. Default 64.
+    pub max_new_members_per_message: usize,
+    /// Most Ack exchanges awaiting their Ack2 at once; past it the oldest is
+    /// dropped (its Ack2 will be refused and the records asked for again next
+    /// round). An Ack2 is merged only as the answer to an Ack this member sent,
+    /// so records nobody asked for cannot be pushed in. Default 256, far above
+    /// the few Syns a member receives per interval.
+    pub max_pending_acks: usize,
+    /// How long an Ack waits for its Ack2, on the caller's clock; a later Ack2
+    /// is refused. Default 10 s: many round trips, and well below the time in
+    /// which versions move far.
+    pub pending_ack_ttl: Duration,
+    /// Largest rise of a member's incarnation over the one known here (over 0
+    /// for a member not known at all) accepted at once; a further rise within an
+    /// `interval` of the last one is left for a later round. Honest members only restart
+    /// (node: a counter plus one; gateways: wall-clock milliseconds, 2^42 ms is
+    /// the year 2109) or jump past a forged record of themselves, so a record
+    /// beyond this is a lie, and refusing it keeps every accepted incarnation
+    /// far from `u64::MAX`, where its owner could no longer outrank it.
+    /// Default 2^42.
+    pub max_incarnation_jump: u64,
+    /// A known member's heartbeat may be at most the one last accepted plus
+    /// `heartbeat_slack` per `interval` elapsed since (rounded up) plus
+    /// `max_heartbeat_jump`. An honest member adds one per tick; the slack
+    /// covers callers ticking early, clock-rate drift and local changes. Default 4.
+    pub heartbeat_slack: u64,
+    /// Constant part of the heartbeat bound (see `heartbeat_slack`): room for
+    /// gossip delay and for a member that jumped past a forged record of
+    /// itself. Default 1,000 (about 17 minutes of ticks).
+    pub max_heartbeat_jump: u64,
 }
 
 impl Default for Config {
@@ -81,6 +131,15 @@ impl Default for Config {
             forget_down_after: Duration::from_secs(24 * 60 * 60),
             max_message_bytes: 64_000,
             max_pending_events: 4_096,
+            max_weight: 100,
+            weight_flags: 0,
+            max_members: 1_024,
+            max_new_members_per_message: 64,
+            max_pending_acks: 256,
+            pending_ack_ttl: Duration::from_secs(10),
+            max_incarnation_jump: 1 << 42,
+            heartbeat_slack: 4,
+            max_heartbeat_jump: 1_000,
         }
     }
 }
@@ -131,6 +190,33 @@ impl Config {
         }
         if self.max_pending_events == 0 {
             return bad("max_pending_events", "must be positive");
+        }
+        if self.max_weight == 0 {
+            return bad("max_weight", "must be positive");
+        }
+        if self.max_weight & self.weight_flags != 0 {
+            return bad("weight_flags", "must not overlap max_weight");
+        }
+        if self.max_members < 2 {
+            return bad("max_members", "must leave room for another member");
+        }
+        if self.max_new_members_per_message == 0 {
+            return bad("max_new_members_per_message", "must be positive");
+        }
+        if self.max_pending_acks == 0 {
+            return bad("max_pending_acks", "must be positive");
+        }
+        if self.pending_ack_ttl.is_zero() {
+            return bad("pending_ack_ttl", "must be positive");
+        }
+        if self.max_incarnation_jump == 0 || self.max_incarnation_jump > u64::MAX / 4 {
+            return bad("max_incarnation_jump", "must be between 1 and 2^62");
+        }
+        if self.heartbeat_slack == 0 || self.heartbeat_slack > 1 << 20 {
+            return bad("heartbeat_slack", "must be between 1 and 2^20");
+        }
+        if !(2..=1 << 40).contains(&self.max_heartbeat_jump) {
+            return bad("max_heartbeat_jump", "must be between 2 and 2^40");
         }
         Ok(())
     }

@@ -52,4 +52,36 @@ pub enum Event {
         /// Who.
         id: MemberId,
     },
+    /// Gossip from `from` about `id` was refused. Reported the first time
+    /// `from` is refused for `reason` (keyed on the sender, so a flood of
+    /// invented ids costs one report, not one per id); every refusal is
+    /// counted in [`Membership::refusals`](crate::Membership::refusals). Honest
+    /// members never cause one: log it, the sender is buggy or lying.
+    Refused {
+        /// The member that sent it (its claimed id).
+        from: MemberId,
+        /// The member the refused record or digest entry describes (the first
+        /// one, for a report that stands for many).
+        id: MemberId,
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+/// Why gossip about a member was refused; see [`Event::Refused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refusal {
+    /// A record in an Ack2 that answers no Ack of ours (none pending from that
+    /// peer, expired, or not for a member we asked for).
+    Unrequested,
+    /// An incarnation above the known one by more than
+    /// `Config::max_incarnation_jump`.
+    IncarnationJump,
+    /// A heartbeat ahead of what the member could have reached since we last
+    /// heard from it (`Config::heartbeat_slack`, `Config::max_heartbeat_jump`).
+    HeartbeatJump,
+    /// A weight outside `1..=Config::max_weight` (flag bits aside).
+    Weight,
+    /// A new member while `Config::max_members` are known.
+    TooManyMembers,
 }

@@ -59,6 +59,15 @@
 //! without raising its incarnation), it jumps past that version; read the
 //! possibly raised incarnation back from [`Membership::local`] and persist it.
 //!
+//! Only a member writes its own record, but gossip passes every record through
+//! third parties, so a buggy or lying peer could forge one. Records it could not
+//! have come by honestly are refused, counted ([`Membership::refusals`]) and
+//! reported once per sender and reason ([`Event::Refused`]): an Ack2 that answers
+//! no Ack of ours, an incarnation or heartbeat further ahead than its owner could
+//! be, a weight outside `1..=Config::max_weight`, and new members past
+//! `Config::max_members` (at most `Config::max_new_members_per_message` are taken
+//! per message). A bounded forgery of the local member is refuted as before.
+//!
 //! Modules:
 //! - [`membership`]: the state machine ([`Membership`], [`Outgoing`]).
 //! - [`message`]: the wire messages, their version and size bound.
@@ -77,7 +86,7 @@ pub mod message;
 
 pub use config::{Config, Detector};
 pub use error::GossipError;
-pub use event::Event;
+pub use event::{Event, Refusal};
 pub use member::{
     Lifecycle, LocalMember, MemberId, MemberInfo, Role, Status, MAX_ADDRESS_LEN, MAX_ID_LEN,
 };

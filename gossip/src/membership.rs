@@ -11,7 +11,7 @@ use rand::Rng;
 use crate::config::Config;
 use crate::detector::{window_of, Liveness, Verdict};
 use crate::error::GossipError;
-use crate::event::Event;
+use crate::event::{Event, Refusal};
 use crate::member::{
     Lifecycle, LocalMember, MemberId, MemberInfo, Role, Status, MAX_ADDRESS_LEN, MAX_ID_LEN,
 };
@@ -38,6 +38,21 @@ struct Entry {
     down_since: Option<Duration>,
     /// Local time at which this member learned that it left.
     left_at: Option<Duration>,
+    /// Local time at which its version last rose here: the start of the time a
+    /// heartbeat bound grows with.
+    heard_at: Duration,
+    /// Local time of the last incarnation rise accepted here (none for the
+    /// first version heard), so that rises are at most one per interval.
+    risen_at: Option<Duration>,
+}
+
+/// Acks of ours that asked a peer for records, awaiting its Ack2.
+#[derive(Debug, Clone)]
+struct PendingAck {
+    /// Members asked for.
+    requested: BTreeSet<MemberId>,
+    /// When the last such Ack went out.
+    sent_at: Duration,
 }
 
 /// The last version of a forgotten member, refused until `until`.
@@ -69,6 +84,13 @@ pub struct Membership<R = StdRng> {
     events: VecDeque<Event>,
     dropped_events: u64,
     leave_acks: BTreeSet<MemberId>,
+    /// Acks that asked for records, by the id of the peer they went to, until
+    /// `pending_ack_ttl` after the last one.
+    pending_acks: BTreeMap<MemberId, PendingAck>,
+    /// Records and digest entries refused so far.
+    refusals: u64,
+    /// `(sender, reason)` pairs already reported, at most `max_members`.
+    reported: BTreeSet<(MemberId, Refusal)>,
 }
 
 impl<R: Rng> Membership<R> {
@@ -109,6 +131,8 @@ impl<R: Rng> Membership<R> {
                 liveness: Liveness::new(now),
                 down_since: None,
                 left_at: None,
+                heard_at: now,
+                risen_at: None,
             },
         );
         Ok(Self {
@@ -122,6 +146,9 @@ impl<R: Rng> Membership<R> {
             events: VecDeque::new(),
             dropped_events: 0,
             leave_acks: BTreeSet::new(),
+            pending_acks: BTreeMap::new(),
+            refusals: 0,
+            reported: BTreeSet::new(),
         })
     }
 
@@ -133,6 +160,7 @@ impl<R: Rng> Membership<R> {
         self.advance(now);
         self.bump_local(false);
         self.sweep();
+        self.expire_pending_acks();
         let targets = self.choose_targets();
         if targets.is_empty() {
             return Vec::new();
@@ -149,7 +177,9 @@ impl<R: Rng> Membership<R> {
 
     /// Merges a message received from `from` (the address replies should go
     /// to; over a request/response transport, send the replies back on the same
-    /// exchange) and returns the replies. A refused message changes nothing.
+    /// exchange) and returns the replies. A malformed message is an error and
+    /// changes nothing; records refused as implausible (see the crate docs) are
+    /// skipped, counted and reported as [`Event::Refused`], not errors.
     pub fn receive(
         &mut self,
         from: &str,
@@ -167,7 +197,7 @@ impl<R: Rng> Membership<R> {
             Body::Syn(syn) => self.handle_syn(&message.from, &syn).map(Body::Ack),
             Body::Ack(ack) => self.handle_ack(&message.from, ack).map(Body::Ack2),
             Body::Ack2(ack2) => {
-                self.merge_records(ack2.records);
+                self.handle_ack2(&message.from, ack2.records);
                 None
             }
         };
@@ -188,6 +218,12 @@ impl<R: Rng> Membership<R> {
     /// Events dropped because more than `max_pending_events` were pending.
     pub fn dropped_events(&self) -> u64 {
         self.dropped_events
+    }
+
+    /// Records and digest entries refused so far, reported or not (see
+    /// [`Event::Refused`]).
+    pub fn refusals(&self) -> u64 {
+        self.refusals
     }
 
     /// Announces a decommission: the member keeps serving while it hands its
@@ -327,17 +363,124 @@ impl<R: Rng> Membership<R> {
         }
     }
 
+    /// A version of the local member was heard. Newer than ours and believable
+    /// (see [`refute`](Self::refute)): refuted. Beyond what any observer accepts
+    /// (an incarnation more than `max_incarnation_jump` above ours, while no
+    /// observer knows one above ours): refused, since refuting it would give us
+    /// a version that everyone refuses, and it cannot spread anyway.
+    fn own_claim(&mut self, version: (u64, u64)) -> Result<(), Refusal> {
+        let ours = self.local_record();
+        if version <= ours.version() {
+            return Ok(());
+        }
+        if version.0
+            > ours
+                .incarnation
+                .saturating_add(self.config.max_incarnation_jump)
+        {
+            return Err(Refusal::IncarnationJump);
+        }
+        self.refute(version);
+        Ok(())
+    }
+
     /// Someone holds a version of the local member newer than ours (a previous
     /// process with the same incarnation, or a forged record): jump past it so
     /// that our own state wins everywhere, and make peers fetch it in full.
+    ///
+    /// A heartbeat within half of `max_heartbeat_jump` of ours is jumped past
+    /// (one above it), which every observer's heartbeat bound admits at once.
+    /// A heartbeat further ahead (forged within a lenient observer's bound) is
+    /// outranked with the next incarnation instead and our own heartbeat, so a
+    /// forgery cannot push our heartbeat beyond what the other observers accept.
+    /// Only when that incarnation would exceed the jump bound (the forgery
+    /// already sits at it) is the heartbeat jumped past after all.
     fn refute(&mut self, version: (u64, u64)) {
+        let lead = self.config.max_heartbeat_jump / 2;
+        let jump = self.config.max_incarnation_jump;
         let record = self.local_record_mut();
         if version <= (record.incarnation, record.heartbeat) {
             return;
         }
-        record.incarnation = record.incarnation.max(version.0);
-        record.heartbeat = record.heartbeat.max(version.1).saturating_add(1);
+        let near = version.1 <= record.heartbeat.saturating_add(lead);
+        if near || version.0 >= record.incarnation.saturating_add(jump) {
+            record.incarnation = record.incarnation.max(version.0);
+            record.heartbeat = record.heartbeat.max(version.1).saturating_add(1);
+        } else {
+            record.incarnation = record.incarnation.max(version.0).saturating_add(1);
+            record.heartbeat = record.heartbeat.saturating_add(1);
+        }
         record.meta_version = record.heartbeat;
+    }
+
+    /// Counts a refusal, and reports it if `from` was not yet refused for
+    /// `reason` (and the report set has room).
+    fn refuse(&mut self, from: &MemberId, id: &MemberId, reason: Refusal) {
+        self.refusals = self.refusals.saturating_add(1);
+        if self.reported.len() < self.config.max_members
+            && self.reported.insert((from.clone(), reason))
+        {
+            self.push_events(vec![Event::Refused {
+                from: from.clone(),
+                id: id.clone(),
+                reason,
+            }]);
+        }
+    }
+
+    fn expire_pending_acks(&mut self) {
+        let (now, ttl) = (self.now, self.config.pending_ack_ttl);
+        self.pending_acks
+            .retain(|_, p| now.saturating_sub(p.sent_at) < ttl);
+    }
+
+    /// Remembers that our Ack asked `from` for `requests`, so that its Ack2
+    /// (and only it) can bring them.
+    fn expect_ack2(&mut self, from: &MemberId, requests: &[MemberId]) {
+        self.expire_pending_acks();
+        if !self.pending_acks.contains_key(from)
+            && self.pending_acks.len() >= self.config.max_pending_acks
+        {
+            let oldest = self
+                .pending_acks
+                .iter()
+                .min_by_key(|(_, p)| p.sent_at)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.pending_acks.remove(&oldest);
+            }
+        }
+        let cap = self.config.max_members + self.config.max_new_members_per_message;
+        let now = self.now;
+        let pending = self
+            .pending_acks
+            .entry(from.clone())
+            .or_insert_with(|| PendingAck {
+                requested: BTreeSet::new(),
+                sent_at: now,
+            });
+        if pending.requested.len() + requests.len() > cap {
+            pending.requested.clear();
+        }
+        pending.sent_at = now;
+        pending.requested.extend(requests.iter().cloned());
+    }
+
+    /// Merges the records of an Ack2 that our Ack asked `from` for; refuses
+    /// the rest, so that no one can push records we did not ask for. A request
+    /// stays answerable until the exchange expires: with delayed or duplicated
+    /// Syns an honest peer answers the same request twice, and a repeated
+    /// record still passes every version check.
+    fn handle_ack2(&mut self, from: &MemberId, records: Vec<Record>) {
+        self.expire_pending_acks();
+        let requested = self.pending_acks.get(from).map(|p| &p.requested);
+        let (wanted, unwanted): (Vec<Record>, Vec<Record>) = records
+            .into_iter()
+            .partition(|r| requested.is_some_and(|ids| ids.contains(&r.id)));
+        for record in unwanted {
+            self.refuse(from, &record.id, Refusal::Unrequested);
+        }
+        self.merge_records(from, wanted);
     }
 
     fn status_of(&self, entry: &Entry) -> Status {
@@ -518,6 +661,12 @@ impl<R: Rng> Membership<R> {
         let mut requests = Vec::new();
         let mut refute_to = None;
         let mut leave_ack = false;
+        let mut refused = Vec::new();
+        // Unknown members asked for: bounded per message and by the room left.
+        let mut new_budget = self
+            .config
+            .max_new_members_per_message
+            .min(self.config.max_members.saturating_sub(self.members.len()));
 
         let mut digest = syn.digest.iter();
         let mut mine = self.members.iter_mut();
@@ -541,7 +690,15 @@ impl<R: Rng> Membership<R> {
                             .get(&de.id)
                             .is_some_and(|q| q.version >= de.version());
                         if !stale {
-                            requests.push(de.id.clone());
+                            match check_unknown(&self.config, &self.quarantine, de) {
+                                Err(reason) => refused.push((de.id.clone(), reason)),
+                                // Past the budget it is left for a later round.
+                                Ok(()) if new_budget > 0 => {
+                                    new_budget -= 1;
+                                    requests.push(de.id.clone());
+                                }
+                                Ok(()) => {}
+                            }
                         }
                     }
                     d = digest.next();
@@ -569,17 +726,22 @@ impl<R: Rng> Membership<R> {
                             leave_ack = same_meta && ours.lifecycle == Lifecycle::Left;
                         } else {
                             match de.version().cmp(&ours.version()) {
-                                Ordering::Greater if same_meta => {
-                                    adopt_heartbeat(
-                                        id,
-                                        entry,
-                                        de.heartbeat,
-                                        now,
-                                        window,
-                                        &mut events,
-                                    );
+                                Ordering::Greater
+                                    if rose_too_soon(&self.config, now, entry, de) => {}
+                                Ordering::Greater => {
+                                    match check_known(&self.config, now, entry, de) {
+                                        Err(reason) => refused.push((de.id.clone(), reason)),
+                                        Ok(()) if same_meta => adopt_heartbeat(
+                                            id,
+                                            entry,
+                                            de.heartbeat,
+                                            now,
+                                            window,
+                                            &mut events,
+                                        ),
+                                        Ok(()) => requests.push(de.id.clone()),
+                                    }
                                 }
-                                Ordering::Greater => requests.push(de.id.clone()),
                                 Ordering::Less => {
                                     push_newer(ours, de, &mut records, &mut heartbeats)
                                 }
@@ -598,10 +760,17 @@ impl<R: Rng> Membership<R> {
             self.leave_acks.insert(from.clone());
         }
         if let Some(version) = refute_to {
-            self.refute(version);
-            // Our refuted record must reach the initiator in full.
-            records.retain(|r| r.id != self.local_id);
-            records.push(self.local_record().clone());
+            match self.own_claim(version) {
+                Ok(()) => {
+                    // Our refuted record must reach the initiator in full.
+                    records.retain(|r| r.id != self.local_id);
+                    records.push(self.local_record().clone());
+                }
+                Err(reason) => refused.push((self.local_id.clone(), reason)),
+            }
+        }
+        for (id, reason) in refused {
+            self.refuse(from, &id, reason);
         }
         let echo = self.members.get(from).map(|e| e.record.digest());
         // The initiator's own record first: it is the one a joiner needs spread.
@@ -624,6 +793,9 @@ impl<R: Rng> Membership<R> {
         truncate_to_budget(&mut requests, &mut budget, |id| 8 + id.as_str().len());
         truncate_to_budget(&mut records, &mut budget, Record::encoded_len);
         truncate_to_budget(&mut heartbeats, &mut budget, Digest::encoded_len);
+        if !requests.is_empty() {
+            self.expect_ack2(from, &requests);
+        }
         Some(Ack {
             records,
             heartbeats,
@@ -634,8 +806,8 @@ impl<R: Rng> Membership<R> {
 
     /// Merges an answer to our digest and answers its requests.
     fn handle_ack(&mut self, from: &MemberId, ack: Ack) -> Option<Ack2> {
-        self.merge_records(ack.records);
-        self.merge_heartbeats(&ack.heartbeats);
+        self.merge_records(from, ack.records);
+        self.merge_heartbeats(from, &ack.heartbeats);
         if let Some(echo) = &ack.echo {
             let ours = self.local_record();
             if ours.lifecycle == Lifecycle::Left
@@ -670,11 +842,12 @@ impl<R: Rng> Membership<R> {
 
     /// Takes newer heartbeats for members whose metadata we hold, walking the
     /// id-sorted list (validated on receipt) alongside our own sorted map.
-    fn merge_heartbeats(&mut self, digests: &[Digest]) {
+    fn merge_heartbeats(&mut self, from: &MemberId, digests: &[Digest]) {
         let now = self.now;
         let window = window_of(&self.config.detector);
         let mut events = Vec::new();
         let mut refute_to = None;
+        let mut refused = Vec::new();
         let mut mine = self.members.iter_mut();
         let mut m = mine.next();
         for de in digests {
@@ -699,40 +872,99 @@ impl<R: Rng> Membership<R> {
             } else if (de.incarnation, de.meta_version) == (ours.incarnation, ours.meta_version)
                 && de.heartbeat > ours.heartbeat
             {
-                adopt_heartbeat(id, entry, de.heartbeat, now, window, &mut events);
+                match check_known(&self.config, now, entry, de) {
+                    Ok(()) => adopt_heartbeat(id, entry, de.heartbeat, now, window, &mut events),
+                    Err(reason) => refused.push((de.id.clone(), reason)),
+                }
             }
         }
         self.push_events(events);
         if let Some(version) = refute_to {
-            self.refute(version);
+            if let Err(reason) = self.own_claim(version) {
+                refused.push((self.local_id.clone(), reason));
+            }
+        }
+        for (id, reason) in refused {
+            self.refuse(from, &id, reason);
         }
     }
 
-    fn merge_records(&mut self, records: Vec<Record>) {
+    /// Merges the records of one message from `from`, admitting at most
+    /// `max_new_members_per_message` unknown members.
+    fn merge_records(&mut self, from: &MemberId, records: Vec<Record>) {
+        let mut new_budget = self.config.max_new_members_per_message;
         for record in records {
-            self.merge_record(record);
+            self.merge_record(from, record, &mut new_budget);
         }
     }
 
-    /// Newest `(incarnation, heartbeat)` wins; an older or equal version is
-    /// ignored, so merging is idempotent and order-insensitive.
-    fn merge_record(&mut self, record: Record) {
-        let now = self.now;
-        if record.id == self.local_id {
-            self.refute(record.version());
-            return;
+    /// Why a record from `from` cannot be merged, if it cannot: a weight its
+    /// owner cannot have, a version its owner cannot have reached yet, or no
+    /// room for another member. `Ok(false)`: nothing to merge (not newer, stale,
+    /// or left for a later message).
+    fn admit(&self, record: &Record, new_budget: &mut usize) -> Result<bool, Refusal> {
+        if !weight_ok(&self.config, record) {
+            return Err(Refusal::Weight);
         }
-        let window = window_of(&self.config.detector);
-        let mut events = Vec::new();
-        match self.members.get_mut(record.id.as_str()) {
+        match self.members.get(record.id.as_str()) {
+            Some(entry) => {
+                let claim = record.digest();
+                if record.version() <= entry.record.version()
+                    || rose_too_soon(&self.config, self.now, entry, &claim)
+                {
+                    return Ok(false);
+                }
+                check_known(&self.config, self.now, entry, &claim)?;
+            }
             None => {
                 let stale = self
                     .quarantine
                     .get(record.id.as_str())
                     .is_some_and(|q| q.version >= record.version());
                 if stale {
-                    return;
+                    return Ok(false);
                 }
+                check_unknown(&self.config, &self.quarantine, &record.digest())?;
+                if self.members.len() >= self.config.max_members {
+                    return Err(Refusal::TooManyMembers);
+                }
+                if *new_budget == 0 {
+                    return Ok(false);
+                }
+                *new_budget -= 1;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Newest `(incarnation, heartbeat)` wins; an older or equal version is
+    /// ignored, so merging is idempotent and order-insensitive. Records that
+    /// [`admit`](Self::admit) refuses are counted and reported instead.
+    fn merge_record(&mut self, from: &MemberId, record: Record, new_budget: &mut usize) {
+        let now = self.now;
+        if record.id == self.local_id {
+            let verdict = if weight_ok(&self.config, &record) {
+                self.own_claim(record.version())
+            } else {
+                Err(Refusal::Weight)
+            };
+            if let Err(reason) = verdict {
+                self.refuse(from, &record.id, reason);
+            }
+            return;
+        }
+        match self.admit(&record, new_budget) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(reason) => {
+                self.refuse(from, &record.id, reason);
+                return;
+            }
+        }
+        let window = window_of(&self.config.detector);
+        let mut events = Vec::new();
+        match self.members.get_mut(record.id.as_str()) {
+            None => {
                 self.quarantine.remove(record.id.as_str());
                 let left = record.lifecycle == Lifecycle::Left;
                 let entry = Entry {
@@ -740,6 +972,8 @@ impl<R: Rng> Membership<R> {
                     liveness: Liveness::new(now),
                     down_since: None,
                     left_at: left.then_some(now),
+                    heard_at: now,
+                    risen_at: None,
                 };
                 if !left {
                     // A member first heard of as already gone is only a
@@ -759,7 +993,9 @@ impl<R: Rng> Membership<R> {
                 let old = std::mem::replace(&mut entry.record, record);
                 let new = &entry.record;
                 let restarted = new.incarnation > old.incarnation;
+                entry.heard_at = now;
                 if restarted {
+                    entry.risen_at = Some(now);
                     entry.liveness = Liveness::new(now);
                 } else {
                     entry.liveness.observe_rise(now, window);
@@ -833,10 +1069,93 @@ fn adopt_heartbeat(
         return;
     }
     entry.record.heartbeat = heartbeat;
+    entry.heard_at = now;
     entry.liveness.observe_rise(now, window);
     if entry.down_since.take().is_some() && entry.record.lifecycle != Lifecycle::Left {
         events.push(Event::Up { id: id.clone() });
     }
+}
+
+/// Whether `record` carries a weight its owner could gossip: flag bits
+/// (`weight_flags`) aside, `1..=max_weight` for a storage member, whose weight
+/// builds the ring, and up to `max_weight` for a gateway, which owns no ranges
+/// and may say 0.
+fn weight_ok(config: &Config, record: &Record) -> bool {
+    let weight = record.weight & !config.weight_flags;
+    match record.role {
+        Role::Storage => (1..=config.max_weight).contains(&weight),
+        Role::Gateway => weight <= config.max_weight,
+    }
+}
+
+/// Whether a version newer than ours of a known member can come from it.
+///
+/// - Incarnation: at most `max_incarnation_jump` above the known one (honest
+///   restarts add one, or the wall-clock time since the last start). Rises are
+///   also taken at most once per `interval` (see [`rose_too_soon`]).
+/// - Heartbeat: at most the last accepted one plus `heartbeat_slack` per
+///   interval since then (rounded up) plus `max_heartbeat_jump`. The owner
+///   adds one per tick, and a restarted process starts again from 0, so an
+///   honest heartbeat never runs ahead of that; a forged one can lead the real
+///   one by at most the bound, which its owner's refutation then outranks.
+///
+/// Safe for honest members: both bounds grow with silence, so a member heard
+/// after a partition or long loss is admitted, and one refused for a moment
+/// (e.g. its refutation arriving just after a forged rise) is admitted a round
+/// later.
+fn check_known(
+    config: &Config,
+    now: Duration,
+    entry: &Entry,
+    claim: &Digest,
+) -> Result<(), Refusal> {
+    let ours = &entry.record;
+    if claim.incarnation.saturating_sub(ours.incarnation) > config.max_incarnation_jump {
+        return Err(Refusal::IncarnationJump);
+    }
+    let intervals = u64::try_from(
+        now.saturating_sub(entry.heard_at).as_nanos() / config.interval.as_nanos().max(1),
+    )
+    .unwrap_or(u64::MAX)
+    .saturating_add(1);
+    let bound = ours
+        .heartbeat
+        .saturating_add(config.heartbeat_slack.saturating_mul(intervals))
+        .saturating_add(config.max_heartbeat_jump);
+    if claim.heartbeat > bound {
+        return Err(Refusal::HeartbeatJump);
+    }
+    Ok(())
+}
+
+/// Whether a claimed incarnation rise comes less than an `interval` after the
+/// last one taken for this member. Such a rise is not refused, only left for a
+/// later message (gossip offers it again): a crash-looping process may restart
+/// twice in a round, but a forger could otherwise climb by
+/// `max_incarnation_jump` once per message, towards `u64::MAX`, instead of once
+/// per interval.
+fn rose_too_soon(config: &Config, now: Duration, entry: &Entry, claim: &Digest) -> bool {
+    claim.incarnation > entry.record.incarnation
+        && entry
+            .risen_at
+            .is_some_and(|at| now.saturating_sub(at) < config.interval)
+}
+
+/// Whether a version of a member we hold nothing about can come from it: its
+/// incarnation at most `max_incarnation_jump` above the quarantined one, or
+/// above 0. Its heartbeat cannot be judged (it may have run for years), and
+/// needs no bound: its owner outranks any heartbeat with the next incarnation,
+/// which stays within everyone's bound (see `Membership::refute`).
+fn check_unknown(
+    config: &Config,
+    quarantine: &BTreeMap<MemberId, Quarantined>,
+    claim: &Digest,
+) -> Result<(), Refusal> {
+    let base = quarantine.get(claim.id.as_str()).map_or(0, |q| q.version.0);
+    if claim.incarnation > base.saturating_add(config.max_incarnation_jump) {
+        return Err(Refusal::IncarnationJump);
+    }
+    Ok(())
 }
 
 /// Keeps the longest prefix of `items` that fits in `budget`, and charges it.

@@ -75,6 +75,8 @@ pub struct Stats {
     pub largest_message: u64,
     /// Down events about a member that was in fact running and reachable.
     pub false_downs: u64,
+    /// `Event::Refused` reports; honest members never cause one.
+    pub refusals: u64,
 }
 
 pub struct Sim {
@@ -300,6 +302,9 @@ impl Sim {
             };
             let events = g.drain_events();
             for e in &events {
+                if matches!(e, Event::Refused { .. }) {
+                    self.stats.refusals += 1;
+                }
                 if let Event::Down { id } = e {
                     let j = index_of(id.as_str());
                     if self.is_running(j) && self.group[i] == self.group[j] {
