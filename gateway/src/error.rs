@@ -162,9 +162,9 @@ pub enum GatewayError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The gossip state machine refused its configuration.
-    #[error("gossip: {0}")]
-    Gossip(#[from] shoal_gossip::GossipError),
+    /// No cluster secret, the RPC port taken, or an identity gossip refuses.
+    #[error(transparent)]
+    Member(#[from] shoal_node::member::MemberError),
 }
 
 #[cfg(test)]

@@ -55,12 +55,10 @@ pub mod rpc;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use shoal_gossip::{LocalMember, Membership, Role};
+use shoal_gossip::Role;
 use shoal_node::config::Config;
 use shoal_node::env::{BoxConn, Env};
 use shoal_node::membership::{announce_leave, SharedMembership, Uptime};
@@ -116,69 +114,46 @@ impl Gateway {
             return Err(GatewayError::MissingId);
         }
         let id = config.member.id.clone();
-        let bind = |what: &'static str, addr: String| {
-            let net = env.net.clone();
-            async move {
-                let listener =
-                    net.bind(addr.clone())
-                        .await
-                        .map_err(|source| GatewayError::Bind {
-                            what,
-                            addr: addr.clone(),
-                            source,
-                        })?;
-                let local = listener.local_addr().map_err(|source| GatewayError::Bind {
-                    what,
-                    addr,
-                    source,
-                })?;
-                Ok::<_, GatewayError>((listener, local))
-            }
-        };
-        let (rpc_listener, rpc_addr) = bind("rpc", config.member.listen.clone()).await?;
-        let (http_listener, http_addr) = bind("http", config.http.listen.clone()).await?;
-        let advertise = config
-            .member
-            .advertise
-            .clone()
-            .unwrap_or_else(|| rpc_addr.to_string());
-
-        let uptime = Uptime::start();
-        let seeds: Vec<String> = config
-            .member
-            .seeds
-            .iter()
-            .filter(|s| **s != advertise)
-            .cloned()
-            .collect();
-        let now_ms = env.clock.now_millis();
-        let seed = now_ms
-            ^ id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
-        let membership = Membership::new(
-            // The nodes' derivation, so every member judges liveness alike.
-            shoal_node::node::gossip_config(&config),
-            LocalMember {
-                id: id.clone().into(),
-                address: advertise.clone(),
+        // The secret and the RPC port first, as a node does.
+        let (transport, rpc_listener, rpc_addr) = shoal_node::member::bind(&config, &env).await?;
+        let http_listener = env
+            .net
+            .bind(config.http.listen.clone())
+            .await
+            .map_err(|source| GatewayError::Bind {
+                what: "http",
+                addr: config.http.listen.clone(),
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| GatewayError::Bind {
+                what: "http",
+                addr: config.http.listen.clone(),
+                source,
+            })?;
+        let request_timeout = Duration::from_millis(config.http.request_timeout_ms);
+        let member = shoal_node::member::Member::new(
+            &config,
+            &env,
+            transport,
+            rpc_addr,
+            shoal_node::member::Spec {
                 role: Role::Gateway,
                 weight: 1,
                 // A gateway keeps no state, so wall-clock milliseconds at
                 // start serve as its ever-rising incarnation.
-                incarnation: now_ms.max(1),
+                incarnation: env.clock.now_millis().max(1),
+                connect_timeout: request_timeout.min(Duration::from_secs(1)),
             },
-            seeds,
-            StdRng::seed_from_u64(seed),
-            uptime.now(),
         )?;
-        let membership: SharedMembership = Arc::new(Mutex::new(membership));
-        let request_timeout = Duration::from_millis(config.http.request_timeout_ms);
-        let pool = Arc::new(Pool::new(
-            env.net.clone(),
-            request_timeout.min(Duration::from_secs(1)),
-            config.max_frame_bytes(),
-        ));
+        let (membership, pool, uptime) = (
+            member.membership.clone(),
+            member.pool.clone(),
+            member.uptime,
+        );
+        let advertise = member.advertise.clone();
+
         let suspicion = Duration::from_millis(config.gossip.failure_timeout_ms).min(MAX_SUSPICION);
         let cluster = Arc::new(cluster::Cluster::new(membership.clone(), suspicion));
         let engine = Arc::new(ops::Engine::new(
@@ -192,25 +167,12 @@ impl Gateway {
         let (http_stop, http_stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let service = rpc::GatewayService::new(id.clone(), membership.clone(), uptime);
-        tasks.push(tokio::spawn(shoal_node::serve::accept_loop(
-            rpc_listener,
-            config.max_frame_bytes(),
-            stop_rx.clone(),
-            move |transport, stop| {
+        tasks.extend(
+            member.run(rpc_listener, stop_rx, move |transport, connection| {
                 let service = service.clone();
-                tokio::spawn(
-                    async move { shoal_node::serve_connection!(transport, service, stop) },
-                );
-            },
-        )));
-        tasks.push(tokio::spawn(shoal_node::membership::run(
-            membership.clone(),
-            pool.clone(),
-            uptime,
-            advertise.clone(),
-            Duration::from_millis(config.gossip.interval_ms),
-            stop_rx,
-        )));
+                async move { shoal_node::serve_connection!(transport, service, connection) }
+            }),
+        );
 
         let state = http::AppState::new(
             engine,

@@ -127,6 +127,7 @@ impl Replica for GatewayService {
     async fn decommission(
         self,
         _: tarpc::context::Context,
+        _force: bool,
     ) -> Result<shoal_node::rpc::HandoverReport, RemoteError> {
         Err(self.not_storage())
     }

@@ -29,7 +29,11 @@ fn serves_and_stops_on_sigterm() {
     let file = dir.path().join("gateway.toml");
     std::fs::write(
         &file,
-        "[member]\nid = \"gw-bin\"\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        format!(
+            "[member]\nid = \"gw-bin\"\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [security]\ncluster_secret = {:?}\n",
+            common::secret().0
+        ),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-gateway"))
@@ -88,4 +92,37 @@ fn bad_config_is_refused_naming_the_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_concurent_requests"), "{err}");
+}
+
+/// Every member refuses to start without the cluster secret, and with a
+/// secret file that others may read: both would leave the RPC port open to
+/// anyone who reaches it.
+#[test]
+fn no_secret_or_a_readable_secret_file_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, format!("{}\n", common::secret().0)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let base =
+        "[member]\nid = \"gw-bin\"\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n";
+    for (toml, expect) in [
+        (base.to_string(), "no cluster secret"),
+        (
+            format!("{base}[security]\ncluster_secret_file = {secret:?}\n"),
+            "chmod 600",
+        ),
+    ] {
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal-gateway"))
+            .arg("--config")
+            .arg(&file)
+            .env_remove("SHOAL_SECURITY__CLUSTER_SECRET")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{err}");
+    }
 }

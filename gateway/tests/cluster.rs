@@ -261,7 +261,7 @@ async fn read_repair_is_visible_in_debug_replicas(c: &Cluster) {
         .map(str::to_string)
         .collect();
     let first = c.nodes.iter().find(|n| n.id() == owners[0]).unwrap();
-    let pool = shoal_node::pool::Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20);
+    let pool = common::pool(8 << 20);
     let request = shoal_node::rpc::CoordinateRequest {
         key: key.clone(),
         context: Context::empty(),

@@ -18,7 +18,6 @@ use shoal_gateway::Gateway;
 use shoal_node::config::{Config, SyncMode};
 use shoal_node::env::Env;
 use shoal_node::node::{self, NodeHandle};
-use shoal_node::pool::Pool;
 
 const CHANGE_WAIT: Duration = Duration::from_secs(30);
 const GATEWAY_TIMEOUT_MS: u64 = 3_000;
@@ -29,6 +28,7 @@ fn node_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
     c.member.listen = "127.0.0.1:0".into();
     c.member.seeds = seeds.to_vec();
     c.member.data_dir = dir.join(id);
+    c.security.cluster_secret = Some(common::secret());
     c.gossip.interval_ms = 50;
     c.gossip.failure_timeout_ms = 1000;
     c.anti_entropy.enabled = false;
@@ -214,11 +214,11 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
 
     // Decommission node-4.
     let started = Instant::now();
-    let pool = Pool::new(Env::real().net, Duration::from_secs(2), 16 << 20);
+    let pool = common::pool(16 << 20);
     let leaving = nodes.remove(3);
     let report = pool
         .call(leaving.advertise(), CHANGE_WAIT, |c, ctx| async move {
-            c.decommission(ctx).await
+            c.decommission(ctx, false).await
         })
         .await
         .unwrap()

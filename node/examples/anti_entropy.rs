@@ -23,12 +23,21 @@ const KEYS: usize = 100_000;
 const VALUE_BYTES: usize = 100;
 const RPC: Duration = Duration::from_secs(60);
 
+/// One secret for every member this example starts.
+fn secret() -> shoal_node::config::SecretText {
+    static SECRET: std::sync::OnceLock<shoal_node::config::SecretText> = std::sync::OnceLock::new();
+    SECRET
+        .get_or_init(shoal_node::config::SecretText::random)
+        .clone()
+}
+
 fn config(id: &str, dir: &std::path::Path, seeds: &[String]) -> Config {
     let mut c = Config::default();
     c.member.id = id.into();
     c.member.listen = "127.0.0.1:0".into();
     c.member.seeds = seeds.to_vec();
     c.member.data_dir = dir.join(id);
+    c.security.cluster_secret = Some(secret());
     c.replication.n = 2;
     c.replication.w = 1;
     c.replication.r = 1;
@@ -131,7 +140,10 @@ async fn main() {
         a.members().len() == 2 && b.members().len() == 2
     })
     .await;
-    let pool = Pool::new(Env::real().net, Duration::from_secs(5), 64 << 20);
+    let transport = config("client", dir.path(), &[])
+        .transport()
+        .expect("the example's secret is valid");
+    let pool = Pool::new(Env::real().net, transport, Duration::from_secs(5), 64 << 20);
 
     let items: Vec<(Vec<u8>, SiblingSet)> = (0..KEYS)
         .map(|i| {

@@ -27,18 +27,30 @@ const CALLERS: usize = 16;
 const HINTS: usize = 10_000;
 const RPC: Duration = Duration::from_secs(10);
 
+/// One secret for every member this example starts.
+fn secret() -> shoal_node::config::SecretText {
+    static SECRET: std::sync::OnceLock<shoal_node::config::SecretText> = std::sync::OnceLock::new();
+    SECRET
+        .get_or_init(shoal_node::config::SecretText::random)
+        .clone()
+}
+
 fn config(id: &str, dir: &Path, seeds: &[String], sync: SyncMode) -> Config {
     let mut c = Config::default();
     c.member.id = id.into();
     c.member.listen = "127.0.0.1:0".into();
     c.member.seeds = seeds.to_vec();
     c.member.data_dir = dir.join(id);
+    c.security.cluster_secret = Some(secret());
     c.storage.sync = sync;
     c
 }
 
 fn pool() -> Pool {
-    Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20)
+    let transport = config("client", Path::new("."), &[], SyncMode::Never)
+        .transport()
+        .expect("the example's secret is valid");
+    Pool::new(Env::real().net, transport, Duration::from_secs(2), 8 << 20)
 }
 
 fn value() -> Content {

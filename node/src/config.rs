@@ -68,6 +68,73 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The cluster secret every RPC connection proves.
+    pub security: SecurityConfig,
+    /// Bounds on the RPC port.
+    pub rpc: RpcConfig,
+}
+
+/// Where the cluster secret comes from (see [`crate::secure`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// A file of at least 32 random bytes, raw or hex, readable by its owner
+    /// only.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The secret itself, as hex (`SHOAL_SECURITY__CLUSTER_SECRET`); wins
+    /// over the file. Never printed.
+    pub cluster_secret: Option<SecretText>,
+}
+
+/// Secret text whose `Debug` never shows it, so a logged config leaks nothing.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl SecretText {
+    /// 32 fresh random bytes as hex: a new cluster's secret (tests and
+    /// examples; `cargo xtask cluster up` writes its own file).
+    pub fn random() -> Self {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Bounds on the RPC port, so that no peer (with or without the secret) can
+/// exhaust a node's sockets, memory or threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcConfig {
+    /// Connections served at once; a new one past it is closed at once.
+    pub max_connections: usize,
+    /// A connection that has not completed the handshake in this time is closed.
+    pub handshake_timeout_ms: u64,
+    /// A connection with no request in flight and none received for this
+    /// long is closed (pooled clients dial again on their next call).
+    pub idle_timeout_ms: u64,
+    /// Requests in flight on the whole node; past it a request is answered
+    /// `overloaded` at once (the gateway then tries another replica or
+    /// answers 503).
+    pub max_in_flight: usize,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1_024,
+            handshake_timeout_ms: 5_000,
+            idle_timeout_ms: 600_000,
+            max_in_flight: 4_096,
+        }
+    }
 }
 
 /// Identity of this process in gossip and on the ring.
@@ -116,6 +183,10 @@ pub struct GossipConfig {
     pub failure_timeout_ms: u64,
     /// Peers contacted per round.
     pub fanout: usize,
+    /// Largest storage weight any member may announce: gossip refuses a
+    /// record above it (or of weight 0), so that one bad record cannot make
+    /// a member own nearly every key or stop every ring from building.
+    pub max_weight: u32,
 }
 
 /// When the commit log is fsynced.
@@ -252,6 +323,7 @@ impl Default for GossipConfig {
             interval_ms: 200,
             failure_timeout_ms: 3_000,
             fanout: 3,
+            max_weight: 100,
         }
     }
 }
@@ -396,13 +468,22 @@ impl Config {
                 format!("{} is not in 1..=n ({})", r.r, r.n),
             );
         }
-        if self.member.weight == 0 || self.member.weight > shoal_ring::MAX_WEIGHT {
+        if self.gossip.max_weight == 0 || self.gossip.max_weight > shoal_ring::MAX_WEIGHT {
+            return bad(
+                "gossip.max_weight",
+                format!(
+                    "{} is not in 1..={}",
+                    self.gossip.max_weight,
+                    shoal_ring::MAX_WEIGHT
+                ),
+            );
+        }
+        if self.member.weight == 0 || self.member.weight > self.gossip.max_weight {
             return bad(
                 "member.weight",
                 format!(
-                    "{} is not in 1..={}",
-                    self.member.weight,
-                    shoal_ring::MAX_WEIGHT
+                    "{} is not in 1..={} (gossip.max_weight)",
+                    self.member.weight, self.gossip.max_weight
                 ),
             );
         }
@@ -464,6 +545,18 @@ impl Config {
                 "must be at least 65536 (one Merkle message is up to 132 KiB)",
             );
         }
+        if self.rpc.max_connections == 0 {
+            return bad("rpc.max_connections", "must be at least 1");
+        }
+        if self.rpc.handshake_timeout_ms == 0 {
+            return bad("rpc.handshake_timeout_ms", "must be at least 1");
+        }
+        if self.rpc.idle_timeout_ms == 0 {
+            return bad("rpc.idle_timeout_ms", "must be at least 1");
+        }
+        if self.rpc.max_in_flight == 0 {
+            return bad("rpc.max_in_flight", "must be at least 1");
+        }
         if !(shoal_merkle::MIN_LEAF_BITS..=shoal_merkle::MAX_LEAF_BITS)
             .contains(&self.anti_entropy.leaf_bits)
         {
@@ -478,6 +571,31 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The cluster secret, from `security.cluster_secret` or else
+    /// `security.cluster_secret_file`. Every Shoal process refuses to start
+    /// without one.
+    pub fn cluster_secret(
+        &self,
+    ) -> Result<crate::secure::ClusterSecret, crate::secure::SecretError> {
+        use crate::secure::{ClusterSecret, SecretError};
+        match (
+            &self.security.cluster_secret,
+            &self.security.cluster_secret_file,
+        ) {
+            (Some(hex), _) => ClusterSecret::from_hex(&hex.0),
+            (None, Some(path)) => ClusterSecret::from_file(path),
+            (None, None) => Err(SecretError::Missing),
+        }
+    }
+
+    /// The RPC transport of this process: its secret and handshake limit.
+    pub fn transport(&self) -> Result<crate::secure::Transport, crate::secure::SecretError> {
+        Ok(crate::secure::Transport::new(
+            self.cluster_secret()?,
+            std::time::Duration::from_millis(self.rpc.handshake_timeout_ms),
+        ))
     }
 
     /// Largest RPC frame a node accepts: a full value plus its key, clock and

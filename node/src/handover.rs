@@ -346,7 +346,20 @@ async fn pull_range(
 
 /// The decommission RPC: announce leaving, settle, push every lost range to
 /// the members that gain it, announce `left`, and stop the node.
-pub(crate) async fn decommission(inner: &Arc<Inner>) -> Result<HandoverReport, RemoteError> {
+pub(crate) async fn decommission(
+    inner: &Arc<Inner>,
+    force: bool,
+) -> Result<HandoverReport, RemoteError> {
+    let mut done = inner.decommissioned.lock().await;
+    if let Some(report) = done.as_ref() {
+        return Ok(report.clone());
+    }
+    let report = decommission_once(inner, force).await?;
+    *done = Some(report.clone());
+    Ok(report)
+}
+
+async fn decommission_once(inner: &Arc<Inner>, force: bool) -> Result<HandoverReport, RemoteError> {
     let fail = |message: String| RemoteError::Membership {
         operation: "decommission".into(),
         node: inner.id.clone(),
@@ -354,6 +367,22 @@ pub(crate) async fn decommission(inner: &Arc<Inner>) -> Result<HandoverReport, R
     };
     let current = {
         let mut m = crate::membership::lock(&inner.membership);
+        let n = inner.config.replication.n;
+        let remaining = m
+            .ring_members()
+            .iter()
+            .filter(|i| {
+                i.id.as_str() != inner.id
+                    && i.status == shoal_gossip::Status::Alive
+                    && !crate::membership::split_weight(i.weight).1
+            })
+            .count();
+        if remaining < n && !force {
+            return Err(fail(format!(
+                "only {remaining} other live storage member(s) would remain, fewer than N = {n}: \
+                 writes could no longer reach N replicas (force it to proceed anyway)"
+            )));
+        }
         m.start_leaving();
         RingView::member_lists(&m.ring_members()).0
     };

@@ -47,10 +47,12 @@ pub mod config;
 pub mod env;
 pub mod handover;
 pub mod logging;
+pub mod member;
 pub mod membership;
 pub mod node;
 pub mod pool;
 pub mod rpc;
+pub mod secure;
 pub mod serve;
 pub mod store;
 

@@ -200,16 +200,28 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => break,
             _ = ticker.tick() => {}
         }
-        let outgoing = membership
-            .lock()
-            .expect("membership lock")
-            .tick(uptime.now());
+        let (outgoing, events) = {
+            let mut m = membership.lock().expect("membership lock");
+            (m.tick(uptime.now()), m.drain_events())
+        };
+        log_refusals(&events);
         // Rounds run concurrently so that one unreachable peer's connect
         // timeout does not delay heartbeats to the others.
         let rounds = outgoing
             .into_iter()
             .map(|out| exchange(&membership, &pool, uptime, &self_addr, out, interval * 2));
         futures::future::join_all(rounds).await;
+    }
+}
+
+/// Logs the records gossip refused. The state machine reports each
+/// (sender, reason) once, so a peer that keeps sending a forged or invalid
+/// record costs one line, not one per round.
+fn log_refusals(events: &[shoal_gossip::Event]) {
+    for e in events {
+        if let shoal_gossip::Event::Refused { from, id, reason } = e {
+            tracing::warn!(%from, member = %id, ?reason, "gossip record refused");
+        }
     }
 }
 

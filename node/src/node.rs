@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::{rngs::StdRng, SeedableRng};
-use shoal_gossip::{LocalMember, Membership, Message, Role};
+use shoal_gossip::{Message, Role};
 use shoal_vclock::SiblingSet;
 use tarpc::context::Context as RpcContext;
 use tokio::sync::watch;
@@ -25,6 +24,10 @@ use crate::rpc::{
 };
 use crate::store::{Store, StoreError};
 
+/// The largest counter a peer's clock may claim: 2^48 writes coordinated by
+/// one actor epoch (nine years at a million writes a second).
+pub const MAX_COUNTER: u64 = 1 << 48;
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -39,14 +42,6 @@ pub enum NodeError {
         /// The cause.
         source: StoreError,
     },
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: String,
-        /// The cause.
-        source: std::io::Error,
-    },
     /// The data directory belongs to a node that was decommissioned: its
     /// ranges went to other nodes, and serving its stale copy would hide
     /// writes made since.
@@ -55,9 +50,10 @@ pub enum NodeError {
         /// The directory.
         path: String,
     },
-    /// The gossip layer refused the identity (id or address too long, ...).
-    #[error("invalid member identity: {0}")]
-    Gossip(#[from] shoal_gossip::GossipError),
+    /// No cluster secret, the listen address taken, or an identity gossip
+    /// refuses (id or address too long, ...).
+    #[error(transparent)]
+    Member(#[from] crate::member::MemberError),
 }
 
 /// What the service, the loops and the RPC handlers share.
@@ -70,6 +66,10 @@ pub(crate) struct Inner {
     pub(crate) uptime: Uptime,
     pub(crate) pool: Arc<Pool>,
     pub(crate) shutting_down: AtomicBool,
+    /// Node-wide bound on data requests in flight (`rpc.max_in_flight`).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// Held for the whole of a decommission; its report, once there is one.
+    pub(crate) decommissioned: tokio::sync::Mutex<Option<HandoverReport>>,
     /// One anti-entropy pass at a time (periodic or the repair RPC), so that
     /// two never sync the same keys against each other.
     pub(crate) anti_entropy_lock: tokio::sync::Mutex<()>,
@@ -112,6 +112,9 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     if config.member.id.is_empty() {
         return Err(NodeError::MissingId);
     }
+    // The secret and the port first: a node that could not serve must not
+    // have opened (and locked) its store.
+    let (transport, listener, addr) = crate::member::bind(&config, &env).await?;
     let id = config.member.id.clone();
     let dir = config.member.data_dir.clone();
     let store = {
@@ -126,23 +129,6 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
                 source,
             })?
     };
-    let listener = env
-        .net
-        .bind(config.member.listen.clone())
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.member.listen.clone(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: config.member.listen.clone(),
-        source,
-    })?;
-    let advertise = config
-        .member
-        .advertise
-        .clone()
-        .unwrap_or_else(|| addr.to_string());
 
     if crate::handover::was_decommissioned(&store) {
         return Err(NodeError::Decommissioned {
@@ -150,16 +136,12 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         });
     }
     let joining = crate::handover::join_pending(&config, &store);
-    let gossip_config = gossip_config(&config);
-    let uptime = Uptime::start();
-    let mut seeds = config.member.seeds.clone();
-    seeds.retain(|s| s != &advertise);
-    let rng = StdRng::seed_from_u64(env.clock.now_millis() ^ fxhash(&id));
-    let membership = Membership::new(
-        gossip_config,
-        LocalMember {
-            id: id.clone().into(),
-            address: advertise.clone(),
+    let member = crate::member::Member::new(
+        &config,
+        &env,
+        transport,
+        addr,
+        crate::member::Spec {
             role: Role::Storage,
             // A joining node announces itself with the joining flag: gateways
             // write to it but do not read from it until it clears the flag.
@@ -169,17 +151,15 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
                 config.member.weight
             },
             incarnation: store.incarnation(),
+            connect_timeout: Duration::from_millis(config.gossip.interval_ms.max(200) * 5),
         },
-        seeds,
-        rng,
-        uptime.now(),
     )?;
-    let membership: SharedMembership = Arc::new(Mutex::new(membership));
-    let pool = Arc::new(Pool::new(
-        env.net.clone(),
-        Duration::from_millis(config.gossip.interval_ms.max(200) * 5),
-        config.max_frame_bytes(),
-    ));
+    let (membership, pool, uptime) = (
+        member.membership.clone(),
+        member.pool.clone(),
+        member.uptime,
+    );
+    let advertise = member.advertise.clone();
     let inner = Arc::new(Inner {
         config: config.clone(),
         env,
@@ -189,6 +169,8 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         uptime,
         pool: pool.clone(),
         shutting_down: AtomicBool::new(false),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.rpc.max_in_flight)),
+        decommissioned: tokio::sync::Mutex::new(None),
         anti_entropy_lock: tokio::sync::Mutex::new(()),
         anti_entropy_limiter: crate::anti_entropy::RateLimiter::new(
             config.anti_entropy.max_keys_per_sec,
@@ -202,23 +184,14 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     let mut tasks = Vec::new();
 
     let service = NodeService(inner.clone());
-    tasks.push(tokio::spawn(crate::serve::accept_loop(
+    tasks.extend(member.run(
         listener,
-        config.max_frame_bytes(),
         shutdown_rx.clone(),
-        move |transport, stop| {
+        move |transport, connection| {
             let service = service.clone();
-            tokio::spawn(async move { crate::serve_connection!(transport, service, stop) });
+            async move { crate::serve_connection!(transport, service, connection) }
         },
-    )));
-    tasks.push(tokio::spawn(membership::run(
-        membership,
-        pool,
-        uptime,
-        advertise.clone(),
-        Duration::from_millis(config.gossip.interval_ms),
-        shutdown_rx.clone(),
-    )));
+    ));
     if joining {
         let inner = inner.clone();
         let mut stop = shutdown_rx.clone();
@@ -264,15 +237,12 @@ pub fn gossip_config(config: &Config) -> shoal_gossip::Config {
             suspect_after: down / 2,
             down_after: down,
         },
+        // The joining flag rides in the weight; only the rest is checked
+        // against the bound.
+        weight_flags: crate::membership::JOINING_FLAG,
+        max_weight: config.gossip.max_weight,
         ..shoal_gossip::Config::default()
     }
-}
-
-/// A cheap, stable hash of a string (seeding only; not security).
-fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 impl NodeHandle {
@@ -371,6 +341,22 @@ fn check_batch(len: usize) -> Result<(), RemoteError> {
 }
 
 impl NodeService {
+    /// A slot among the node's requests in flight, or `Overloaded` at once:
+    /// past the bound, queueing would only add latency to every request and
+    /// memory to the node, while the caller can ask another replica now.
+    /// Gossip and status take no slot, so an overloaded node still shows as
+    /// alive and answers its operator.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RemoteError> {
+        self.0
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RemoteError::Overloaded {
+                id: self.0.id.clone(),
+                max: self.0.config.rpc.max_in_flight,
+            })
+    }
+
     fn check_running(&self) -> Result<(), RemoteError> {
         if self.0.shutting_down.load(Ordering::SeqCst) {
             return Err(RemoteError::ShuttingDown {
@@ -403,6 +389,23 @@ impl NodeService {
     }
 
     fn check_set(&self, set: &SiblingSet) -> Result<(), RemoteError> {
+        // A clock claiming more events of an actor than any replica mints
+        // would cover every version that actor will ever write: merged here,
+        // it erases the key's versions with no tombstone and makes the key
+        // unwritable. Honest counters grow by one per write.
+        let absurd = set
+            .clock()
+            .entries()
+            .iter()
+            .find(|e| e.counter > MAX_COUNTER);
+        if let Some(e) = absurd {
+            return Err(RemoteError::BadRequest {
+                message: format!(
+                    "clock entry {}:{} exceeds the largest counter a replica mints (2^48)",
+                    e.actor, e.counter
+                ),
+            });
+        }
         let max = self.0.config.limits.max_value_bytes;
         for s in set.values() {
             let len = s.value().map_or(0, <[u8]>::len);
@@ -467,6 +470,7 @@ impl Replica for NodeService {
         _: RpcContext,
         request: CoordinateRequest,
     ) -> Result<SiblingSet, RemoteError> {
+        let _admitted = self.admit()?;
         self.check_key(&request.key)?;
         if let Some(bytes) = request.content_bytes() {
             let max = self.0.config.limits.max_value_bytes;
@@ -492,6 +496,7 @@ impl Replica for NodeService {
     }
 
     async fn replicate(self, _: RpcContext, request: ReplicateRequest) -> Result<(), RemoteError> {
+        let _admitted = self.admit()?;
         self.check_key(&request.key)?;
         self.check_set(&request.siblings)?;
         self.blocking(move |s| match &request.hint_for {
@@ -503,6 +508,7 @@ impl Replica for NodeService {
     }
 
     async fn read(self, _: RpcContext, key: Vec<u8>) -> Result<Option<SiblingSet>, RemoteError> {
+        let _admitted = self.admit()?;
         self.check_key(&key)?;
         // Inline, not on the blocking pool: a read is answered from the
         // memtable or page-cached tables in microseconds, and the hand-off to
@@ -513,6 +519,7 @@ impl Replica for NodeService {
     }
 
     async fn inspect(self, _: RpcContext, key: Vec<u8>) -> Result<KeyReport, RemoteError> {
+        let _admitted = self.admit()?;
         self.check_key(&key)?;
         let node = self.0.id.clone();
         self.blocking(move |s| {
@@ -548,6 +555,7 @@ impl Replica for NodeService {
         _: RpcContext,
         request: MerkleRequest,
     ) -> Result<MerkleResponse, RemoteError> {
+        let _admitted = self.admit()?;
         self.check_running()?;
         // Answering is pure CPU on the in-memory tree, bounded by the
         // message size limit; no blocking pool needed.
@@ -560,6 +568,7 @@ impl Replica for NodeService {
     }
 
     async fn scan(self, _: RpcContext, request: ScanRequest) -> Result<ScanPage, RemoteError> {
+        let _admitted = self.admit()?;
         self.check_running()?;
         if request.ranges.len() > MAX_SCAN_RANGES {
             return Err(RemoteError::BadRequest {
@@ -589,6 +598,7 @@ impl Replica for NodeService {
         _: RpcContext,
         keys: Vec<Vec<u8>>,
     ) -> Result<Vec<Option<SiblingSet>>, RemoteError> {
+        let _admitted = self.admit()?;
         self.check_running()?;
         check_batch(keys.len())?;
         for key in &keys {
@@ -616,6 +626,7 @@ impl Replica for NodeService {
         _: RpcContext,
         entries: Vec<(Vec<u8>, SiblingSet)>,
     ) -> Result<u64, RemoteError> {
+        let _admitted = self.admit()?;
         self.check_running()?;
         check_batch(entries.len())?;
         for (key, set) in &entries {
@@ -631,9 +642,9 @@ impl Replica for NodeService {
         Ok(crate::anti_entropy::repair(&self.0).await)
     }
 
-    async fn decommission(self, _: RpcContext) -> Result<HandoverReport, RemoteError> {
+    async fn decommission(self, _: RpcContext, force: bool) -> Result<HandoverReport, RemoteError> {
         self.check_running()?;
-        crate::handover::decommission(&self.0).await
+        crate::handover::decommission(&self.0, force).await
     }
 
     async fn status(self, _: RpcContext) -> Result<NodeStatus, RemoteError> {

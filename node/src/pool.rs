@@ -16,6 +16,7 @@ use tarpc::tokio_util::codec::LengthDelimitedCodec;
 
 use crate::env::Net;
 use crate::rpc::ReplicaClient;
+use crate::secure::Transport;
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +64,14 @@ const TIE_BREAK: Duration = Duration::from_millis(1);
 /// Clients by peer address.
 pub struct Pool {
     net: Arc<dyn Net>,
+    transport: Transport,
     connect_timeout: Duration,
     max_frame_bytes: usize,
     clients: Mutex<HashMap<String, ReplicaClient>>,
+    /// One dial at a time per address: concurrent first calls to a peer
+    /// wait for one connection instead of each dialing and handshaking its
+    /// own (and all but one being thrown away).
+    dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -77,13 +83,21 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// A pool dialing through `net`.
-    pub fn new(net: Arc<dyn Net>, connect_timeout: Duration, max_frame_bytes: usize) -> Self {
+    /// A pool dialing through `net`, proving the cluster secret of
+    /// `transport` on every new connection.
+    pub fn new(
+        net: Arc<dyn Net>,
+        transport: Transport,
+        connect_timeout: Duration,
+        max_frame_bytes: usize,
+    ) -> Self {
         Self {
             net,
+            transport,
             connect_timeout,
             max_frame_bytes,
             clients: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -92,7 +106,25 @@ impl Pool {
         if let Some(c) = self.clients.lock().expect("pool lock").get(addr) {
             return Ok(c.clone());
         }
-        let conn = tokio::time::timeout(self.connect_timeout, self.net.connect(addr.to_string()))
+        let dial_lock = self
+            .dialing
+            .lock()
+            .expect("pool lock")
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let _dialing = dial_lock.lock().await;
+        if let Some(c) = self.clients.lock().expect("pool lock").get(addr) {
+            return Ok(c.clone());
+        }
+        // One bound for dialing and the handshake together: a peer that
+        // accepts but never answers the handshake costs no more than one
+        // that never accepts.
+        let dial = async {
+            let conn = self.net.connect(addr.to_string()).await?;
+            self.transport.connect(conn).await
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, dial)
             .await
             .map_err(|_| CallError::Connect {
                 addr: addr.to_string(),
@@ -104,7 +136,7 @@ impl Pool {
             })?;
         let framed = LengthDelimitedCodec::builder()
             .max_frame_length(self.max_frame_bytes)
-            .new_framed(conn);
+            .new_framed(Box::new(conn) as crate::env::BoxConn);
         let transport = tarpc::serde_transport::new(framed, Bincode::default());
         let client = ReplicaClient::new(tarpc::client::Config::default(), transport).spawn();
         self.clients

@@ -78,7 +78,12 @@ pub trait Replica {
     /// route writes to the new owners as well, stream every range this node
     /// replicates to its new owners, announce `left`, then stop the node.
     /// Answers once the ranges are handed over, before the stop.
-    async fn decommission() -> Result<HandoverReport, RemoteError>;
+    ///
+    /// Refused when fewer than N live storage members would remain (writes
+    /// at W could then fail for good), unless `force`. A second call while
+    /// one runs starts nothing: it waits for the running one and answers
+    /// its report, so an operator's retry after a timeout is safe.
+    async fn decommission(force: bool) -> Result<HandoverReport, RemoteError>;
 }
 
 /// Largest page a [`Replica::scan`] returns, whatever the caller asks.
@@ -305,6 +310,15 @@ pub enum RemoteError {
     ShuttingDown {
         /// Who answered.
         id: String,
+    },
+    /// The node has `rpc.max_in_flight` requests in flight already; the
+    /// caller should try another replica or answer 503.
+    #[error("member {id} is overloaded ({max} requests in flight)")]
+    Overloaded {
+        /// Who answered.
+        id: String,
+        /// Its bound.
+        max: usize,
     },
     /// A repair or decommission could not be carried out (no peer to stream
     /// to, a peer refused, already leaving).

@@ -1,6 +1,9 @@
 //! The accept loop that serves the [`Replica`](crate::rpc::Replica) service on a
 //! listener, for nodes and gateways alike.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tarpc::tokio_serde::formats::Bincode;
@@ -8,6 +11,7 @@ use tarpc::tokio_util::codec::LengthDelimitedCodec;
 use tokio::sync::watch;
 
 use crate::env::Listener;
+use crate::secure::Transport;
 
 /// Requests one connection may have in flight; past it tarpc answers the
 /// excess at once with an error instead of queueing without bound.
@@ -97,20 +101,109 @@ fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
     }
 }
 
-/// Serves connections accepted on `listener` until `shutdown` turns true,
-/// handing each to [`serve_connection`] with `service`. A connection that sends
-/// an oversized or undecodable frame is closed, and only that one.
+/// Bounds on one listener's connections (from `rpc.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Largest frame, checked on its length prefix before anything is
+    /// allocated for it.
+    pub max_frame_bytes: usize,
+    /// Connections open at once; past it a new one is closed unread.
+    pub max_connections: usize,
+    /// Closes a connection with nothing in flight and no request for this long.
+    pub idle_timeout: Duration,
+}
+
+impl ServeLimits {
+    /// The limits a process's config sets.
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            max_frame_bytes: config.max_frame_bytes(),
+            max_connections: config.rpc.max_connections,
+            idle_timeout: Duration::from_millis(config.rpc.idle_timeout_ms),
+        }
+    }
+}
+
+/// What [`serve_connection!`](crate::serve_connection) needs of the
+/// connection it serves besides the transport.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Turns true when the process stops.
+    pub shutdown: watch::Receiver<bool>,
+    /// See [`ServeLimits::idle_timeout`].
+    pub idle_timeout: Duration,
+}
+
+/// A warning logged at most once per interval, with how many were
+/// suppressed meanwhile: a peer with the wrong secret retries every gossip
+/// round, and one line per attempt would drown the log.
+#[derive(Debug)]
+pub struct Throttled {
+    interval_ms: u64,
+    origin: std::time::Instant,
+    /// Milliseconds since `origin` of the last line, plus one (0: never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttled {
+    /// At most one line per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval_ms: interval.as_millis() as u64,
+            origin: std::time::Instant::now(),
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether to log now, and how many were suppressed since the last line.
+    pub fn admit(&self) -> Option<u64> {
+        let now = self.origin.elapsed().as_millis() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now < last + self.interval_ms {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Serves connections accepted on `listener` until `shutdown` turns true.
+/// Each connection gets its own task, which first runs the responder's
+/// handshake (bounded by the transport's time limit; a peer without the
+/// cluster secret is dropped there, before tarpc sees a byte), then frames
+/// the encrypted stream and runs `on_connection` on it. Past
+/// `limits.max_connections` a new connection is closed at once. A
+/// connection that sends an oversized or undecodable frame is closed, and
+/// only that one.
 ///
-/// This is a macro-free generic over the concrete service because tarpc's
-/// generated futures are only known to be `Send` for concrete types.
-pub async fn accept_loop<F>(
+/// `on_connection` returns the serving future rather than spawning it, so
+/// that the connection's slot is held exactly as long as it is served; it is
+/// a callback over the concrete service because tarpc's generated futures
+/// are only known to be `Send` for concrete types.
+pub async fn accept_loop<F, Fut>(
     mut listener: Box<dyn Listener>,
-    max_frame_bytes: usize,
+    transport: Transport,
+    limits: ServeLimits,
     mut shutdown: watch::Receiver<bool>,
     on_connection: F,
 ) where
-    F: Fn(ServerTransport, watch::Receiver<bool>) + Send + Sync + 'static,
+    F: Fn(ServerTransport, Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
+    let on_connection = Arc::new(on_connection);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let refused_full = Arc::new(Throttled::new(LOG_INTERVAL));
+    let refused_handshake = Arc::new(Throttled::new(LOG_INTERVAL));
     loop {
         let accepted = tokio::select! {
             biased;
@@ -127,34 +220,112 @@ pub async fn accept_loop<F>(
                 continue;
             }
         };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            if let Some(suppressed) = refused_full.admit() {
+                tracing::warn!(%peer, max = limits.max_connections, suppressed,
+                    "RPC connection refused: rpc.max_connections reached");
+            }
+            drop(conn);
+            continue;
+        };
         tracing::trace!(%peer, "connection accepted");
-        let framed = LengthDelimitedCodec::builder()
-            .max_frame_length(max_frame_bytes)
-            .new_framed(conn);
-        let transport = tarpc::serde_transport::new(framed, CheckedBincode::default());
-        on_connection(transport, shutdown.clone());
+        let (transport, on_connection) = (transport.clone(), on_connection.clone());
+        let refused_handshake = refused_handshake.clone();
+        let connection = Connection {
+            shutdown: shutdown.clone(),
+            idle_timeout: limits.idle_timeout,
+        };
+        tokio::spawn(async move {
+            let _slot = slot;
+            let secure = match transport.accept(conn).await {
+                Ok(secure) => secure,
+                Err(e) => {
+                    if let Some(suppressed) = refused_handshake.admit() {
+                        tracing::warn!(%peer, error = %e, suppressed,
+                            "RPC connection refused: handshake failed");
+                    }
+                    return;
+                }
+            };
+            let framed = LengthDelimitedCodec::builder()
+                .max_frame_length(limits.max_frame_bytes)
+                .new_framed(Box::new(secure) as crate::env::BoxConn);
+            let served = tarpc::serde_transport::new(framed, CheckedBincode::default());
+            on_connection(served, connection).await;
+        });
     }
 }
 
-/// Serves one connection with a concrete service (call it from the
-/// `on_connection` callback of [`accept_loop`], inside `tokio::spawn`).
+/// How often a repeated refusal is logged.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counts a connection's requests in flight, so that the idle timer closes
+/// only a connection that is waiting for nothing (a decommission call may
+/// run for an hour with no other traffic on its connection).
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    /// Marks one request started; dropping the guard marks it done.
+    pub fn start(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(self.0.clone())
+    }
+
+    /// Whether no request is in flight.
+    pub fn is_idle(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// See [`InFlight::start`].
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<AtomicU64>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection with a concrete service: the future to return from
+/// the `on_connection` callback of [`accept_loop`]. Ends on shutdown, when
+/// the peer closes, or after [`Connection::idle_timeout`] with nothing in
+/// flight.
 #[macro_export]
 macro_rules! serve_connection {
-    ($transport:expr, $service:expr, $shutdown:expr) => {{
+    ($transport:expr, $service:expr, $connection:expr) => {{
         use $crate::__private::{BaseChannel, Channel, StreamExt};
-        let mut stop = $shutdown;
+        let connection: $crate::serve::Connection = $connection;
+        let mut stop = connection.shutdown;
+        let in_flight = $crate::serve::InFlight::default();
         let channel = BaseChannel::with_defaults($transport)
             .max_concurrent_requests($crate::serve::MAX_IN_FLIGHT_PER_CONNECTION);
         let requests = channel.execute($crate::rpc::Replica::serve($service));
         $crate::__private::pin_mut!(requests);
+        let idle = tokio::time::sleep(connection.idle_timeout);
+        $crate::__private::pin_mut!(idle);
         loop {
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
                 next = requests.next() => match next {
-                    Some(request) => { tokio::spawn(request); }
+                    Some(request) => {
+                        let guard = in_flight.start();
+                        tokio::spawn(async move {
+                            request.await;
+                            drop(guard);
+                        });
+                        idle.as_mut().reset(tokio::time::Instant::now() + connection.idle_timeout);
+                    }
                     None => break,
                 },
+                _ = &mut idle => {
+                    if in_flight.is_idle() {
+                        break;
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::now() + connection.idle_timeout);
+                }
             }
         }
     }};

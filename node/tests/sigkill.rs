@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use shoal_node::env::Env;
 use shoal_node::pool::Pool;
 use shoal_node::rpc::CoordinateRequest;
 use shoal_vclock::{Content, Context};
+
+mod common;
 
 const ROUNDS: usize = 4;
 
@@ -63,8 +64,9 @@ async fn sigkill_loses_no_acknowledged_write() {
     std::fs::write(
         &config,
         format!(
-            "[member]\nid = \"crashy\"\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n[storage]\nsync = \"always\"\nmemtable_bytes = 262144\n",
-            dir.path().join("data")
+            "[member]\nid = \"crashy\"\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n[storage]\nsync = \"always\"\nmemtable_bytes = 262144\n[security]\ncluster_secret = {:?}\n",
+            dir.path().join("data"),
+            common::secret().0
         ),
     )
     .unwrap();
@@ -73,7 +75,7 @@ async fn sigkill_loses_no_acknowledged_write() {
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     for round in 0..ROUNDS {
         let (mut child, addr) = spawn(&config);
-        let pool = Arc::new(Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20));
+        let pool = Arc::new(common::pool(8 << 20));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writers: Vec<_> = (0..8)
             .map(|w| {
@@ -120,7 +122,7 @@ async fn sigkill_loses_no_acknowledged_write() {
 
     // Restart and check every acknowledged write.
     let (mut child, addr) = spawn(&config);
-    let pool = Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20);
+    let pool: Pool = common::pool(8 << 20);
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty(), "the workload acknowledged writes");
     let started = Instant::now();

@@ -227,10 +227,10 @@ impl Cluster {
     /// Returns the node's report of what moved.
     pub async fn decommission(&mut self, i: usize, bound: Duration) -> Result<String, String> {
         let node = self.nodes[i].as_ref().ok_or("node not running")?;
-        let pool = Pool::new(Env::real().net, Duration::from_secs(2), 16 << 20);
+        let pool: Pool = crate::secret::pool(Env::real().net, Duration::from_secs(2), 16 << 20);
         let report = pool
             .call(node.advertise(), bound, |c, ctx| async move {
-                c.decommission(ctx).await
+                c.decommission(ctx, false).await
             })
             .await
             .map_err(|e| format!("decommission call: {e}"))?
@@ -312,6 +312,7 @@ impl Cluster {
 fn base_config(spec: &Spec) -> Config {
     let mut c = Config::default();
     c.member.listen = "127.0.0.1:0".into();
+    c.security.cluster_secret = Some(crate::secret::secret());
     c.replication.n = spec.n;
     c.replication.w = spec.w;
     c.replication.r = spec.r;

@@ -37,7 +37,9 @@
 //!   fault-injecting `Net`;
 //! - [`procs`]: real `shoal-node`/`shoal-gateway` processes with kill-on-drop
 //!   guards;
-//! - [`run`]: seeds, the long form, bounded waits, percentiles.
+//! - [`run`]: seeds, the long form, bounded waits, percentiles;
+//! - [`secret`]: the cluster secret every member a test starts shares, and
+//!   an RPC pool that proves it.
 
 pub mod cluster;
 pub mod faultnet;
@@ -45,5 +47,6 @@ pub mod http;
 pub mod oracle;
 pub mod procs;
 pub mod run;
+pub mod secret;
 pub mod sim;
 pub mod workload;

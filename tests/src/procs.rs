@@ -202,8 +202,12 @@ impl ProcCluster {
              [gossip]\ninterval_ms = 100\nfailure_timeout_ms = 1000\n\
              [handoff]\nretry_interval_ms = 200\n\
              [storage]\nsync = \"{}\"\nmemtable_bytes = 1048576\n\
-             [log]\nfilter = \"warn\"\n",
-            spec.n, spec.w, spec.r, spec.sync
+             [log]\nfilter = \"warn\"\n{}",
+            spec.n,
+            spec.w,
+            spec.r,
+            spec.sync,
+            crate::secret::toml_section()
         );
         let mut nodes = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {

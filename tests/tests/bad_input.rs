@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_node::env::Env;
-use shoal_node::pool::Pool;
 use shoal_node::rpc::ReplicaRequest;
 use shoal_storage::{Engine, Options, SyncMode, WalRecovery};
 use shoal_tests::cluster::{Cluster, Spec};
@@ -298,7 +297,7 @@ async fn rpc_port_survives_random_frames() {
         .expect("node-1 runs")
         .advertise()
         .to_string();
-    let pool = Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20);
+    let pool = shoal_tests::secret::pool(Env::real().net, Duration::from_secs(2), 8 << 20);
     let valid = [
         encode_request(1, ReplicaRequest::Read { key: b"k".to_vec() }),
         encode_request(2, ReplicaRequest::Status {}),

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use shoal_node::config::SyncMode;
 use shoal_node::env::Env;
-use shoal_node::pool::Pool;
 use shoal_node::rpc::ReplicateRequest;
 use shoal_tests::cluster::{Cluster, Spec};
 use shoal_tests::http::Client;
@@ -127,7 +126,7 @@ async fn w3_errors(client: &mut Client, prefix: &str, count: usize) -> Vec<Strin
 /// why there was none) and how long it took.
 async fn direct_write(cluster: &Cluster, i: usize, key: &str) -> (String, Duration) {
     let node = cluster.node(i).expect("node runs").advertise().to_string();
-    let pool = Pool::new(Env::real().net, Duration::from_secs(2), 8 << 20);
+    let pool = shoal_tests::secret::pool(Env::real().net, Duration::from_secs(2), 8 << 20);
     let mut set = SiblingSet::new();
     set.update(
         &Context::empty(),

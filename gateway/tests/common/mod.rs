@@ -120,6 +120,27 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The cluster secret every member of this test process shares.
+pub fn secret() -> shoal_node::config::SecretText {
+    static SECRET: std::sync::OnceLock<shoal_node::config::SecretText> = std::sync::OnceLock::new();
+    SECRET
+        .get_or_init(shoal_node::config::SecretText::random)
+        .clone()
+}
+
+/// A client pool on real sockets that proves [`secret`].
+pub fn pool(max_frame_bytes: usize) -> shoal_node::pool::Pool {
+    let mut c = shoal_node::config::Config::default();
+    c.security.cluster_secret = Some(secret());
+    let transport = c.transport().expect("the test secret is valid");
+    shoal_node::pool::Pool::new(
+        shoal_node::env::Env::real().net,
+        transport,
+        Duration::from_secs(2),
+        max_frame_bytes,
+    )
+}
+
 /// Config of a gateway on 127.0.0.1 port 0, with extra TOML appended
 /// section by section.
 pub fn gateway_config(id: &str, seeds: &[String], extra: &str) -> shoal_node::config::Config {
@@ -130,7 +151,9 @@ pub fn gateway_config(id: &str, seeds: &[String], extra: &str) -> shoal_node::co
          [http]\nlisten = \"127.0.0.1:0\"\nrequest_timeout_ms = 2000\n{extra}",
         seeds.join(", ")
     );
-    shoal_node::config::Config::from_toml(&text).expect("valid test config")
+    let mut c = shoal_node::config::Config::from_toml(&text).expect("valid test config");
+    c.security.cluster_secret = Some(secret());
+    c
 }
 
 /// Config of a storage node on 127.0.0.1 port 0 with its data under `dir`,
@@ -145,6 +168,7 @@ pub fn node_config(
     c.member.listen = "127.0.0.1:0".into();
     c.member.seeds = seeds.to_vec();
     c.member.data_dir = dir.join(id);
+    c.security.cluster_secret = Some(secret());
     c.gossip.interval_ms = 50;
     c.gossip.failure_timeout_ms = 1000;
     c.handoff.retry_interval_ms = 50;

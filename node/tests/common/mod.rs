@@ -8,13 +8,19 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shoal_node::config::{Config, SyncMode};
+use shoal_node::config::{Config, SecretText, SyncMode};
 use shoal_node::env::Env;
 use shoal_node::node::{self, NodeHandle};
 use shoal_node::pool::Pool;
 
 /// Bound on every wait for a condition.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The cluster secret every member of this test process shares.
+pub fn secret() -> SecretText {
+    static SECRET: std::sync::OnceLock<SecretText> = std::sync::OnceLock::new();
+    SECRET.get_or_init(SecretText::random).clone()
+}
 
 /// A node on 127.0.0.1 (port 0) under `dir`, seeded by `seeds`, with gossip
 /// and handoff fast enough for tests and `sync = always`.
@@ -24,6 +30,7 @@ pub fn base_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
     c.member.listen = "127.0.0.1:0".into();
     c.member.seeds = seeds.to_vec();
     c.member.data_dir = dir.join(id);
+    c.security.cluster_secret = Some(secret());
     c.gossip.interval_ms = 50;
     c.gossip.failure_timeout_ms = 600;
     c.handoff.retry_interval_ms = 50;
@@ -75,5 +82,13 @@ pub async fn start_cluster(
 
 /// A client pool on real sockets.
 pub fn pool(max_frame_bytes: usize) -> Pool {
-    Pool::new(Env::real().net, Duration::from_secs(2), max_frame_bytes)
+    let mut c = Config::default();
+    c.security.cluster_secret = Some(secret());
+    let transport = c.transport().expect("the test secret is valid");
+    Pool::new(
+        Env::real().net,
+        transport,
+        Duration::from_secs(2),
+        max_frame_bytes,
+    )
 }

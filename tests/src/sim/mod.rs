@@ -210,8 +210,22 @@ fn node_name(i: usize) -> String {
     format!("node-{i}")
 }
 
+/// The simulated cluster's secret: fixed, so a seed replays exactly (the
+/// handshake's ephemeral keys are random, but every message's size, and so
+/// the simulated schedule, is not).
+fn sim_secret() -> shoal_node::config::SecretText {
+    shoal_node::config::SecretText("5a".repeat(32))
+}
+
+fn sim_transport() -> shoal_node::secure::Transport {
+    let mut c = Config::default();
+    c.security.cluster_secret = Some(sim_secret());
+    c.transport().expect("the simulation's secret is valid")
+}
+
 fn member_config(id: &str, seeds: &[String]) -> Config {
     let mut c = Config::default();
+    c.security.cluster_secret = Some(sim_secret());
     c.member.id = id.into();
     c.member.listen = format!("0.0.0.0:{RPC_PORT}");
     c.member.advertise = Some(format!("{id}:{RPC_PORT}"));
@@ -538,6 +552,7 @@ fn add_node(
 async fn decommission(node: String, history: SharedHistory, changes: Changes) -> turmoil::Result {
     let pool = shoal_node::pool::Pool::new(
         std::sync::Arc::new(env::SimNet),
+        sim_transport(),
         Duration::from_secs(2),
         64 << 20,
     );
@@ -545,7 +560,7 @@ async fn decommission(node: String, history: SharedHistory, changes: Changes) ->
     for attempt in 1..=DECOMMISSION_ATTEMPTS {
         let result = pool
             .call(&addr, Duration::from_secs(60), |c, ctx| async move {
-                c.decommission(ctx).await
+                c.decommission(ctx, false).await
             })
             .await;
         let at = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);

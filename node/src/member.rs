@@ -1,0 +1,207 @@
+//! What every Shoal process runs to be a member of the cluster, storage node
+//! or gateway alike: the bound RPC listener, its gossip state, the pool of
+//! authenticated connections to the others, the accept loop and the gossip
+//! loop (mini-redis's `server::run(listener, shutdown)` shape, with the
+//! service given by the caller).
+//!
+//! A node and a gateway differ only in the [`Spec`] they announce and the
+//! service they serve; everything that makes them safe to expose (the cluster
+//! secret, the connection bounds) is decided here, once.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use shoal_gossip::{GossipError, LocalMember, Membership, Role};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::env::{Env, Listener};
+use crate::membership::{SharedMembership, Uptime};
+use crate::pool::Pool;
+use crate::secure::{SecretError, Transport};
+use crate::serve::{Connection, ServeLimits, ServerTransport};
+
+/// How this member announces itself in gossip.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// Storage node or gateway.
+    pub role: Role,
+    /// The gossiped weight (flag bits included).
+    pub weight: u32,
+    /// Ever-rising across restarts of this member.
+    pub incarnation: u64,
+    /// How long dialing a peer (and its handshake) may take.
+    pub connect_timeout: Duration,
+}
+
+/// Why a member could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// The listen address could not be bound or read back.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No usable cluster secret.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The gossip state machine refused the configuration.
+    #[error(transparent)]
+    Gossip(#[from] GossipError),
+}
+
+/// A member's shared pieces, before it serves.
+pub struct Member {
+    /// Its id.
+    pub id: String,
+    /// The bound RPC address.
+    pub addr: SocketAddr,
+    /// The address others dial.
+    pub advertise: String,
+    /// Its gossip state.
+    pub membership: SharedMembership,
+    /// Authenticated clients of the other members.
+    pub pool: Arc<Pool>,
+    /// The gossip clock.
+    pub uptime: Uptime,
+    transport: Transport,
+    limits: ServeLimits,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads the cluster secret and binds `member.listen`: what a process checks
+/// before it touches anything else, so that a missing secret or a taken port
+/// fails start-up at once.
+pub async fn bind(
+    config: &Config,
+    env: &Env,
+) -> Result<(Transport, Box<dyn Listener>, SocketAddr), MemberError> {
+    let transport = config.transport()?;
+    let addr = config.member.listen.clone();
+    let listener = env
+        .net
+        .bind(addr.clone())
+        .await
+        .map_err(|source| MemberError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| MemberError::Bind { addr, source })?;
+    Ok((transport, listener, local))
+}
+
+impl Member {
+    /// Sets up gossip and the pool for a member bound at `addr` (from [`bind`]).
+    pub fn new(
+        config: &Config,
+        env: &Env,
+        transport: Transport,
+        addr: SocketAddr,
+        spec: Spec,
+    ) -> Result<Self, MemberError> {
+        let id = config.member.id.clone();
+        let advertise = config
+            .member
+            .advertise
+            .clone()
+            .unwrap_or_else(|| addr.to_string());
+        let uptime = Uptime::start();
+        let seeds: Vec<String> = config
+            .member
+            .seeds
+            .iter()
+            .filter(|s| **s != advertise)
+            .cloned()
+            .collect();
+        let rng = StdRng::seed_from_u64(env.clock.now_millis() ^ fnv1a(&id));
+        let membership = Membership::new(
+            crate::node::gossip_config(config),
+            LocalMember {
+                id: id.clone().into(),
+                address: advertise.clone(),
+                role: spec.role,
+                weight: spec.weight,
+                incarnation: spec.incarnation,
+            },
+            seeds,
+            rng,
+            uptime.now(),
+        )?;
+        let pool = Arc::new(Pool::new(
+            env.net.clone(),
+            transport.clone(),
+            spec.connect_timeout,
+            config.max_frame_bytes(),
+        ));
+        Ok(Self {
+            id,
+            addr,
+            advertise,
+            membership: Arc::new(Mutex::new(membership)),
+            pool,
+            uptime,
+            transport,
+            limits: ServeLimits::from_config(config),
+            interval: Duration::from_millis(config.gossip.interval_ms),
+        })
+    }
+
+    /// Starts serving `listener` (from [`bind`]): the accept loop
+    /// (handshake, bounds, then `on_connection`) and the gossip loop, both
+    /// until `shutdown`.
+    pub fn run<F, Fut>(
+        &self,
+        listener: Box<dyn Listener>,
+        shutdown: watch::Receiver<bool>,
+        on_connection: F,
+    ) -> Vec<JoinHandle<()>>
+    where
+        F: Fn(ServerTransport, Connection) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        vec![
+            tokio::spawn(crate::serve::accept_loop(
+                listener,
+                self.transport.clone(),
+                self.limits,
+                shutdown.clone(),
+                on_connection,
+            )),
+            tokio::spawn(crate::membership::run(
+                self.membership.clone(),
+                self.pool.clone(),
+                self.uptime,
+                self.advertise.clone(),
+                self.interval,
+                shutdown,
+            )),
+        ]
+    }
+}
+
+/// FNV-1a of a string: seeds the gossip random generator per member, so that
+/// two members started in the same millisecond still pick different peers.
+/// Not for security.
+pub fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
