@@ -1,0 +1,314 @@
+//! The RPC port under attack (issue 18). Each test is a peer that speaks the
+//! protocol correctly but lacks the cluster secret, holds another cluster's,
+//! or holds ours and lies. Before the secure transport every one of them
+//! owned the cluster: a forged `replicate` erased a key for good, `scan`
+//! paged out the database, and a trickle of half-sent frames held memory.
+
+use std::time::{Duration, Instant};
+
+use shoal_node::config::{Config, SecretText};
+use shoal_node::env::Env;
+use shoal_node::pool::{CallError, Pool};
+use shoal_node::rpc::{RemoteError, ReplicateRequest, ScanRequest};
+use shoal_tests::cluster::{Cluster, Spec};
+use shoal_tests::http::Client;
+use shoal_vclock::{Content, Context, SiblingSet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RPC: Duration = Duration::from_secs(3);
+
+fn spec() -> Spec {
+    Spec {
+        nodes: 3,
+        anti_entropy: false,
+        ..Spec::default()
+    }
+}
+
+/// A pool proving a secret other than the cluster's.
+fn stranger() -> Pool {
+    let mut c = Config::default();
+    c.security.cluster_secret = Some(SecretText::random());
+    Pool::new(
+        Env::real().net,
+        c.transport().unwrap(),
+        Duration::from_secs(2),
+        8 << 20,
+    )
+}
+
+/// The state that erased a key before: every actor of the key at 2^64-2
+/// (built through a forged context, the way a lying peer would mint it).
+fn absurd_state(actors: &[String]) -> SiblingSet {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut actors = actors.to_vec();
+    actors.sort();
+    actors.dedup();
+    let mut bytes = vec![0x21];
+    varint(&mut bytes, 0);
+    varint(&mut bytes, actors.len() as u64);
+    for a in &actors {
+        varint(&mut bytes, a.len() as u64);
+        bytes.extend_from_slice(a.as_bytes());
+        varint(&mut bytes, u64::MAX - 2);
+    }
+    let context = Context::decode(&bytes).expect("a well-formed context");
+    let mut set = SiblingSet::new();
+    set.update(&context, "zz-attacker", Content::Tombstone, 1)
+        .expect("below the overflow");
+    set
+}
+
+async fn put(client: &mut Client, key: &str, value: &str) -> u16 {
+    client
+        .request("PUT", &format!("/v1/kv/{key}"), &[], value.as_bytes())
+        .await
+        .expect("PUT answered")
+        .status
+}
+
+async fn get(client: &mut Client, key: &str) -> (u16, String) {
+    let r = client
+        .request("GET", &format!("/v1/kv/{key}"), &[], b"")
+        .await
+        .expect("GET answered");
+    (r.status, r.text())
+}
+
+async fn actors_of(pool: &Pool, addr: &str, key: &[u8]) -> Vec<String> {
+    let k = key.to_vec();
+    let set = pool
+        .call(addr, RPC, |c, ctx| async move { c.read(ctx, k).await })
+        .await
+        .expect("read call")
+        .expect("read answered")
+        .expect("the key is stored here");
+    set.clock()
+        .entries()
+        .iter()
+        .map(|e| e.actor.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_secret_nothing_is_served_and_with_it_an_absurd_clock_is_refused() {
+    let c = Cluster::start(spec()).await;
+    let mut client = c.client();
+    assert_eq!(put(&mut client, "victim", "precious").await, 204);
+    let addr = c.node(0).unwrap().advertise().to_string();
+    let ours = shoal_tests::secret::pool(Env::real().net, Duration::from_secs(2), 8 << 20);
+    let actors = actors_of(&ours, &addr, b"victim").await;
+
+    // Another cluster's secret: refused at the handshake, for every RPC.
+    let forged = ReplicateRequest {
+        key: b"victim".to_vec(),
+        siblings: absurd_state(&actors),
+        hint_for: None,
+    };
+    let them = stranger();
+    let request = forged.clone();
+    let replicate = them
+        .call(&addr, RPC, |c, ctx| async move {
+            c.replicate(ctx, request).await
+        })
+        .await;
+    assert!(
+        matches!(replicate, Err(CallError::Connect { .. })),
+        "{replicate:?}"
+    );
+    let scan = them
+        .call(&addr, RPC, |c, ctx| async move {
+            c.scan(
+                ctx,
+                ScanRequest {
+                    ranges: vec![],
+                    cursor: None,
+                    max_keys: 100,
+                    values: true,
+                },
+            )
+            .await
+        })
+        .await;
+    assert!(matches!(scan, Err(CallError::Connect { .. })), "{scan:?}");
+    let decommission = them
+        .call(&addr, RPC, |c, ctx| async move {
+            c.decommission(ctx, true).await
+        })
+        .await;
+    assert!(
+        matches!(decommission, Err(CallError::Connect { .. })),
+        "{decommission:?}"
+    );
+
+    // A plaintext peer (the protocol before this change) gets no answer:
+    // its first bytes fail the handshake and the node hangs up.
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    raw.write_all(&[0, 0, 0, 16]).await.unwrap();
+    raw.write_all(&[0u8; 16]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+        .await
+        .expect("the node hangs up within the handshake timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a plaintext peer got {n} bytes back");
+
+    // With the secret, a write claiming an absurd clock is refused too.
+    let request = forged.clone();
+    let refused = ours
+        .call(&addr, RPC, |c, ctx| async move {
+            c.replicate(ctx, request).await
+        })
+        .await
+        .expect("the call is answered");
+    assert!(
+        matches!(refused, Err(RemoteError::BadRequest { .. })),
+        "{refused:?}"
+    );
+    let batch = ours
+        .call(&addr, RPC, |c, ctx| async move {
+            c.merge_batch(ctx, vec![(forged.key, forged.siblings)])
+                .await
+        })
+        .await
+        .expect("the call is answered");
+    assert!(
+        matches!(batch, Err(RemoteError::BadRequest { .. })),
+        "{batch:?}"
+    );
+
+    // The key is intact and still writable.
+    assert_eq!(
+        get(&mut client, "victim").await,
+        (200, "precious".to_string())
+    );
+    assert_eq!(put(&mut client, "victim", "again").await, 204);
+    c.shutdown().await;
+}
+
+/// A thousand connections that each declare a 5 MiB frame and trickle
+/// bytes: none gets past the handshake, none is given a frame buffer, each
+/// is dropped at the handshake timeout, and meanwhile the node answers its
+/// operator and the gateway serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_trickling_connections_leave_the_node_serving() {
+    let c = Cluster::start_with(spec(), |_, config| {
+        config.rpc.handshake_timeout_ms = 2_000;
+    })
+    .await;
+    let addr = c.node(0).unwrap().advertise().to_string();
+    let rss_before = rss_kib();
+    let mut attackers = Vec::new();
+    for _ in 0..1_000 {
+        let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+            continue;
+        };
+        // A tarpc length prefix for 5 MiB, then the first body byte.
+        let _ = s.write_all(&[0x00, 0x50, 0x00, 0x00, 0x00]).await;
+        attackers.push(s);
+    }
+    assert!(attackers.len() >= 900, "only {} connected", attackers.len());
+    let started = Instant::now();
+
+    // The operator's status call and the gateway both work meanwhile.
+    let ours = shoal_tests::secret::pool(Env::real().net, Duration::from_secs(3), 8 << 20);
+    let status = ours
+        .call(&addr, RPC, |c, ctx| async move { c.status(ctx).await })
+        .await
+        .expect("status call")
+        .expect("status answered");
+    assert_eq!(status.id, "node-1");
+    let mut client = c.client();
+    for i in 0..20 {
+        assert_eq!(put(&mut client, &format!("k{i}"), "v").await, 204);
+        assert_eq!(get(&mut client, &format!("k{i}")).await.0, 200);
+    }
+    // Trickle a byte each; the node still holds nothing for them.
+    for s in &mut attackers {
+        let _ = s.write_all(&[0]).await;
+    }
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 256 << 10,
+        "memory grew by {grown} KiB under 1,000 half-sent 5 MiB frames"
+    );
+
+    // Every attacker is hung up on once the handshake times out.
+    let mut closed = 0;
+    for s in &mut attackers {
+        let mut buf = [0u8; 16];
+        let left = Duration::from_secs(15).saturating_sub(started.elapsed());
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(left, s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, attackers.len(), "connections left open");
+    c.shutdown().await;
+}
+
+/// A node started with another cluster's secret never becomes a member:
+/// neither side ever completes a handshake with the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_secret_never_joins() {
+    let mut c = Cluster::start(spec()).await;
+    let intruder = c
+        .add_node(|config| {
+            config.security.cluster_secret = Some(SecretText::random());
+        })
+        .await;
+    // Several failure-detector periods (1 s each in this cluster).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut client = c.client();
+    let cluster = client
+        .request("GET", "/v1/cluster", &[], b"")
+        .await
+        .expect("cluster view")
+        .json()
+        .expect("JSON");
+    let ids: Vec<&str> = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    let intruder_id = shoal_tests::cluster::node_id(intruder);
+    assert!(!ids.contains(&intruder_id.as_str()), "{ids:?}");
+    let seen_by_intruder = c.node(intruder).unwrap().members().len();
+    assert_eq!(seen_by_intruder, 1, "the intruder learned of other members");
+    c.shutdown().await;
+}
+
+/// Decommissioning nodes one after another must not take the cluster below
+/// N storage members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommission_below_n_is_refused() {
+    let mut c = Cluster::start(spec()).await;
+    let refused = c
+        .decommission(2, Duration::from_secs(30))
+        .await
+        .expect_err("three nodes, N = 3: nothing to decommission to");
+    assert!(refused.contains("fewer than N = 3"), "{refused}");
+    // The node is still a full member and the cluster still writes at W.
+    let mut client = c.client();
+    assert_eq!(put(&mut client, "after", "v").await, 204);
+    c.shutdown().await;
+}
+
+/// This process's resident memory, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
