@@ -35,6 +35,7 @@
 //!   Merkle tree over the data;
 //! - [`anti_entropy`]: Merkle exchanges between replicas, paced, periodic or
 //!   on demand (the `repair` RPC);
+//! - `handoff`: hinted handoff, delivering held hints to their owners;
 //! - [`handover`]: range streaming when a node joins or is decommissioned;
 //! - [`node`]: start-up, the service implementation, hinted handoff, shutdown;
 //! - [`logging`]: log setup and signals for the binaries.
@@ -45,6 +46,7 @@
 pub mod anti_entropy;
 pub mod config;
 pub mod env;
+mod handoff;
 pub mod handover;
 pub mod logging;
 pub mod member;

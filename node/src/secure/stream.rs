@@ -114,8 +114,10 @@ impl AsyncRead for SecureConn {
             if this.decrypt_one()? {
                 continue;
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut chunk_buf = ReadBuf::new(&mut chunk);
+            // Uninitialised: zeroing 16 KiB on every poll would cost more
+            // than decrypting a small message.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut chunk_buf = ReadBuf::uninit(&mut chunk);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk_buf))?;
             let filled = chunk_buf.filled();
             if filled.is_empty() {
