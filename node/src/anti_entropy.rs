@@ -240,7 +240,7 @@ fn log(r: &ExchangeReport) {
             bytes_moved = bytes, %error, "anti-entropy exchange failed"),
         None => tracing::info!(peer = %r.peer, ranges = r.ranges,
             leaves_compared = r.leaves_compared, leaves_differing = r.leaves_differing,
-            keys_pulled = r.keys_pulled, keys_pushed = r.keys_pushed,
+            keys_pulled = r.keys_pulled, keys_pushed = r.keys_pushed, keys_skipped = r.keys_skipped,
             keys_repaired = r.keys_pulled + r.keys_pushed, bytes_moved = bytes,
             rounds = r.rounds, elapsed_ms = r.elapsed_ms, "anti-entropy exchange"),
     }
@@ -496,10 +496,9 @@ async fn sync_keys(
             .zip(states)
             .filter_map(|(k, s)| Some((k, s?)))
             .collect();
-        let keys_of: Vec<Vec<u8>> = items.iter().map(|(k, _)| k.clone()).collect();
-        let (states, changed) = blocking(inner, move |s| s.merge_many(&items)).await?;
+        let (states, changed) = merge_here(inner, items, report).await?;
         report.keys_pulled += changed as u64;
-        merged.extend(keys_of.into_iter().zip(states));
+        merged.extend(states);
     }
     let missing: Vec<Vec<u8>> = keys
         .iter()
@@ -515,11 +514,25 @@ async fn sync_keys(
             }
         }
     }
-    let push: Vec<(Vec<u8>, SiblingSet)> = merged
-        .into_iter()
-        .filter(|(k, s)| remote.get(k) != Some(&digest_of(&s.encode())))
-        .collect();
     let budget = inner.config.max_frame_bytes() / 2;
+    let mut push = Vec::new();
+    for (key, state) in merged {
+        let encoded = state.encode();
+        if remote.get(&key) == Some(&digest_of(&encoded)) {
+            continue;
+        }
+        // A state no frame can carry would close the connection and fail
+        // every later range with this peer, round after round.
+        if key.len() + encoded.len() > budget {
+            skip(
+                report,
+                &key,
+                format!("{} bytes of state exceed a frame", encoded.len()),
+            );
+            continue;
+        }
+        push.push((key, state));
+    }
     for batch in crate::rpc::batches_by_size(push, budget) {
         let sent = wire_size(&batch);
         inner
@@ -527,15 +540,90 @@ async fn sync_keys(
             .acquire(batch.len() as u64, sent)
             .await;
         report.bytes_sent += sent;
-        let changed = inner
+        let retry = batch.clone();
+        match inner
             .pool
             .call(address, CALL_TIMEOUT, |c, ctx| async move {
                 c.merge_batch(ctx, batch).await
             })
-            .await??;
-        report.keys_pushed += changed;
+            .await?
+        {
+            Ok(changed) => report.keys_pushed += changed,
+            // The peer refused the batch (a key over its limits, a state it
+            // cannot take): send the keys one by one and skip only those it
+            // refuses, so one key cannot stall every later range.
+            Err(refused) if retry.len() > 1 => {
+                tracing::debug!(peer = %address, error = %refused, "batch refused; pushing key by key");
+                for item in retry {
+                    let key = item.0.clone();
+                    match inner
+                        .pool
+                        .call(address, CALL_TIMEOUT, |c, ctx| async move {
+                            c.merge_batch(ctx, vec![item]).await
+                        })
+                        .await?
+                    {
+                        Ok(changed) => report.keys_pushed += changed,
+                        Err(e) => skip(report, &key, format!("peer refused it: {e}")),
+                    }
+                }
+            }
+            Err(e) => skip(report, &retry[0].0, format!("peer refused it: {e}")),
+        }
     }
     Ok(())
+}
+
+/// Merges the peer's states here: in one batch, or, if the batch fails on
+/// a key (a corrupt local copy, a state that cannot be merged), key by key,
+/// skipping only the keys that fail. Engine failures (disk) still stop the
+/// exchange. Returns each merged key with its state, and how many changed.
+async fn merge_here(
+    inner: &Arc<Inner>,
+    items: Vec<(Vec<u8>, SiblingSet)>,
+    report: &mut ExchangeReport,
+) -> Result<(Vec<(Vec<u8>, SiblingSet)>, usize), ExchangeError> {
+    let batch = items.clone();
+    match blocking(inner, move |s| s.merge_many(&batch)).await {
+        Ok((states, changed)) => {
+            let keys = items.into_iter().map(|(k, _)| k);
+            return Ok((keys.zip(states).collect(), changed));
+        }
+        Err(ExchangeError::Store(crate::store::StoreError::Engine(e))) => {
+            return Err(ExchangeError::Store(crate::store::StoreError::Engine(e)))
+        }
+        Err(e) if items.len() == 1 => {
+            skip(report, &items[0].0, format!("cannot merge it here: {e}"));
+            return Ok((Vec::new(), 0));
+        }
+        Err(_) => {}
+    }
+    let (mut out, mut changed_total) = (Vec::new(), 0);
+    for item in items {
+        let key = item.0.clone();
+        let one = vec![item];
+        match blocking(inner, move |s| s.merge_many(&one)).await {
+            Ok((mut states, changed)) => {
+                changed_total += changed;
+                if let Some(state) = states.pop() {
+                    out.push((key, state));
+                }
+            }
+            Err(ExchangeError::Store(crate::store::StoreError::Engine(e))) => {
+                return Err(ExchangeError::Store(crate::store::StoreError::Engine(e)))
+            }
+            Err(e) => skip(report, &key, format!("cannot merge it here: {e}")),
+        }
+    }
+    Ok((out, changed_total))
+}
+
+/// Counts and logs a key left out of this exchange; the next exchange tries
+/// it again.
+fn skip(report: &mut ExchangeReport, key: &[u8], why: String) {
+    report.keys_skipped += 1;
+    tracing::warn!(peer = %report.peer, key = ?String::from_utf8_lossy(key), %why,
+        "anti-entropy skipped a key");
 }
 
 #[cfg(test)]

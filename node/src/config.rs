@@ -223,6 +223,11 @@ pub struct HandoffConfig {
     pub hint_ttl_secs: u64,
     /// How often the node tries to deliver the hints it holds.
     pub retry_interval_ms: u64,
+    /// Hints held for one owner at most; past it a new hint for that owner
+    /// is refused and the gateway tries another fallback.
+    pub max_hints_per_owner: u64,
+    /// Hints held in all at most (same refusal).
+    pub max_hints: u64,
 }
 
 /// Merkle-tree repair.
@@ -344,6 +349,8 @@ impl Default for HandoffConfig {
             enabled: true,
             hint_ttl_secs: 3 * 3600,
             retry_interval_ms: 500,
+            max_hints_per_owner: 1_000_000,
+            max_hints: 4_000_000,
         }
     }
 }
@@ -529,6 +536,12 @@ impl Config {
         }
         if self.http.max_concurrent_requests == 0 {
             return bad("http.max_concurrent_requests", "must be at least 1");
+        }
+        if self.handoff.max_hints_per_owner == 0 || self.handoff.max_hints == 0 {
+            return bad(
+                "handoff.max_hints_per_owner",
+                "handoff.max_hints_per_owner and handoff.max_hints must be at least 1",
+            );
         }
         if self.handoff.retry_interval_ms == 0 {
             return bad("handoff.retry_interval_ms", "must be at least 1");

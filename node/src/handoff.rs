@@ -19,7 +19,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Delivers held hints to their owners once gossip shows them alive, deleting
 /// each only after the owner acknowledged it; backs off per owner on failure;
-/// drops hints older than the TTL (anti-entropy repairs what they carried).
+/// drops hints held longer than the TTL (anti-entropy repairs what they
+/// carried).
 pub(crate) async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let interval = Duration::from_millis(inner.config.handoff.retry_interval_ms);
     let ttl_ms = inner.config.handoff.hint_ttl_secs.saturating_mul(1000);
@@ -61,10 +62,10 @@ pub(crate) async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receive
         let mut by_owner: std::collections::BTreeMap<String, Vec<crate::store::Hint>> =
             std::collections::BTreeMap::new();
         for hint in hints {
-            let age = hint
-                .siblings
-                .latest_write_time()
-                .map_or(0, |t| now_ms.saturating_sub(t));
+            // From when this node took the hint, on its own clock: the
+            // siblings' write times are the sender's clock, which may be far
+            // off (or lie), and would expire a hint at once or never.
+            let age = now_ms.saturating_sub(hint.received_ms);
             if age > ttl_ms {
                 tracing::warn!(owner = %hint.owner, key = ?String::from_utf8_lossy(&hint.key),
                     age_ms = age, "dropping hint past its TTL; anti-entropy repairs the owner");

@@ -437,6 +437,10 @@ impl NodeService {
             | StoreError::BadCursor => RemoteError::BadRequest {
                 message: e.to_string(),
             },
+            StoreError::HintRefused { reason } => RemoteError::HintRefused {
+                node: self.0.id.clone(),
+                reason,
+            },
             StoreError::Engine(_) => {
                 tracing::error!(error = %e, "storage error");
                 RemoteError::Storage {

@@ -154,6 +154,9 @@ pub struct ExchangeReport {
     pub keys_pulled: u64,
     /// Keys this node sent to the peer (the peer's state changed).
     pub keys_pushed: u64,
+    /// Keys left out because one side could not take them (over a limit,
+    /// not mergeable, refused); each is logged, and tried again next time.
+    pub keys_skipped: u64,
     /// Payload bytes sent to the peer (bincode, as on the wire).
     pub bytes_sent: u64,
     /// Payload bytes received from the peer.
@@ -319,6 +322,15 @@ pub enum RemoteError {
         id: String,
         /// Its bound.
         max: usize,
+    },
+    /// This node takes no new hint: hinted handoff is off here, or its hint
+    /// quotas are reached. The caller sends the write to another fallback.
+    #[error("{node} refused a hint: {reason}")]
+    HintRefused {
+        /// Who answered.
+        node: String,
+        /// Which limit.
+        reason: String,
     },
     /// A repair or decommission could not be carried out (no peer to stream
     /// to, a peer refused, already leaving).

@@ -400,3 +400,38 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
     nodes.push(joiner);
     stop(nodes).await;
 }
+
+/// One key the peer cannot take (here, a value over its `limits.max_value_bytes`)
+/// is reported and skipped; it must not fail the exchange and with it every
+/// other key of the batch and every later range with that peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_peer_refuses_is_skipped_not_allowed_to_stall_the_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = common::start_cluster(2, |id, seeds| {
+        let mut c = config(id, dir.path(), seeds, false);
+        c.replication.n = 2;
+        c.replication.w = 1;
+        c.replication.r = 1;
+        if id == "node-2" {
+            c.limits.max_value_bytes = 1_024;
+        }
+        c
+    })
+    .await;
+    let pool = pool();
+    let a = nodes[0].advertise();
+    // Only node-1 holds them: one too large for node-2, and fifty ordinary ones.
+    let big = "x".repeat(2_048);
+    coordinate(&pool, a, b"big", Context::empty(), &big).await;
+    for i in 0..50 {
+        coordinate(&pool, a, format!("k{i}").as_bytes(), Context::empty(), "v").await;
+    }
+    let report = repair(&pool, &nodes[0]).await;
+    let e = &report.exchanges[0];
+    assert_eq!(e.error, None, "{e:?}");
+    assert_eq!((e.keys_pushed, e.keys_skipped), (50, 1), "{e:?}");
+    let got = nodes[1].store().read(b"k7").unwrap();
+    assert!(got.is_some(), "the ordinary keys reached node-2");
+    assert!(nodes[1].store().read(b"big").unwrap().is_none());
+    stop(nodes).await;
+}

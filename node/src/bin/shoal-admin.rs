@@ -123,12 +123,21 @@ fn print_repair(r: &RepairReport) {
         r.elapsed_ms
     );
     println!(
-        "{:<12} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>11} {:>8}  result",
-        "peer", "ranges", "leaves", "differing", "listed", "pulled", "pushed", "bytes", "ms"
+        "{:<12} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>11} {:>8}  result",
+        "peer",
+        "ranges",
+        "leaves",
+        "differing",
+        "listed",
+        "pulled",
+        "pushed",
+        "skipped",
+        "bytes",
+        "ms"
     );
     for e in &r.exchanges {
         println!(
-            "{:<12} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>11} {:>8}  {}",
+            "{:<12} {:>6} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>11} {:>8}  {}",
             e.peer,
             e.ranges,
             e.leaves_compared,
@@ -136,6 +145,7 @@ fn print_repair(r: &RepairReport) {
             e.keys_listed,
             e.keys_pulled,
             e.keys_pushed,
+            e.keys_skipped,
             e.bytes_sent + e.bytes_received,
             e.elapsed_ms,
             e.error.as_deref().unwrap_or("ok")

@@ -26,6 +26,11 @@
 //!
 //! All methods are synchronous; the service calls them in `spawn_blocking`.
 
+mod hints;
+
+pub use hints::Hint;
+use hints::{decode_hint, encode_hint, hint_key, HintBook};
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +46,7 @@ use crate::env::Clock;
 
 const META: u8 = 0x00;
 const DATA: u8 = 0x01;
-const HINT: u8 = 0x02;
+pub(crate) const HINT: u8 = 0x02;
 /// Metadata set by a graceful `close` and cleared at open: its absence at open
 /// means the last run crashed.
 const CLEAN_STOP: &[u8] = b"clean-stop";
@@ -67,6 +72,13 @@ pub enum StoreError {
     /// The version could not be minted (a forged context at `u64::MAX`).
     #[error("cannot apply the write: {0}")]
     Version(shoal_vclock::Error),
+    /// A new hint was refused: hinted handoff is off, or the hint quotas
+    /// are reached. The caller tries another fallback.
+    #[error("hint refused: {reason}")]
+    HintRefused {
+        /// Which limit.
+        reason: String,
+    },
     /// An owner id too long for the hint key layout.
     #[error("owner id of {len} bytes is longer than 255")]
     OwnerTooLong {
@@ -118,17 +130,6 @@ pub struct ScanPage {
     pub next: Option<ScanCursor>,
 }
 
-/// A hint read back for delivery.
-#[derive(Debug, Clone)]
-pub struct Hint {
-    /// The owner it is for.
-    pub owner: String,
-    /// The user key.
-    pub key: Vec<u8>,
-    /// The state to hand over.
-    pub siblings: SiblingSet,
-}
-
 /// The node's storage.
 pub struct Store {
     engine: Engine,
@@ -144,6 +145,8 @@ pub struct Store {
     tree: Mutex<MerkleTree>,
     grace_ms: u64,
     clock: Arc<dyn Clock>,
+    /// Hint counts and quotas.
+    hints: HintBook,
 }
 
 impl std::fmt::Debug for Store {
@@ -258,6 +261,7 @@ impl Store {
                 e
             }
         };
+        let hints = HintBook::open(&engine, &config.handoff)?;
         let shape = TreeShape::new(config.anti_entropy.leaf_bits, 4)?;
         let tree = rebuild_tree(&engine, shape)?;
         tracing::info!(keys = tree.len(), dir = %dir.display(), "merkle tree rebuilt from storage");
@@ -269,6 +273,7 @@ impl Store {
             tree: Mutex::new(tree),
             grace_ms,
             clock,
+            hints,
         })
     }
 
@@ -337,6 +342,13 @@ impl Store {
     ) -> Result<SiblingSet, StoreError> {
         let hint_key = hint_for.map(|owner| hint_key(owner, key)).transpose()?;
         let _guard = self.lock(key);
+        let held = match &hint_key {
+            Some(hk) => self.read_hint(hk, key)?,
+            None => None,
+        };
+        if let (Some(owner), None) = (hint_for, &held) {
+            self.hints.check_room(owner)?;
+        }
         let data_key = data_key(key);
         let stored = self.engine.get(&data_key)?;
         let old_digest = stored.as_deref().map(digest_of);
@@ -348,14 +360,18 @@ impl Store {
         match hint_key {
             None => self.engine.put(&data_key, &encoded)?,
             Some(hint_key) => {
-                let hinted = match self.decode(key, self.engine.get(&hint_key)?)? {
-                    Some(held) => held.sync(&set),
+                let is_new = held.is_none();
+                let hinted = match held {
+                    Some((held, _)) => held.sync(&set),
                     None => set.clone(),
                 };
                 let mut batch = WriteBatch::new();
                 batch.put(data_key, encoded);
-                batch.put(hint_key, hinted.encode());
+                batch.put(hint_key, encode_hint(&hinted, self.clock.now_millis()));
                 self.engine.write(batch)?;
+                if let (true, Some(owner)) = (is_new, hint_for) {
+                    self.hints.added(owner);
+                }
             }
         }
         self.tree_update(key, old_digest.as_ref(), Some(&new_digest));
@@ -366,16 +382,6 @@ impl Store {
     /// merged state.
     pub fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<SiblingSet, StoreError> {
         self.merge_at(&data_key(key), key, incoming)
-    }
-
-    /// Merges `incoming` into the hint this node holds for `owner`.
-    pub fn put_hint(
-        &self,
-        owner: &str,
-        key: &[u8],
-        incoming: &SiblingSet,
-    ) -> Result<SiblingSet, StoreError> {
-        self.merge_at(&hint_key(owner, key)?, key, incoming)
     }
 
     fn merge_at(
@@ -595,125 +601,6 @@ impl Store {
         self.decode(key, self.engine.get(&data_key(key))?)
     }
 
-    /// The hints held for `key`, by owner.
-    pub fn hints_for_key(&self, key: &[u8]) -> Result<Vec<(String, SiblingSet)>, StoreError> {
-        let mut out = Vec::new();
-        for hint in self.hints(usize::MAX)? {
-            if hint.key == key {
-                out.push((hint.owner, hint.siblings));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Up to `limit` hints, grouped by owner in key order.
-    pub fn hints(&self, limit: usize) -> Result<Vec<Hint>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.engine.scan([HINT].as_slice()..[HINT + 1].as_slice())? {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item?;
-            let Some((owner, key)) = parse_hint_key(&k) else {
-                tracing::warn!(key = ?k, "skipping malformed hint key");
-                continue;
-            };
-            let Some(siblings) = self.decode(&key, Some(v))? else {
-                continue;
-            };
-            out.push(Hint {
-                owner,
-                key,
-                siblings,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Up to `per_owner` hints for each owner, in owner then key order.
-    ///
-    /// Taking a bounded slice per owner, rather than the first `n` hints of
-    /// the key space, keeps one long-dead owner's backlog from hiding every
-    /// other owner's hints from the handoff loop.
-    pub fn hints_per_owner(&self, per_owner: usize) -> Result<Vec<Hint>, StoreError> {
-        let mut out = Vec::new();
-        let mut from = vec![HINT];
-        let end = [HINT + 1];
-        'owners: loop {
-            let mut taken = 0;
-            let mut current: Option<Vec<u8>> = None;
-            for item in self.engine.scan(from.as_slice()..end.as_slice())? {
-                let (k, v) = item?;
-                let Some((owner, key)) = parse_hint_key(&k) else {
-                    tracing::warn!(key = ?k, "skipping malformed hint key");
-                    continue;
-                };
-                // HINT, length byte, owner: the prefix shared by one owner's hints.
-                let prefix = k[..2 + owner.len()].to_vec();
-                match &current {
-                    Some(p) if *p != prefix => {
-                        from = prefix;
-                        continue 'owners;
-                    }
-                    Some(_) if taken >= per_owner => {
-                        match prefix_successor(&prefix) {
-                            Some(next) => from = next,
-                            None => break 'owners,
-                        }
-                        continue 'owners;
-                    }
-                    _ => current = Some(prefix),
-                }
-                if let Some(siblings) = self.decode(&key, Some(v))? {
-                    out.push(Hint {
-                        owner,
-                        key,
-                        siblings,
-                    });
-                    taken += 1;
-                }
-            }
-            break;
-        }
-        Ok(out)
-    }
-
-    /// Number of hints held.
-    pub fn hint_count(&self) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for item in self.engine.scan([HINT].as_slice()..[HINT + 1].as_slice())? {
-            item?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Deletes a delivered hint, unless it changed since it was read (a newer
-    /// write arrived for the same owner and key; it will be delivered next).
-    pub fn delete_hint_if_unchanged(
-        &self,
-        owner: &str,
-        key: &[u8],
-        delivered: &SiblingSet,
-    ) -> Result<bool, StoreError> {
-        let _guard = self.lock(key);
-        let hk = hint_key(owner, key)?;
-        let current = self.decode(key, self.engine.get(&hk)?)?;
-        if current.as_ref() == Some(delivered) {
-            self.engine.delete(&hk)?;
-            Ok(true)
-        } else {
-            Ok(false)
-        }
-    }
-
-    /// Deletes a hint whatever it holds (expired past its TTL).
-    pub fn drop_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
-        let _guard = self.lock(key);
-        self.engine.delete(&hint_key(owner, key)?)?;
-        Ok(())
-    }
-
     /// Flushes the memtable and closes the engine (graceful shutdown), and
     /// records the clean stop: the next open keeps the actor epoch.
     pub fn close(&self) -> Result<(), StoreError> {
@@ -812,37 +699,6 @@ pub fn data_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn hint_key(owner: &str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let len =
-        u8::try_from(owner.len()).map_err(|_| StoreError::OwnerTooLong { len: owner.len() })?;
-    let mut k = Vec::with_capacity(10 + owner.len() + key.len());
-    k.push(HINT);
-    k.push(len);
-    k.extend_from_slice(owner.as_bytes());
-    k.extend_from_slice(&shoal_ring::key_position(key).to_be_bytes());
-    k.extend_from_slice(key);
-    Ok(k)
-}
-
-/// The smallest key greater than every key that starts with `prefix`.
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut next = prefix.to_vec();
-    while let Some(last) = next.pop() {
-        if last < u8::MAX {
-            next.push(last + 1);
-            return Some(next);
-        }
-    }
-    None
-}
-
-fn parse_hint_key(k: &[u8]) -> Option<(String, Vec<u8>)> {
-    let (&len, rest) = k.get(1..)?.split_first()?;
-    let owner = rest.get(..len as usize)?;
-    let key = rest.get(len as usize + 8..)?;
-    Some((String::from_utf8(owner.to_vec()).ok()?, key.to_vec()))
-}
-
 /// Compaction filter: drop a data or hint entry whose state is only
 /// tombstones, all older than the grace period. Anything undecodable is kept
 /// (purging is never the way to handle corruption).
@@ -850,7 +706,12 @@ fn keep_after_grace(key: &[u8], value: &[u8], now_ms: u64, grace_ms: u64) -> boo
     if key.first() == Some(&META) {
         return true;
     }
-    match SiblingSet::decode(value) {
+    let decoded = if key.first() == Some(&HINT) {
+        decode_hint(value).map(|(set, _)| set)
+    } else {
+        SiblingSet::decode(value)
+    };
+    match decoded {
         Ok(set) if set.is_tombstone_only() => match set.latest_write_time() {
             Some(t) => now_ms.saturating_sub(t) < grace_ms,
             None => true,
@@ -860,354 +721,4 @@ fn keep_after_grace(key: &[u8], value: &[u8], now_ms: u64, grace_ms: u64) -> boo
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::env::SystemClock;
-
-    fn open(dir: &Path) -> Store {
-        let mut config = Config::default();
-        config.storage.sync = SyncMode::Never;
-        Store::open(dir, "node-1", &config, Arc::new(SystemClock)).unwrap()
-    }
-
-    fn value(v: &str) -> Content {
-        Content::value(v.as_bytes().to_vec(), "text/plain")
-    }
-
-    #[test]
-    fn hints_per_owner_takes_a_bounded_slice_of_every_owner() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
-        let mut set = SiblingSet::new();
-        set.update(&Context::empty(), "w#1", value("v"), 1).unwrap();
-        for owner in ["a", "b", "c"] {
-            for i in 0..5 {
-                s.put_hint(owner, format!("k{i}").as_bytes(), &set).unwrap();
-            }
-        }
-        s.put_hint("\u{ff}", b"k", &set).unwrap();
-        let got = s.hints_per_owner(2).unwrap();
-        let owners: Vec<&str> = got.iter().map(|h| h.owner.as_str()).collect();
-        assert_eq!(owners, ["a", "a", "b", "b", "c", "c", "\u{ff}"]);
-        assert_eq!(s.hints_per_owner(10).unwrap().len(), 16);
-        assert_eq!(prefix_successor(&[1, 255]), Some(vec![2]));
-        assert_eq!(prefix_successor(&[255, 255]), None);
-    }
-
-    #[test]
-    fn standing_in_keeps_a_hint_and_never_reuses_a_dot() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
-        let first = s
-            .coordinate(b"k", &Context::empty(), value("a"), 1, Some("owner-1"))
-            .unwrap();
-        let held = s.hints_for_key(b"k").unwrap();
-        assert_eq!(held.len(), 1);
-        assert_eq!(held[0].0, "owner-1");
-        assert_eq!(held[0].1, first, "the hint carries the minted version");
-        // The hint is delivered and deleted; a second blind write for the same
-        // owner must still mint a fresh dot, or the owner would see two values
-        // under one dot and keep only one of them.
-        s.drop_hint("owner-1", b"k").unwrap();
-        let second = s
-            .coordinate(b"k", &Context::empty(), value("b"), 2, Some("owner-1"))
-            .unwrap();
-        let hint = s.hints_for_key(b"k").unwrap().remove(0).1;
-        let dot_of = |v: &[u8]| {
-            hint.values()
-                .iter()
-                .find(|s| s.value() == Some(v))
-                .map(|s| s.dot.clone())
-        };
-        let (a, b) = (dot_of(b"a").unwrap(), dot_of(b"b").unwrap());
-        assert_ne!(a, b, "one dot minted for two values");
-        assert_eq!(second.values().len(), 2, "a blind write keeps the other");
-    }
-
-    #[test]
-    fn coordinate_mints_increasing_dots_and_persists() {
-        let dir = tempfile::tempdir().unwrap();
-        let actor;
-        {
-            let s = open(dir.path());
-            actor = s.actor().to_string();
-            let a = s
-                .coordinate(b"k", &Context::empty(), value("a"), 1, None)
-                .unwrap();
-            let b = s
-                .coordinate(b"k", &Context::empty(), value("b"), 2, None)
-                .unwrap();
-            assert_eq!(b.values().len(), 2, "blind writes keep both");
-            let c = s
-                .coordinate(b"k", &b.context(), value("c"), 3, None)
-                .unwrap();
-            assert_eq!(c.values().len(), 1);
-            assert!(a.values()[0].dot.counter < c.values()[0].dot.counter);
-            assert_eq!(s.incarnation(), 1);
-            s.close().unwrap();
-        }
-        let s = open(dir.path());
-        assert_eq!(s.incarnation(), 2, "incarnation rises on every open");
-        assert_eq!(s.actor(), actor, "epoch survives a restart");
-        let got = s.read(b"k").unwrap().unwrap();
-        assert_eq!(got.values()[0].value(), Some(&b"c"[..]));
-    }
-
-    #[test]
-    fn a_crash_that_loses_unsynced_dots_moves_to_a_new_epoch() {
-        // sync = never on a disk that forgets what was not fsynced: the
-        // last write's dot is lost locally but a peer holds it.
-        let mut config = Config::default();
-        config.storage.sync = SyncMode::Never;
-        let dir = Path::new("/data/node-1");
-        let fs = shoal_storage::MemFs::new();
-        let open = |fs: &shoal_storage::MemFs| {
-            Store::open_with(
-                dir,
-                "node-1",
-                &config,
-                Arc::new(SystemClock),
-                Arc::new(fs.clone()),
-                shoal_storage::Background::Inline,
-            )
-            .unwrap()
-        };
-        let s = open(&fs);
-        let old_actor = s.actor().to_string();
-        let on_peer = s
-            .coordinate(b"k", &Context::empty(), value("a"), 1, None)
-            .unwrap();
-        // Power lost before anything else reaches the disk: the old engine's
-        // closing I/O fails.
-        let fs = fs.crash();
-        drop(s);
-        let s = open(&fs);
-        assert_eq!(s.read(b"k").unwrap(), None, "the unsynced write is gone");
-        assert_ne!(s.actor(), old_actor, "an unclean stop starts a new epoch");
-        let here = s
-            .coordinate(b"k", &Context::empty(), value("b"), 2, None)
-            .unwrap();
-        let merged = here.sync(&on_peer);
-        assert_eq!(
-            merged.values().len(),
-            2,
-            "both blind writes survive the merge (one dot would mean one value)"
-        );
-        // A clean stop keeps the epoch, even across a later crash of nothing.
-        let actor = s.actor().to_string();
-        s.close().unwrap();
-        let s = open(&fs.crash());
-        assert_eq!(s.actor(), actor, "a clean stop keeps the epoch");
-    }
-
-    #[test]
-    fn hints_are_kept_apart_and_deleted_only_if_unchanged() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
-        let mut v1 = SiblingSet::new();
-        v1.update(&Context::empty(), "node-2#1", value("x"), 1)
-            .unwrap();
-        s.put_hint("node-3", b"key", &v1).unwrap();
-        assert_eq!(s.read(b"key").unwrap(), None, "a hint is not local data");
-        assert_eq!(s.hint_count().unwrap(), 1);
-        let hints = s.hints(10).unwrap();
-        assert_eq!(hints.len(), 1);
-        assert_eq!(hints[0].owner, "node-3");
-        assert_eq!(hints[0].key, b"key");
-
-        let mut v2 = v1.clone();
-        v2.update(&v1.context(), "node-2#1", value("y"), 2).unwrap();
-        s.put_hint("node-3", b"key", &v2).unwrap();
-        assert!(!s.delete_hint_if_unchanged("node-3", b"key", &v1).unwrap());
-        assert!(s.delete_hint_if_unchanged("node-3", b"key", &v2).unwrap());
-        assert_eq!(s.hint_count().unwrap(), 0);
-        assert_eq!(s.hints_for_key(b"key").unwrap(), vec![]);
-    }
-
-    #[test]
-    fn tombstones_purge_only_after_grace() {
-        let mut t = SiblingSet::new();
-        t.update(&Context::empty(), "a", Content::Tombstone, 1_000)
-            .unwrap();
-        let bytes = t.encode();
-        let key = data_key(b"k");
-        assert!(keep_after_grace(&key, &bytes, 1_500, 1_000));
-        assert!(!keep_after_grace(&key, &bytes, 2_001, 1_000));
-        let mut v = SiblingSet::new();
-        v.update(&Context::empty(), "a", value("v"), 1_000).unwrap();
-        assert!(keep_after_grace(&key, &v.encode(), 1_000_000, 1_000));
-        assert!(keep_after_grace(&key, b"garbage", 1_000_000, 1_000));
-        assert!(keep_after_grace(
-            &meta_key(b"epoch"),
-            b"x",
-            1_000_000,
-            1_000
-        ));
-    }
-
-    fn small_tree_config() -> Config {
-        let mut config = Config::default();
-        config.storage.sync = SyncMode::Never;
-        config.anti_entropy.leaf_bits = 16;
-        config.tombstones.grace_secs = 1;
-        config
-    }
-
-    #[test]
-    fn incremental_tree_equals_a_rebuild_through_every_write_path_and_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = small_tree_config();
-        let root;
-        {
-            let s = Store::open(dir.path(), "node-1", &config, Arc::new(SystemClock)).unwrap();
-            for i in 0..200u32 {
-                let key = format!("k{i}");
-                s.coordinate(key.as_bytes(), &Context::empty(), value("a"), 1, None)
-                    .unwrap();
-            }
-            // Overwrites, a stand-in write with a hint, merges, a batch with
-            // a key twice, and deletes that purge.
-            let current = s.read(b"k1").unwrap().unwrap();
-            s.coordinate(b"k1", &current.context(), value("b"), 2, None)
-                .unwrap();
-            s.coordinate(b"k2", &Context::empty(), value("c"), 3, Some("node-9"))
-                .unwrap();
-            let mut other = SiblingSet::new();
-            other
-                .update(&Context::empty(), "node-2#1", value("x"), 4)
-                .unwrap();
-            s.merge(b"k3", &other).unwrap();
-            s.merge(b"new", &other).unwrap();
-            s.put_hint("node-9", b"hint-only", &other).unwrap();
-            let mut again = other.clone();
-            again
-                .update(&other.context(), "node-2#1", value("y"), 5)
-                .unwrap();
-            let (_, changed) = s
-                .merge_many(&[
-                    (b"k4".to_vec(), other.clone()),
-                    (b"batch".to_vec(), other.clone()),
-                    (b"batch".to_vec(), again.clone()),
-                ])
-                .unwrap();
-            assert_eq!(changed, 2);
-            assert_eq!(s.read(b"batch").unwrap(), Some(again));
-            for key in [b"k5".as_slice(), b"k6"] {
-                let current = s.read(key).unwrap().unwrap();
-                s.coordinate(key, &current.context(), Content::Tombstone, 10, None)
-                    .unwrap();
-            }
-            // The tombstones were written at t=10 ms: long past the grace.
-            assert_eq!(s.purge_tombstones(1_000_000, usize::MAX).unwrap(), 2);
-            assert_eq!(s.read(b"k5").unwrap(), None);
-            let incremental = s.with_tree(|t| t.clone());
-            assert_eq!(incremental, s.rebuilt_tree().unwrap());
-            assert_eq!(
-                incremental.len(),
-                200 + 2 - 2,
-                "new + batch, minus two purged"
-            );
-            root = incremental.root_hash();
-            s.close().unwrap();
-        }
-        let s = Store::open(dir.path(), "node-1", &config, Arc::new(SystemClock)).unwrap();
-        assert_eq!(s.with_tree(|t| t.root_hash()), root, "rebuilt at open");
-    }
-
-    #[test]
-    fn range_scans_page_through_wrapping_ranges_and_resume() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(
-            dir.path(),
-            "node-1",
-            &small_tree_config(),
-            Arc::new(SystemClock),
-        )
-        .unwrap();
-        let keys: Vec<Vec<u8>> = (0..300u32)
-            .map(|i| format!("key-{i}").into_bytes())
-            .collect();
-        for k in &keys {
-            s.coordinate(k, &Context::empty(), value("v"), 1, None)
-                .unwrap();
-        }
-        // A wrapping range and a plain one.
-        let ranges = [
-            TokenRange {
-                start: 0xC000_0000_0000_0000,
-                end: 0x2000_0000_0000_0000,
-            },
-            TokenRange {
-                start: 0x4000_0000_0000_0000,
-                end: 0x6000_0000_0000_0000,
-            },
-        ];
-        let mut expected: Vec<&Vec<u8>> = keys
-            .iter()
-            .filter(|k| {
-                let p = shoal_ring::key_position(k);
-                ranges.iter().any(|r| r.contains(p))
-            })
-            .collect();
-        expected.sort();
-        let mut got = Vec::new();
-        let mut cursor = None;
-        for _ in 0..100 {
-            let page = s
-                .scan_ranges(&ranges, cursor.as_ref(), 7, usize::MAX, true)
-                .unwrap();
-            assert!(page.entries.len() <= 7);
-            for e in &page.entries {
-                let stored = s.read(&e.key).unwrap().unwrap();
-                assert_eq!(e.siblings.as_ref(), Some(&stored));
-                assert_eq!(e.digest, digest_of(&stored.encode()));
-            }
-            got.extend(page.entries.into_iter().map(|e| e.key));
-            cursor = page.next;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        assert!(cursor.is_none(), "the scan ended");
-        assert_eq!(got.len(), expected.len(), "each key once");
-        // Paging by bytes alone (one or two entries a page) visits the same keys.
-        let mut by_bytes = Vec::new();
-        let mut cursor = None;
-        for _ in 0..1_000 {
-            let page = s
-                .scan_ranges(&ranges, cursor.as_ref(), usize::MAX, 80, true)
-                .unwrap();
-            assert!(!page.entries.is_empty() || page.next.is_none());
-            by_bytes.extend(page.entries.into_iter().map(|e| e.key));
-            cursor = page.next;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        by_bytes.sort();
-        let mut sorted = got.clone();
-        sorted.sort();
-        assert_eq!(by_bytes, sorted);
-        got.sort();
-        assert_eq!(got.iter().collect::<Vec<_>>(), expected);
-        let bad = ScanCursor {
-            range: 5,
-            after: vec![DATA; 9],
-        };
-        assert!(matches!(
-            s.scan_ranges(&ranges, Some(&bad), 7, usize::MAX, false),
-            Err(StoreError::BadCursor)
-        ));
-    }
-
-    #[test]
-    fn hint_keys_round_trip() {
-        let k = hint_key("node-7", b"\x00\xffuser").unwrap();
-        assert_eq!(
-            parse_hint_key(&k),
-            Some(("node-7".into(), b"\x00\xffuser".to_vec()))
-        );
-        assert!(parse_hint_key(&[HINT, 9, b'a']).is_none());
-        assert!(hint_key(&"x".repeat(300), b"k").is_err());
-    }
-}
+mod tests;

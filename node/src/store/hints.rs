@@ -1,0 +1,354 @@
+//! The hint space: states held for owners that were down, under
+//! `0x02` + owner length + owner + position + key.
+//!
+//! A hint's value is its receipt time and the sibling set
+//! (`0x48`, 8-byte big-endian milliseconds, then the set's encoding), so
+//! that the handoff TTL runs from when this node took the hint, on its own
+//! clock. The sender's clock is in the siblings' `write_time`s, and a
+//! peer's clock (or a lying peer) could make a hint expire at once or never.
+//! Values written before the receipt time existed (a bare set) age from
+//! their newest `write_time`, as they always did.
+//!
+//! Hints are capped per owner and in all (`handoff.max_hints_per_owner`,
+//! `handoff.max_hints`): past either, or with `handoff.enabled = false`, a
+//! new hint is refused with [`StoreError::HintRefused`], and the gateway
+//! sends the write to another fallback. An acknowledged write is never
+//! dropped for lack of room; it is not acknowledged there in the first place.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use shoal_storage::Engine;
+use shoal_vclock::SiblingSet;
+
+use super::{Store, StoreError, HINT};
+
+/// Marks a hint value that carries its receipt time.
+const RECEIVED_FORMAT: u8 = 0x48;
+
+/// A hint read back for delivery.
+#[derive(Debug, Clone)]
+pub struct Hint {
+    /// The owner it is for.
+    pub owner: String,
+    /// The user key.
+    pub key: Vec<u8>,
+    /// The state to hand over.
+    pub siblings: SiblingSet,
+    /// When this node last took a write into this hint (its own clock, ms
+    /// since the Unix epoch); the handoff TTL counts from here.
+    pub received_ms: u64,
+}
+
+/// How many hints there are, per owner and in all, kept in memory (counted
+/// once at open) so that the quota check costs no scan.
+#[derive(Debug)]
+pub(super) struct HintBook {
+    counts: Mutex<Counts>,
+    enabled: bool,
+    max_per_owner: u64,
+    max_total: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    per_owner: HashMap<String, u64>,
+    total: u64,
+}
+
+impl HintBook {
+    /// Counts the hints `engine` holds.
+    pub(super) fn open(
+        engine: &Engine,
+        config: &crate::config::HandoffConfig,
+    ) -> Result<Self, StoreError> {
+        let mut counts = Counts::default();
+        for item in engine.scan([HINT].as_slice()..[HINT + 1].as_slice())? {
+            let (k, _) = item?;
+            if let Some((owner, _)) = parse_hint_key(&k) {
+                *counts.per_owner.entry(owner).or_default() += 1;
+                counts.total += 1;
+            }
+        }
+        Ok(Self {
+            counts: Mutex::new(counts),
+            enabled: config.enabled,
+            max_per_owner: config.max_hints_per_owner,
+            max_total: config.max_hints,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether one more hint for `owner` fits.
+    pub(super) fn check_room(&self, owner: &str) -> Result<(), StoreError> {
+        if !self.enabled {
+            return Err(StoreError::HintRefused {
+                reason: "handoff.enabled is false on this node".into(),
+            });
+        }
+        let counts = self.lock();
+        let for_owner = counts.per_owner.get(owner).copied().unwrap_or(0);
+        if for_owner >= self.max_per_owner {
+            return Err(StoreError::HintRefused {
+                reason: format!(
+                    "{for_owner} hints already held for {owner} (handoff.max_hints_per_owner)"
+                ),
+            });
+        }
+        if counts.total >= self.max_total {
+            return Err(StoreError::HintRefused {
+                reason: format!("{} hints already held (handoff.max_hints)", counts.total),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn added(&self, owner: &str) {
+        let mut counts = self.lock();
+        *counts.per_owner.entry(owner.to_string()).or_default() += 1;
+        counts.total += 1;
+    }
+
+    fn removed(&self, owner: &str) {
+        let mut counts = self.lock();
+        if let Some(n) = counts.per_owner.get_mut(owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_owner.remove(owner);
+            }
+        }
+        counts.total = counts.total.saturating_sub(1);
+    }
+
+    fn total(&self) -> u64 {
+        self.lock().total
+    }
+}
+
+/// A hint's stored value.
+pub(super) fn encode_hint(set: &SiblingSet, received_ms: u64) -> Vec<u8> {
+    let body = set.encode();
+    let mut out = Vec::with_capacity(9 + body.len());
+    out.push(RECEIVED_FORMAT);
+    out.extend_from_slice(&received_ms.to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A hint's set and receipt time (a bare set of before the receipt time
+/// ages from its newest write).
+pub(super) fn decode_hint(bytes: &[u8]) -> Result<(SiblingSet, u64), shoal_vclock::Error> {
+    match bytes.split_first() {
+        Some((&RECEIVED_FORMAT, rest)) if rest.len() >= 8 => {
+            let (at, body) = rest.split_at(8);
+            let received = u64::from_be_bytes(at.try_into().expect("8 bytes"));
+            Ok((SiblingSet::decode(body)?, received))
+        }
+        _ => {
+            let set = SiblingSet::decode(bytes)?;
+            let received = set.latest_write_time().unwrap_or(0);
+            Ok((set, received))
+        }
+    }
+}
+
+impl Store {
+    fn decode_hint_value(&self, key: &[u8], bytes: &[u8]) -> Result<(SiblingSet, u64), StoreError> {
+        decode_hint(bytes).map_err(|source| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            source,
+        })
+    }
+
+    /// The hint held for `owner` and `key`, with its receipt time.
+    pub(super) fn read_hint(
+        &self,
+        storage_key: &[u8],
+        key: &[u8],
+    ) -> Result<Option<(SiblingSet, u64)>, StoreError> {
+        self.engine
+            .get(storage_key)?
+            .map(|b| self.decode_hint_value(key, &b))
+            .transpose()
+    }
+
+    /// Merges `incoming` into the hint this node holds for `owner`, stamped
+    /// with this node's clock; refused past the quotas or with handoff off.
+    pub fn put_hint(
+        &self,
+        owner: &str,
+        key: &[u8],
+        incoming: &SiblingSet,
+    ) -> Result<SiblingSet, StoreError> {
+        let hk = hint_key(owner, key)?;
+        let _guard = self.lock(key);
+        let held = self.read_hint(&hk, key)?;
+        if held.is_none() {
+            self.hints.check_room(owner)?;
+        }
+        let merged = match &held {
+            Some((set, _)) => set.sync(incoming),
+            None => incoming.clone(),
+        };
+        if held.as_ref().map(|(s, _)| s) != Some(&merged) {
+            let now = self.clock.now_millis();
+            self.engine.put(&hk, &encode_hint(&merged, now))?;
+            if held.is_none() {
+                self.hints.added(owner);
+            }
+        }
+        Ok(merged)
+    }
+
+    /// The hints held for `key`, by owner.
+    pub fn hints_for_key(&self, key: &[u8]) -> Result<Vec<(String, SiblingSet)>, StoreError> {
+        let mut out = Vec::new();
+        for hint in self.hints(usize::MAX)? {
+            if hint.key == key {
+                out.push((hint.owner, hint.siblings));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` hints, grouped by owner in key order.
+    pub fn hints(&self, limit: usize) -> Result<Vec<Hint>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.engine.scan([HINT].as_slice()..[HINT + 1].as_slice())? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let Some((owner, key)) = parse_hint_key(&k) else {
+                tracing::warn!(key = ?k, "skipping malformed hint key");
+                continue;
+            };
+            let (siblings, received_ms) = self.decode_hint_value(&key, &v)?;
+            out.push(Hint {
+                owner,
+                key,
+                siblings,
+                received_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `per_owner` hints for each owner, in owner then key order.
+    ///
+    /// Taking a bounded slice per owner, rather than the first `n` hints of
+    /// the key space, keeps one long-dead owner's backlog from hiding every
+    /// other owner's hints from the handoff loop.
+    pub fn hints_per_owner(&self, per_owner: usize) -> Result<Vec<Hint>, StoreError> {
+        let mut out = Vec::new();
+        let mut from = vec![HINT];
+        let end = [HINT + 1];
+        'owners: loop {
+            let mut taken = 0;
+            let mut current: Option<Vec<u8>> = None;
+            for item in self.engine.scan(from.as_slice()..end.as_slice())? {
+                let (k, v) = item?;
+                let Some((owner, key)) = parse_hint_key(&k) else {
+                    tracing::warn!(key = ?k, "skipping malformed hint key");
+                    continue;
+                };
+                // HINT, length byte, owner: the prefix shared by one owner's hints.
+                let prefix = k[..2 + owner.len()].to_vec();
+                match &current {
+                    Some(p) if *p != prefix => {
+                        from = prefix;
+                        continue 'owners;
+                    }
+                    Some(_) if taken >= per_owner => {
+                        match prefix_successor(&prefix) {
+                            Some(next) => from = next,
+                            None => break 'owners,
+                        }
+                        continue 'owners;
+                    }
+                    _ => current = Some(prefix),
+                }
+                let (siblings, received_ms) = self.decode_hint_value(&key, &v)?;
+                out.push(Hint {
+                    owner,
+                    key,
+                    siblings,
+                    received_ms,
+                });
+                taken += 1;
+            }
+            break;
+        }
+        Ok(out)
+    }
+
+    /// Number of hints held.
+    pub fn hint_count(&self) -> Result<u64, StoreError> {
+        Ok(self.hints.total())
+    }
+
+    /// Deletes a delivered hint, unless it changed since it was read (a newer
+    /// write arrived for the same owner and key; it will be delivered next).
+    pub fn delete_hint_if_unchanged(
+        &self,
+        owner: &str,
+        key: &[u8],
+        delivered: &SiblingSet,
+    ) -> Result<bool, StoreError> {
+        let _guard = self.lock(key);
+        let hk = hint_key(owner, key)?;
+        match self.read_hint(&hk, key)? {
+            Some((current, _)) if current == *delivered => {
+                self.engine.delete(&hk)?;
+                self.hints.removed(owner);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Deletes a hint whatever it holds (expired past its TTL).
+    pub fn drop_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
+        let _guard = self.lock(key);
+        let hk = hint_key(owner, key)?;
+        if self.engine.get(&hk)?.is_some() {
+            self.engine.delete(&hk)?;
+            self.hints.removed(owner);
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn hint_key(owner: &str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let len =
+        u8::try_from(owner.len()).map_err(|_| StoreError::OwnerTooLong { len: owner.len() })?;
+    let mut k = Vec::with_capacity(10 + owner.len() + key.len());
+    k.push(HINT);
+    k.push(len);
+    k.extend_from_slice(owner.as_bytes());
+    k.extend_from_slice(&shoal_ring::key_position(key).to_be_bytes());
+    k.extend_from_slice(key);
+    Ok(k)
+}
+
+/// The smallest key greater than every key that starts with `prefix`.
+pub(super) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+pub(super) fn parse_hint_key(k: &[u8]) -> Option<(String, Vec<u8>)> {
+    let (&len, rest) = k.get(1..)?.split_first()?;
+    let owner = rest.get(..len as usize)?;
+    let key = rest.get(len as usize + 8..)?;
+    Some((String::from_utf8(owner.to_vec()).ok()?, key.to_vec()))
+}

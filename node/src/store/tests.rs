@@ -1,0 +1,452 @@
+//! The store's unit tests: key layout, hints, epochs, scans, the tree.
+
+use super::hints::{parse_hint_key, prefix_successor};
+use super::*;
+use crate::env::SystemClock;
+
+fn open(dir: &Path) -> Store {
+    let mut config = Config::default();
+    config.storage.sync = SyncMode::Never;
+    Store::open(dir, "node-1", &config, Arc::new(SystemClock)).unwrap()
+}
+
+fn value(v: &str) -> Content {
+    Content::value(v.as_bytes().to_vec(), "text/plain")
+}
+
+#[test]
+fn hints_per_owner_takes_a_bounded_slice_of_every_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut set = SiblingSet::new();
+    set.update(&Context::empty(), "w#1", value("v"), 1).unwrap();
+    for owner in ["a", "b", "c"] {
+        for i in 0..5 {
+            s.put_hint(owner, format!("k{i}").as_bytes(), &set).unwrap();
+        }
+    }
+    s.put_hint("\u{ff}", b"k", &set).unwrap();
+    let got = s.hints_per_owner(2).unwrap();
+    let owners: Vec<&str> = got.iter().map(|h| h.owner.as_str()).collect();
+    assert_eq!(owners, ["a", "a", "b", "b", "c", "c", "\u{ff}"]);
+    assert_eq!(s.hints_per_owner(10).unwrap().len(), 16);
+    assert_eq!(prefix_successor(&[1, 255]), Some(vec![2]));
+    assert_eq!(prefix_successor(&[255, 255]), None);
+}
+
+#[test]
+fn standing_in_keeps_a_hint_and_never_reuses_a_dot() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let first = s
+        .coordinate(b"k", &Context::empty(), value("a"), 1, Some("owner-1"))
+        .unwrap();
+    let held = s.hints_for_key(b"k").unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].0, "owner-1");
+    assert_eq!(held[0].1, first, "the hint carries the minted version");
+    // The hint is delivered and deleted; a second blind write for the same
+    // owner must still mint a fresh dot, or the owner would see two values
+    // under one dot and keep only one of them.
+    s.drop_hint("owner-1", b"k").unwrap();
+    let second = s
+        .coordinate(b"k", &Context::empty(), value("b"), 2, Some("owner-1"))
+        .unwrap();
+    let hint = s.hints_for_key(b"k").unwrap().remove(0).1;
+    let dot_of = |v: &[u8]| {
+        hint.values()
+            .iter()
+            .find(|s| s.value() == Some(v))
+            .map(|s| s.dot.clone())
+    };
+    let (a, b) = (dot_of(b"a").unwrap(), dot_of(b"b").unwrap());
+    assert_ne!(a, b, "one dot minted for two values");
+    assert_eq!(second.values().len(), 2, "a blind write keeps the other");
+}
+
+#[test]
+fn coordinate_mints_increasing_dots_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let actor;
+    {
+        let s = open(dir.path());
+        actor = s.actor().to_string();
+        let a = s
+            .coordinate(b"k", &Context::empty(), value("a"), 1, None)
+            .unwrap();
+        let b = s
+            .coordinate(b"k", &Context::empty(), value("b"), 2, None)
+            .unwrap();
+        assert_eq!(b.values().len(), 2, "blind writes keep both");
+        let c = s
+            .coordinate(b"k", &b.context(), value("c"), 3, None)
+            .unwrap();
+        assert_eq!(c.values().len(), 1);
+        assert!(a.values()[0].dot.counter < c.values()[0].dot.counter);
+        assert_eq!(s.incarnation(), 1);
+        s.close().unwrap();
+    }
+    let s = open(dir.path());
+    assert_eq!(s.incarnation(), 2, "incarnation rises on every open");
+    assert_eq!(s.actor(), actor, "epoch survives a restart");
+    let got = s.read(b"k").unwrap().unwrap();
+    assert_eq!(got.values()[0].value(), Some(&b"c"[..]));
+}
+
+#[test]
+fn a_crash_that_loses_unsynced_dots_moves_to_a_new_epoch() {
+    // sync = never on a disk that forgets what was not fsynced: the
+    // last write's dot is lost locally but a peer holds it.
+    let mut config = Config::default();
+    config.storage.sync = SyncMode::Never;
+    let dir = Path::new("/data/node-1");
+    let fs = shoal_storage::MemFs::new();
+    let open = |fs: &shoal_storage::MemFs| {
+        Store::open_with(
+            dir,
+            "node-1",
+            &config,
+            Arc::new(SystemClock),
+            Arc::new(fs.clone()),
+            shoal_storage::Background::Inline,
+        )
+        .unwrap()
+    };
+    let s = open(&fs);
+    let old_actor = s.actor().to_string();
+    let on_peer = s
+        .coordinate(b"k", &Context::empty(), value("a"), 1, None)
+        .unwrap();
+    // Power lost before anything else reaches the disk: the old engine's
+    // closing I/O fails.
+    let fs = fs.crash();
+    drop(s);
+    let s = open(&fs);
+    assert_eq!(s.read(b"k").unwrap(), None, "the unsynced write is gone");
+    assert_ne!(s.actor(), old_actor, "an unclean stop starts a new epoch");
+    let here = s
+        .coordinate(b"k", &Context::empty(), value("b"), 2, None)
+        .unwrap();
+    let merged = here.sync(&on_peer);
+    assert_eq!(
+        merged.values().len(),
+        2,
+        "both blind writes survive the merge (one dot would mean one value)"
+    );
+    // A clean stop keeps the epoch, even across a later crash of nothing.
+    let actor = s.actor().to_string();
+    s.close().unwrap();
+    let s = open(&fs.crash());
+    assert_eq!(s.actor(), actor, "a clean stop keeps the epoch");
+}
+
+#[test]
+fn hints_are_kept_apart_and_deleted_only_if_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut v1 = SiblingSet::new();
+    v1.update(&Context::empty(), "node-2#1", value("x"), 1)
+        .unwrap();
+    s.put_hint("node-3", b"key", &v1).unwrap();
+    assert_eq!(s.read(b"key").unwrap(), None, "a hint is not local data");
+    assert_eq!(s.hint_count().unwrap(), 1);
+    let hints = s.hints(10).unwrap();
+    assert_eq!(hints.len(), 1);
+    assert_eq!(hints[0].owner, "node-3");
+    assert_eq!(hints[0].key, b"key");
+
+    let mut v2 = v1.clone();
+    v2.update(&v1.context(), "node-2#1", value("y"), 2).unwrap();
+    s.put_hint("node-3", b"key", &v2).unwrap();
+    assert!(!s.delete_hint_if_unchanged("node-3", b"key", &v1).unwrap());
+    assert!(s.delete_hint_if_unchanged("node-3", b"key", &v2).unwrap());
+    assert_eq!(s.hint_count().unwrap(), 0);
+    assert_eq!(s.hints_for_key(b"key").unwrap(), vec![]);
+}
+
+#[test]
+fn tombstones_purge_only_after_grace() {
+    let mut t = SiblingSet::new();
+    t.update(&Context::empty(), "a", Content::Tombstone, 1_000)
+        .unwrap();
+    let bytes = t.encode();
+    let key = data_key(b"k");
+    assert!(keep_after_grace(&key, &bytes, 1_500, 1_000));
+    assert!(!keep_after_grace(&key, &bytes, 2_001, 1_000));
+    let mut v = SiblingSet::new();
+    v.update(&Context::empty(), "a", value("v"), 1_000).unwrap();
+    assert!(keep_after_grace(&key, &v.encode(), 1_000_000, 1_000));
+    assert!(keep_after_grace(&key, b"garbage", 1_000_000, 1_000));
+    assert!(keep_after_grace(
+        &meta_key(b"epoch"),
+        b"x",
+        1_000_000,
+        1_000
+    ));
+}
+
+fn small_tree_config() -> Config {
+    let mut config = Config::default();
+    config.storage.sync = SyncMode::Never;
+    config.anti_entropy.leaf_bits = 16;
+    config.tombstones.grace_secs = 1;
+    config
+}
+
+#[test]
+fn incremental_tree_equals_a_rebuild_through_every_write_path_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_tree_config();
+    let root;
+    {
+        let s = Store::open(dir.path(), "node-1", &config, Arc::new(SystemClock)).unwrap();
+        for i in 0..200u32 {
+            let key = format!("k{i}");
+            s.coordinate(key.as_bytes(), &Context::empty(), value("a"), 1, None)
+                .unwrap();
+        }
+        // Overwrites, a stand-in write with a hint, merges, a batch with
+        // a key twice, and deletes that purge.
+        let current = s.read(b"k1").unwrap().unwrap();
+        s.coordinate(b"k1", &current.context(), value("b"), 2, None)
+            .unwrap();
+        s.coordinate(b"k2", &Context::empty(), value("c"), 3, Some("node-9"))
+            .unwrap();
+        let mut other = SiblingSet::new();
+        other
+            .update(&Context::empty(), "node-2#1", value("x"), 4)
+            .unwrap();
+        s.merge(b"k3", &other).unwrap();
+        s.merge(b"new", &other).unwrap();
+        s.put_hint("node-9", b"hint-only", &other).unwrap();
+        let mut again = other.clone();
+        again
+            .update(&other.context(), "node-2#1", value("y"), 5)
+            .unwrap();
+        let (_, changed) = s
+            .merge_many(&[
+                (b"k4".to_vec(), other.clone()),
+                (b"batch".to_vec(), other.clone()),
+                (b"batch".to_vec(), again.clone()),
+            ])
+            .unwrap();
+        assert_eq!(changed, 2);
+        assert_eq!(s.read(b"batch").unwrap(), Some(again));
+        for key in [b"k5".as_slice(), b"k6"] {
+            let current = s.read(key).unwrap().unwrap();
+            s.coordinate(key, &current.context(), Content::Tombstone, 10, None)
+                .unwrap();
+        }
+        // The tombstones were written at t=10 ms: long past the grace.
+        assert_eq!(s.purge_tombstones(1_000_000, usize::MAX).unwrap(), 2);
+        assert_eq!(s.read(b"k5").unwrap(), None);
+        let incremental = s.with_tree(|t| t.clone());
+        assert_eq!(incremental, s.rebuilt_tree().unwrap());
+        assert_eq!(
+            incremental.len(),
+            200 + 2 - 2,
+            "new + batch, minus two purged"
+        );
+        root = incremental.root_hash();
+        s.close().unwrap();
+    }
+    let s = Store::open(dir.path(), "node-1", &config, Arc::new(SystemClock)).unwrap();
+    assert_eq!(s.with_tree(|t| t.root_hash()), root, "rebuilt at open");
+}
+
+#[test]
+fn range_scans_page_through_wrapping_ranges_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        "node-1",
+        &small_tree_config(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let keys: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| format!("key-{i}").into_bytes())
+        .collect();
+    for k in &keys {
+        s.coordinate(k, &Context::empty(), value("v"), 1, None)
+            .unwrap();
+    }
+    // A wrapping range and a plain one.
+    let ranges = [
+        TokenRange {
+            start: 0xC000_0000_0000_0000,
+            end: 0x2000_0000_0000_0000,
+        },
+        TokenRange {
+            start: 0x4000_0000_0000_0000,
+            end: 0x6000_0000_0000_0000,
+        },
+    ];
+    let mut expected: Vec<&Vec<u8>> = keys
+        .iter()
+        .filter(|k| {
+            let p = shoal_ring::key_position(k);
+            ranges.iter().any(|r| r.contains(p))
+        })
+        .collect();
+    expected.sort();
+    let mut got = Vec::new();
+    let mut cursor = None;
+    for _ in 0..100 {
+        let page = s
+            .scan_ranges(&ranges, cursor.as_ref(), 7, usize::MAX, true)
+            .unwrap();
+        assert!(page.entries.len() <= 7);
+        for e in &page.entries {
+            let stored = s.read(&e.key).unwrap().unwrap();
+            assert_eq!(e.siblings.as_ref(), Some(&stored));
+            assert_eq!(e.digest, digest_of(&stored.encode()));
+        }
+        got.extend(page.entries.into_iter().map(|e| e.key));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "the scan ended");
+    assert_eq!(got.len(), expected.len(), "each key once");
+    // Paging by bytes alone (one or two entries a page) visits the same keys.
+    let mut by_bytes = Vec::new();
+    let mut cursor = None;
+    for _ in 0..1_000 {
+        let page = s
+            .scan_ranges(&ranges, cursor.as_ref(), usize::MAX, 80, true)
+            .unwrap();
+        assert!(!page.entries.is_empty() || page.next.is_none());
+        by_bytes.extend(page.entries.into_iter().map(|e| e.key));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    by_bytes.sort();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(by_bytes, sorted);
+    got.sort();
+    assert_eq!(got.iter().collect::<Vec<_>>(), expected);
+    let bad = ScanCursor {
+        range: 5,
+        after: vec![DATA; 9],
+    };
+    assert!(matches!(
+        s.scan_ranges(&ranges, Some(&bad), 7, usize::MAX, false),
+        Err(StoreError::BadCursor)
+    ));
+}
+
+#[test]
+fn hint_keys_round_trip() {
+    let k = hint_key("node-7", b"\x00\xffuser").unwrap();
+    assert_eq!(
+        parse_hint_key(&k),
+        Some(("node-7".into(), b"\x00\xffuser".to_vec()))
+    );
+    assert!(parse_hint_key(&[HINT, 9, b'a']).is_none());
+    assert!(hint_key(&"x".repeat(300), b"k").is_err());
+}
+
+fn open_with_handoff(dir: &Path, f: impl FnOnce(&mut crate::config::HandoffConfig)) -> Store {
+    let mut config = Config::default();
+    config.storage.sync = SyncMode::Never;
+    f(&mut config.handoff);
+    Store::open(dir, "node-1", &config, Arc::new(SystemClock)).unwrap()
+}
+
+/// A hint ages from when this node took it: a sender whose clock is decades
+/// behind (or a lie of `u64::MAX`) must neither expire it at once nor keep
+/// it for ever. Legacy values (a bare set) still age from their write time.
+#[test]
+fn hints_age_from_their_receipt_on_this_nodes_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let before = SystemClock.now_millis();
+    for (key, write_time) in [(b"old".as_slice(), 1), (b"future".as_slice(), u64::MAX - 1)] {
+        let mut set = SiblingSet::new();
+        set.update(&Context::empty(), "w#1", value("v"), write_time)
+            .unwrap();
+        s.put_hint("owner", key, &set).unwrap();
+    }
+    let hints = s.hints(10).unwrap();
+    assert_eq!(hints.len(), 2);
+    let after = SystemClock.now_millis();
+    for h in &hints {
+        assert!(
+            (before..=after).contains(&h.received_ms),
+            "{:?} received at {}",
+            String::from_utf8_lossy(&h.key),
+            h.received_ms
+        );
+    }
+    let mut legacy = SiblingSet::new();
+    legacy
+        .update(&Context::empty(), "w#1", value("v"), 42)
+        .unwrap();
+    assert_eq!(hints::decode_hint(&legacy.encode()).unwrap(), (legacy, 42));
+}
+
+/// Past a quota, or with handoff off, a new hint is refused (the gateway
+/// then tries another fallback) instead of being stored or dropped; an
+/// existing hint still takes newer writes, and a delivered one frees room.
+#[test]
+fn hint_quotas_and_disabled_handoff_refuse_new_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with_handoff(dir.path(), |h| {
+        h.max_hints_per_owner = 2;
+        h.max_hints = 3;
+    });
+    let mut set = SiblingSet::new();
+    set.update(&Context::empty(), "w#1", value("v"), 1).unwrap();
+    s.put_hint("a", b"k1", &set).unwrap();
+    s.put_hint("a", b"k2", &set).unwrap();
+    let refused = s.put_hint("a", b"k3", &set).unwrap_err();
+    assert!(
+        matches!(refused, StoreError::HintRefused { .. }),
+        "{refused}"
+    );
+    let standing_in = s
+        .coordinate(b"k3", &Context::empty(), value("x"), 1, Some("a"))
+        .unwrap_err();
+    assert!(matches!(standing_in, StoreError::HintRefused { .. }));
+    assert_eq!(
+        s.read(b"k3").unwrap(),
+        None,
+        "a refused stand-in wrote nothing"
+    );
+    // An existing hint takes a newer version.
+    let mut newer = set.clone();
+    newer.update(&set.context(), "w#1", value("w"), 2).unwrap();
+    s.put_hint("a", b"k1", &newer).unwrap();
+    s.put_hint("b", b"k1", &set).unwrap();
+    assert!(matches!(
+        s.put_hint("c", b"k1", &set),
+        Err(StoreError::HintRefused { .. })
+    ));
+    assert_eq!(s.hint_count().unwrap(), 3);
+    s.drop_hint("a", b"k2").unwrap();
+    s.put_hint("a", b"k3", &set).unwrap();
+    assert_eq!(s.hint_count().unwrap(), 3);
+    drop(s);
+
+    // The counts survive a restart (counted again at open).
+    let s = open_with_handoff(dir.path(), |h| {
+        h.max_hints_per_owner = 2;
+        h.max_hints = 3;
+    });
+    assert_eq!(s.hint_count().unwrap(), 3);
+    assert!(s.put_hint("d", b"k", &set).is_err());
+    drop(s);
+
+    let off = tempfile::tempdir().unwrap();
+    let s = open_with_handoff(off.path(), |h| h.enabled = false);
+    assert!(matches!(
+        s.put_hint("a", b"k", &set),
+        Err(StoreError::HintRefused { .. })
+    ));
+    assert_eq!(s.hint_count().unwrap(), 0);
+}
