@@ -53,8 +53,66 @@ impl tarpc::tokio_serde::Deserializer<In> for CheckedBincode {
                 ));
             }
         }
+        if let Some(len) = request_batch_len(src) {
+            if len > crate::rpc::MAX_BATCH_KEYS as u64 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "batch of {len} keys exceeds {} (checked before decoding: \
+                         each empty key would cost 24 bytes of memory for 1 on the wire)",
+                        crate::rpc::MAX_BATCH_KEYS
+                    ),
+                ));
+            }
+        }
         std::pin::Pin::new(&mut self.get_mut().0).deserialize(src)
     }
+}
+
+/// The bincode variant indices of the batch requests (`read_many`,
+/// `merge_batch`), found by encoding one of each rather than assumed, so a
+/// reordered service definition cannot make the check read the wrong thing.
+fn batch_variants() -> &'static [u64; 2] {
+    static VARIANTS: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+    VARIANTS.get_or_init(|| {
+        use crate::rpc::ReplicaRequest;
+        use bincode::Options;
+        let index = |r: &ReplicaRequest| {
+            let bytes = bincode::DefaultOptions::new()
+                .serialize(r)
+                .expect("a request encodes");
+            varint(&bytes).map_or(u64::MAX, |(v, _)| v)
+        };
+        [
+            index(&ReplicaRequest::ReadMany { keys: Vec::new() }),
+            index(&ReplicaRequest::MergeBatch {
+                entries: Vec::new(),
+            }),
+        ]
+    })
+}
+
+/// The element count of a batch request, read from the frame without
+/// decoding it: after the message variant come the context (deadline as
+/// two varints, the trace id as 16 bytes, span id and sampling decision as
+/// varints), the request id, the method's variant, then the batch's length.
+/// `None` for anything else.
+fn request_batch_len(frame: &[u8]) -> Option<u64> {
+    let (variant, rest) = varint(frame)?;
+    if variant != 0 {
+        return None;
+    }
+    let (_secs, rest) = varint(rest)?;
+    let (_nanos, rest) = varint(rest)?;
+    let rest = rest.get(16..)?;
+    let (_span, rest) = varint(rest)?;
+    let (_sampling, rest) = varint(rest)?;
+    let (_id, rest) = varint(rest)?;
+    let (method, rest) = varint(rest)?;
+    if !batch_variants().contains(&method) {
+        return None;
+    }
+    varint(rest).map(|(len, _)| len)
 }
 
 impl tarpc::tokio_serde::Serializer<Out> for CheckedBincode {
@@ -358,6 +416,55 @@ mod tests {
         assert_eq!(request_deadline_secs(&[1, 0]), None, "not a request");
         assert_eq!(request_deadline_secs(&[0, 253, 1]), None, "truncated");
         assert_eq!(request_deadline_secs(&[0, 254]), Some(u64::MAX));
+    }
+
+    fn encoded(message: crate::rpc::ReplicaRequest) -> Vec<u8> {
+        use bincode::Options;
+        let request: In = tarpc::ClientMessage::Request(tarpc::Request {
+            context: tarpc::context::current(),
+            id: 300,
+            message,
+        });
+        bincode::DefaultOptions::new().serialize(&request).unwrap()
+    }
+
+    #[test]
+    fn reads_the_length_of_a_batch_request_frame() {
+        use crate::rpc::ReplicaRequest;
+        let keys = vec![b"a".to_vec(); 300];
+        assert_eq!(
+            request_batch_len(&encoded(ReplicaRequest::ReadMany { keys })),
+            Some(300)
+        );
+        assert_eq!(
+            request_batch_len(&encoded(ReplicaRequest::MergeBatch { entries: vec![] })),
+            Some(0)
+        );
+        assert_eq!(request_batch_len(&encoded(ReplicaRequest::Status {})), None);
+        assert_eq!(
+            request_batch_len(&encoded(ReplicaRequest::Read { key: vec![0; 300] })),
+            None
+        );
+    }
+
+    /// 5M empty keys are 5 MB on the wire and 120 MB decoded: refused on
+    /// the length alone.
+    #[test]
+    fn an_oversized_batch_is_refused_before_it_is_decoded() {
+        use tarpc::tokio_serde::Deserializer;
+        let keys = vec![Vec::new(); crate::rpc::MAX_BATCH_KEYS + 1];
+        let frame = encoded(crate::rpc::ReplicaRequest::ReadMany { keys });
+        let frame = tarpc::tokio_util::bytes::BytesMut::from(&frame[..]);
+        let mut codec = CheckedBincode::default();
+        let err = std::pin::Pin::new(&mut codec)
+            .deserialize(&frame)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("10001 keys"), "{err}");
+        let keys = vec![Vec::new(); crate::rpc::MAX_BATCH_KEYS];
+        let frame = encoded(crate::rpc::ReplicaRequest::ReadMany { keys });
+        let frame = tarpc::tokio_util::bytes::BytesMut::from(&frame[..]);
+        assert!(std::pin::Pin::new(&mut codec).deserialize(&frame).is_ok());
     }
 
     #[test]
