@@ -300,6 +300,73 @@ async fn decommission_below_n_is_refused() {
     c.shutdown().await;
 }
 
+/// A member (holding the secret) that lies in gossip: an unrequested Ack2
+/// that would evict node-2 for good, and storage members of weight 0, 1,000
+/// and 10,000 pushed in an Ack. None of it is kept: node-2 stays alive on
+/// every member, the ring still builds and keys still write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_gossip_neither_evicts_a_member_nor_skews_the_ring() {
+    use shoal_gossip::{Ack, Ack2, Body, Lifecycle, Message, Record, Role, PROTOCOL_VERSION};
+    let c = Cluster::start(spec()).await;
+    let addr = c.node(0).unwrap().advertise().to_string();
+    let ours = shoal_tests::secret::pool(Env::real().net, Duration::from_secs(2), 8 << 20);
+    let record = |id: &str, weight: u32, lifecycle: Lifecycle, version: u64| Record {
+        id: id.into(),
+        address: "127.0.0.1:9".into(),
+        role: Role::Storage,
+        weight,
+        lifecycle,
+        incarnation: version,
+        meta_version: version,
+        heartbeat: version,
+    };
+    let eviction = Message {
+        version: PROTOCOL_VERSION,
+        from: "liar".into(),
+        body: Body::Ack2(Ack2 {
+            records: vec![record("node-2", 1, Lifecycle::Left, u64::MAX)],
+        }),
+    };
+    let fakes = Message {
+        version: PROTOCOL_VERSION,
+        from: "liar".into(),
+        body: Body::Ack(Ack {
+            records: [0, 1_000, 10_000]
+                .iter()
+                .map(|w| record(&format!("fake-{w}"), *w, Lifecycle::Active, 1))
+                .collect(),
+            heartbeats: vec![],
+            requests: vec![],
+            echo: None,
+        }),
+    };
+    for message in [eviction, fakes] {
+        let answer = ours
+            .call(&addr, RPC, |c, ctx| async move {
+                c.gossip(ctx, "127.0.0.1:9".into(), message).await
+            })
+            .await
+            .expect("gossip call");
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    // Several gossip rounds for anything accepted to spread.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..3 {
+        let members = c.node(i).unwrap().members();
+        let two = members.iter().find(|m| m.id.as_str() == "node-2").unwrap();
+        assert_eq!(two.status, shoal_gossip::Status::Alive, "on node-{}", i + 1);
+        assert!(
+            members.iter().all(|m| !m.id.as_str().starts_with("fake-")),
+            "{members:?}"
+        );
+    }
+    let mut client = c.client();
+    for i in 0..20 {
+        assert_eq!(put(&mut client, &format!("g{i}"), "v").await, 204);
+    }
+    c.shutdown().await;
+}
+
 /// This process's resident memory, KiB.
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
