@@ -19,7 +19,7 @@
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -40,6 +40,7 @@ mod files;
 mod flush;
 mod group_commit;
 mod recovery;
+mod resume;
 mod write;
 
 use files::parse_name;
@@ -217,6 +218,9 @@ struct Counters {
 /// to the compaction thread. `shutdown` and `synced` change only under their mutex,
 /// and every wait checks them under it, so those wakeups are never missed.
 ///
+/// `wal_failed` is a leaf, taken alone or under `write` (by `fail_wal`); `try_resume`
+/// takes `write` (then `version`), releases both, and only then flushes.
+///
 /// The locks inside a memtable, the block cache and the file system are leaves
 /// below all of these and never call back into the engine. The [`Engine`]'s own
 /// `threads` and `dir_lock` are taken only by `close`, one after the other and with
@@ -242,8 +246,12 @@ struct Shared {
     /// Writers between entering `write` and appending their record; a group commit
     /// leader briefly waits for them so that one fsync covers them too.
     joining: AtomicUsize,
-    /// Set once by the first failed commit log append or fsync; see `Error::WalFailed`.
-    wal_failed: OnceLock<String>,
+    /// Set by a failed commit log append or fsync (the first failure's reason),
+    /// cleared by `try_resume` once a fresh segment and tables hold everything;
+    /// see `Error::WalFailed`. A leaf lock, read only when `wal_broken` is set.
+    wal_failed: Mutex<Option<String>>,
+    /// Whether `wal_failed` holds a reason: the writers' fast path.
+    wal_broken: AtomicBool,
 }
 
 /// A Shoal storage engine over one directory. `Send + Sync`: share it with `Arc`.
@@ -319,7 +327,8 @@ impl Engine {
             closed: AtomicBool::new(false),
             immutables: AtomicUsize::new(0),
             joining: AtomicUsize::new(0),
-            wal_failed: OnceLock::new(),
+            wal_failed: Mutex::new(None),
+            wal_broken: AtomicBool::new(false),
             dir,
             opts,
         });
@@ -467,7 +476,7 @@ impl Engine {
             if s.closed.swap(true, Ordering::SeqCst) {
                 return Ok(());
             }
-            if s.wal_failed.get().is_none() {
+            if !s.wal_broken.load(Ordering::Acquire) {
                 w.log
                     .drain()
                     .and_then(|()| {
@@ -523,15 +532,21 @@ impl Shared {
     }
 
     fn wal_failed(&self) -> Result<()> {
-        match self.wal_failed.get() {
+        if !self.wal_broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match lock(&self.wal_failed).as_ref() {
             Some(r) => Err(Error::WalFailed { reason: r.clone() }),
             None => Ok(()),
         }
     }
 
     fn fail_wal(&self, e: &Error) {
-        if self.wal_failed.set(e.to_string()).is_ok() {
-            tracing::error!(error = %e, "commit log failed; refusing further writes");
+        let mut failed = lock(&self.wal_failed);
+        if failed.is_none() {
+            *failed = Some(e.to_string());
+            self.wal_broken.store(true, Ordering::Release);
+            tracing::error!(error = %e, "commit log failed; refusing writes until it can be resumed");
         }
     }
 

@@ -70,9 +70,13 @@ pub enum Error {
     },
     /// An earlier append or fsync of the commit log failed. After a failed fsync the
     /// kernel may have dropped dirty pages, so the log's contents are unknown; the
-    /// engine refuses further writes rather than acknowledge on top of a hole.
-    /// Reads keep working. Reopen the engine to recover from the log on disk.
-    #[error("commit log unusable after an earlier failure ({reason}); reopen the engine")]
+    /// engine refuses writes rather than acknowledge on top of a hole. Reads keep
+    /// working. The engine resumes by itself once it can start a fresh segment and
+    /// write every memtable to tables (the flush thread retries, or the next write
+    /// under `Background::Inline`); reopening recovers from the log on disk too.
+    #[error(
+        "commit log unusable after an earlier failure ({reason}); writes resume once there is room"
+    )]
     WalFailed {
         /// The first failure.
         reason: String,

@@ -233,11 +233,36 @@ async fn full_and_read_only_disk_lose_nothing() {
         "node-3 with a full disk answered a write with {answer:?} after {took:?} (seed {seed})"
     );
     mount.free();
+    // Without a restart, node-3 takes writes again once there is room: its
+    // engine retries the failed commit log in the background.
+    let freed = Instant::now();
+    let mut answer = String::new();
+    for attempt in 0..40 {
+        answer = direct_write(&cluster, troubled, &format!("freed-direct-{attempt}"))
+            .await
+            .0;
+        if answer == "stored" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "{name}: after freeing space node-3 answered {answer:?} within {:?}",
+        freed.elapsed()
+    );
+    assert_eq!(
+        answer, "stored",
+        "node-3 still refuses writes after space was freed (seed {seed})"
+    );
     workload::run(&load("freed-"), addr, history.clone(), seed ^ 2).await;
     let recovered = w3_errors(&mut client, "freed-probe-", 5).await;
     println!(
         "{name}: after freeing space, w=3 refused {} of 5",
         recovered.len()
+    );
+    assert!(
+        recovered.is_empty(),
+        "w=3 writes still refused after space was freed: {recovered:?} (seed {seed})"
     );
 
     // Read-only: stop the node, remount, start it on the read-only disk.

@@ -66,7 +66,19 @@ impl Shared {
 
     fn flush_loop(&self) {
         let mut backoff = Duration::from_millis(50);
+        let mut resume_backoff = Duration::from_millis(200);
         loop {
+            // A failed commit log is retried here, so that a node whose disk
+            // was full takes writes again once there is room, with no restart.
+            if let Err(e) = self.try_resume() {
+                self.record_error("commit log resume", &e);
+                if !self.pause(resume_backoff) {
+                    return;
+                }
+                resume_backoff = (resume_backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            resume_backoff = Duration::from_millis(200);
             if self.immutables.load(Ordering::Acquire) == 0 {
                 if !self.pause(Duration::from_millis(500)) {
                     return;

@@ -79,6 +79,12 @@ impl Shared {
 
     pub(super) fn write(&self, ops: Vec<Op>) -> Result<()> {
         self.validate(&ops)?;
+        if self.inline() {
+            // No flush thread retries a failed commit log here; the writer does.
+            if let Err(e) = self.try_resume() {
+                self.record_error("commit log resume", &e);
+            }
+        }
         self.wait_for_room()?;
         let mut record = Vec::with_capacity(
             ops.iter()
