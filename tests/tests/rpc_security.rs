@@ -367,6 +367,72 @@ async fn forged_gossip_neither_evicts_a_member_nor_skews_the_ring() {
     c.shutdown().await;
 }
 
+/// A byte altered in flight (after the handshake) closes the connection:
+/// the node never acts on, or answers, a message that fails its tag, and it
+/// goes on serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flipped_byte_in_flight_closes_the_connection() {
+    let c = Cluster::start(spec()).await;
+    let node = c.node(0).unwrap().advertise().to_string();
+    // A relay that passes the handshake (50 bytes each way) and then flips
+    // one bit of the first message from the client.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap().to_string();
+    let closed_by_node = tokio::spawn(async move {
+        let (client, _) = relay.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(&node).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let down = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        });
+        let mut seen = 0usize;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                if seen + i == 60 {
+                    *b ^= 0x01;
+                }
+            }
+            seen += n;
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        // The node hung up: the server-to-client copy ends.
+        tokio::time::timeout(Duration::from_secs(10), down)
+            .await
+            .is_ok()
+    });
+    let through_relay = shoal_tests::secret::pool(Env::real().net, Duration::from_secs(2), 8 << 20);
+    let answer = through_relay
+        .call(
+            &relay_addr,
+            RPC,
+            |c, ctx| async move { c.status(ctx).await },
+        )
+        .await;
+    assert!(
+        answer.is_err(),
+        "an altered message was answered: {answer:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), closed_by_node)
+            .await
+            .expect("the relay finishes")
+            .unwrap(),
+        "the node kept the connection open"
+    );
+    // Everyone else is still served.
+    let mut client = c.client();
+    assert_eq!(put(&mut client, "after-flip", "v").await, 204);
+    c.shutdown().await;
+}
+
 /// This process's resident memory, KiB.
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
