@@ -94,14 +94,6 @@ pub fn wire_size<T: Serialize>(value: &T) -> u64 {
     bincode::serialized_size(value).unwrap_or(0)
 }
 
-/// Converts a ring range into the Merkle crate's (same convention).
-pub(crate) fn merkle_range(range: &shoal_ring::TokenRange) -> TokenRange {
-    TokenRange {
-        start: range.start,
-        end: range.end,
-    }
-}
-
 /// The peers this node shares ranges with under the current ring (joining
 /// members excluded: they are not replicas yet), each with the shared ranges
 /// merged into maximal runs, and the peer's address. Only live peers.
@@ -131,7 +123,7 @@ pub(crate) fn plan(inner: &Inner, initiator_only: bool) -> Vec<(String, String, 
             let runs = shared.entry(peer.to_string()).or_default();
             match runs.last_mut() {
                 Some(last) if last.end == range.start => last.end = range.end,
-                _ => runs.push(merkle_range(&range)),
+                _ => runs.push(range),
             }
         }
     }

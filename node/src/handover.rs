@@ -31,7 +31,7 @@ use shoal_ring::{Member, RangeChange, Ring, RingConfig};
 use shoal_vclock::SiblingSet;
 use tokio::time::Instant;
 
-use crate::anti_entropy::{merkle_range, wire_size};
+use crate::anti_entropy::wire_size;
 use crate::membership::RingView;
 use crate::node::Inner;
 use crate::rpc::{HandoverReport, RemoteError, ScanRequest};
@@ -282,7 +282,7 @@ async fn pull_range(
         }
         let (source_id, address) = &sources[source % sources.len()];
         let request = ScanRequest {
-            ranges: vec![merkle_range(&change.range)],
+            ranges: vec![change.range],
             cursor: cursor.clone(),
             max_keys: BATCH_KEYS,
             values: true,
@@ -457,7 +457,7 @@ async fn push_range(
     change: &RangeChange,
     report: &mut HandoverReport,
 ) -> Result<(), String> {
-    let ranges = vec![merkle_range(&change.range)];
+    let ranges = vec![change.range];
     // A page of states must fit one merge_batch frame.
     let budget = inner.config.max_frame_bytes() / 2;
     let mut cursor: Option<ScanCursor> = None;
