@@ -79,10 +79,14 @@
 //!
 //! - this file: [`Ring`], [`Member`], [`RingConfig`], [`key_position`], walking and
 //!   ownership;
-//! - [`diff`](mod@diff): which ranges change replicas between two rings.
+//! - [`diff`](mod@diff): which ranges change replicas between two rings;
+//! - [`view`]: the current and future ring of a membership in flux (joins and
+//!   leaves), where writes go, which ranges replicas share, what a join or leave
+//!   moves.
 
 mod diff;
 mod error;
+pub mod view;
 
 pub use diff::{diff, RangeChange};
 pub use error::RingError;
