@@ -314,7 +314,7 @@ mod tests {
         ids.iter().map(|(id, w)| (id.to_string(), *w)).collect()
     }
 
-    fn sorted<'a>(mut v: Vec<&'a str>) -> Vec<&'a str> {
+    fn sorted(mut v: Vec<&str>) -> Vec<&str> {
         v.sort_unstable();
         v
     }
