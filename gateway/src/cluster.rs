@@ -3,27 +3,15 @@
 //! liveness hints from failed RPCs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use shoal_node::membership::{MemberList, RingView, SharedMembership};
-use shoal_ring::Ring;
 use tokio::time::Instant;
 
 /// The member lists (current, future) the rings were built from, and the
 /// rings.
-type CachedRing = ((MemberList, MemberList), Rings);
-
-/// The current ring (reads) and, while members join or leave, the future
-/// one (writes go to the replicas of both; see
-/// [`shoal_node::membership::RingView`]).
-#[derive(Debug, Clone, Default)]
-pub struct Rings {
-    /// What reads use.
-    pub current: Option<Arc<Ring>>,
-    /// What the ring becomes once pending joins and leaves are done.
-    pub future: Option<Arc<Ring>>,
-}
+type CachedRing = ((MemberList, MemberList), RingView);
 
 /// Membership, ring cache and local suspicions.
 pub struct Cluster {
@@ -51,11 +39,10 @@ impl std::fmt::Debug for Cluster {
 /// What one request needs from the cluster view, taken under one lock.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The ring reads use (`None` while no storage node is known).
-    pub ring: Option<Arc<Ring>>,
-    /// The ring writes also go to while members join or leave (`None` when
-    /// nothing is in flux).
-    pub future: Option<Arc<Ring>>,
+    /// The current ring, which reads use (none while no storage node is
+    /// known), and while members join or leave the future one, which writes
+    /// also go to.
+    pub view: RingView,
     /// Storage members by id: (address, usable now).
     pub nodes: HashMap<String, (String, bool)>,
 }
@@ -155,40 +142,34 @@ impl Cluster {
                 (id, (i.address.clone(), live))
             })
             .collect();
-        let rings = self.rings_for(&ring_members);
         Snapshot {
-            ring: rings.current,
-            future: rings.future,
+            view: self.rings_for(&ring_members),
             nodes,
         }
     }
 
     /// The cached rings if the member lists did not change, else new ones.
-    fn rings_for(&self, members: &[shoal_gossip::MemberInfo]) -> Rings {
-        let lists = RingView::member_lists(members);
+    fn rings_for(&self, members: &[shoal_gossip::MemberInfo]) -> RingView {
+        let lists = shoal_node::membership::member_lists(members);
         let mut cache = lock(&self.ring);
         if let Some((cached, rings)) = cache.as_ref() {
             if *cached == lists {
                 return rings.clone();
             }
         }
-        let view = RingView::of(members);
-        if view.current.is_none() && !lists.0.is_empty() {
+        let view = shoal_node::membership::ring_view(members);
+        if view.current().is_none() && !lists.0.is_empty() {
             // Gossip validates ids, so this means a weight the ring refuses
-            // (logged by `RingView`); keep routing with the old rings.
+            // (logged by `ring_view`); keep routing with the old rings.
             return cache.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
         }
-        let rings = Rings {
-            current: view.current.map(Arc::new),
-            future: view.future.map(Arc::new),
-        };
         tracing::info!(
             members = lists.0.len(),
-            in_flux = rings.future.is_some(),
+            in_flux = view.in_flux(),
             "ring rebuilt"
         );
-        *cache = Some((lists, rings.clone()));
-        rings
+        *cache = Some((lists, view.clone()));
+        view
     }
 }
 

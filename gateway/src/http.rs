@@ -390,7 +390,8 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
     let members = lock(cluster.membership()).members();
     let snap = cluster.snapshot();
     let ownership = snap
-        .ring
+        .view
+        .current()
         .map(|ring| {
             ring.ownership(state.replication.n)
                 .into_iter()

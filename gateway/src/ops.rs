@@ -177,7 +177,7 @@ impl Engine {
     /// The plan for `key` and the live non-targets after it on the ring
     /// (spares that replace targets failing mid-request).
     fn plan(&self, snap: &Snapshot, key: &[u8]) -> Option<(Plan, VecDeque<String>)> {
-        self.plan_with(snap, key, 0)
+        self.plan_with(snap, key, &[])
     }
 
     /// The plan of a write, and how many acknowledgements it needs beyond
@@ -188,53 +188,39 @@ impl Engine {
     /// among their union include at least `w` from each set, so a read on
     /// either ring (before or after the change completes) meets the write.
     fn write_plan(&self, snap: &Snapshot, key: &[u8]) -> Option<(Plan, VecDeque<String>, usize)> {
-        let ring = snap.ring.as_ref()?;
-        let pending = match &snap.future {
-            Some(future) => {
-                let position = key_position(key);
-                let current: Vec<&str> = ring.walk(position).take(self.n).collect();
-                future
-                    .walk(position)
-                    .take(self.n)
-                    .filter(|m| !current.contains(m))
-                    .count()
-            }
-            None => 0,
-        };
-        let (plan, spares) = self.plan_with(snap, key, pending)?;
-        Some((plan, spares, pending))
+        snap.view.current()?;
+        let (_, pending) = snap.view.write_replicas(key, self.n);
+        let (plan, spares) = self.plan_with(snap, key, &pending)?;
+        Some((plan, spares, pending.len()))
     }
 
-    fn plan_with(
+    fn plan_with<'s>(
         &self,
-        snap: &Snapshot,
+        snap: &'s Snapshot,
         key: &[u8],
-        pending: usize,
+        pending: &[&'s str],
     ) -> Option<(Plan, VecDeque<String>)> {
-        let ring = snap.ring.as_ref()?;
+        let ring = snap.view.current()?;
         let position = key_position(key);
         let mut walk: Vec<&str> = ring.walk(position).collect();
-        if pending > 0 {
-            if let Some(future) = &snap.future {
-                // Current owners, then the pending ones, then the fallbacks.
-                let owners: Vec<&str> = walk.iter().copied().take(self.n).collect();
-                let extra: Vec<&str> = future
-                    .walk(position)
-                    .take(self.n)
-                    .filter(|m| !owners.contains(m))
-                    .collect();
-                let rest: Vec<&str> = walk
-                    .iter()
-                    .copied()
-                    .skip(self.n)
-                    .filter(|m| !extra.contains(m))
-                    .collect();
-                walk = owners.into_iter().chain(extra).chain(rest).collect();
-            }
+        if !pending.is_empty() {
+            // Current owners, then the pending ones, then the fallbacks.
+            let owners: Vec<&str> = walk.iter().copied().take(self.n).collect();
+            let rest: Vec<&str> = walk
+                .iter()
+                .copied()
+                .skip(self.n)
+                .filter(|m| !pending.contains(m))
+                .collect();
+            walk = owners
+                .into_iter()
+                .chain(pending.iter().copied())
+                .chain(rest)
+                .collect();
         }
         let p = plan(
             walk.iter().copied(),
-            self.n + pending,
+            self.n + pending.len(),
             |m| snap.is_live(m),
             true,
         );
@@ -589,7 +575,7 @@ impl Engine {
     /// for `key`. Read-only: never repairs.
     pub async fn inspect(&self, key: &[u8], deadline: Instant) -> Vec<ReplicaBody> {
         let snap = self.cluster.snapshot();
-        let Some(ring) = snap.ring.clone() else {
+        let Some(ring) = snap.view.current() else {
             return Vec::new();
         };
         let walk: Vec<String> = ring

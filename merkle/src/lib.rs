@@ -58,7 +58,7 @@
 //!
 //! Modules:
 //! - `shape`: [`TreeShape`] (leaf and fan-out bits, default chosen by measurement),
-//!   [`TokenRange`], [`LeafRange`], [`NodeId`], and how a range maps to whole nodes.
+//!   [`TokenRange`] (`shoal_ring`'s, re-exported), [`LeafRange`], [`NodeId`], and how a range maps to whole nodes.
 //! - `tree`: [`MerkleTree`], incremental updates, lazy hashing, rebuild, range hashes.
 //! - `message`: the wire messages ([`Request`], [`Response`]), their size limit and
 //!   [`MerkleTree::answer`].

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use shoal_ring::TokenRange;
+
 use crate::MerkleError;
 
 /// Smallest supported `leaf_bits`: ring tokens are multiples of 2^48 (the top 16 bits
@@ -245,31 +247,6 @@ impl TreeShape {
     }
 }
 
-/// A half-open range `[start, end)` of ring positions, wrapping around zero when
-/// `start >= end`; `start == end` is the whole ring. This is the ring crate's
-/// convention for token ranges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TokenRange {
-    /// First position in the range.
-    pub start: u64,
-    /// First position after the range.
-    pub end: u64,
-}
-
-impl TokenRange {
-    /// The whole ring.
-    pub const FULL: TokenRange = TokenRange { start: 0, end: 0 };
-
-    /// Whether `position` lies in the range.
-    pub fn contains(self, position: u64) -> bool {
-        if self.start < self.end {
-            self.start <= position && position < self.end
-        } else {
-            position >= self.start || position < self.end
-        }
-    }
-}
-
 /// A half-open range `[start, end)` of leaf indices, with the same wrapping
 /// convention as [`TokenRange`]. Differing segments are reported in this form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -420,5 +397,19 @@ mod tests {
         assert!(r.contains(11) && r.contains(0) && r.contains(4));
         assert!(!r.contains(5) && !r.contains(9));
         assert!(TokenRange::FULL.contains(12345));
+    }
+
+    #[test]
+    fn token_range_encodes_as_two_u64s() {
+        // The node ships ranges in RPCs; a change of encoding would break a
+        // rolling upgrade.
+        let r = TokenRange {
+            start: 1,
+            end: 0x0102_0304_0506_0708,
+        };
+        let mut expected = 1u64.to_le_bytes().to_vec();
+        expected.extend_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(bincode::serialize(&r).unwrap(), expected);
+        assert_eq!(bincode::deserialize::<TokenRange>(&expected).unwrap(), r);
     }
 }

@@ -94,14 +94,6 @@ pub fn wire_size<T: Serialize>(value: &T) -> u64 {
     bincode::serialized_size(value).unwrap_or(0)
 }
 
-/// Converts a ring range into the Merkle crate's (same convention).
-pub(crate) fn merkle_range(range: &shoal_ring::TokenRange) -> TokenRange {
-    TokenRange {
-        start: range.start,
-        end: range.end,
-    }
-}
-
 /// The peers this node shares ranges with under the current ring (joining
 /// members excluded: they are not replicas yet), each with the shared ranges
 /// merged into maximal runs, and the peer's address. Only live peers.
@@ -116,33 +108,8 @@ pub(crate) fn plan(inner: &Inner, initiator_only: bool) -> Vec<(String, String, 
             .collect();
         (members, alive)
     };
-    let view = crate::membership::RingView::of(&members);
-    let Some(ring) = view.current else {
-        return Vec::new();
-    };
-    let n = inner.config.replication.n;
-    let mut shared: BTreeMap<String, Vec<TokenRange>> = BTreeMap::new();
-    for range in ring.ranges() {
-        let replicas = ring.replicas_of(&range, n);
-        if !replicas.contains(&inner.id.as_str()) {
-            continue;
-        }
-        for peer in replicas.into_iter().filter(|p| *p != inner.id) {
-            let runs = shared.entry(peer.to_string()).or_default();
-            match runs.last_mut() {
-                Some(last) if last.end == range.start => last.end = range.end,
-                _ => runs.push(merkle_range(&range)),
-            }
-        }
-    }
-    for runs in shared.values_mut() {
-        // The last run may continue into the first across the top of the ring.
-        if runs.len() > 1 && runs[runs.len() - 1].end == runs[0].start {
-            if let Some(last) = runs.pop() {
-                runs[0].start = last.start;
-            }
-        }
-    }
+    let view = crate::membership::ring_view(&members);
+    let shared = view.shared_ranges(&inner.id, inner.config.replication.n);
     shared
         .into_iter()
         .filter(|(peer, _)| alive.contains(peer))

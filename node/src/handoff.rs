@@ -150,22 +150,17 @@ async fn retarget(
                 (id, (i.address.clone(), alive))
             })
             .collect();
-        (crate::membership::RingView::of(&members), addresses)
+        (crate::membership::ring_view(&members), addresses)
     };
     let n = inner.config.replication.n;
     let (mut delivered, mut failed) = (0, false);
     for hint in hints {
-        let mut targets: Vec<String> = Vec::new();
-        for ring in [view.current.as_ref(), view.future.as_ref()]
+        let (current, pending) = view.write_replicas(&hint.key, n);
+        let targets: Vec<String> = current
             .into_iter()
-            .flatten()
-        {
-            for t in ring.preference_list(&hint.key, n) {
-                if !targets.iter().any(|x| x == t) {
-                    targets.push(t.to_string());
-                }
-            }
-        }
+            .chain(pending)
+            .map(str::to_string)
+            .collect();
         let mut all = !targets.is_empty();
         for t in &targets {
             let ok = if *t == inner.id {

@@ -3,7 +3,7 @@
 //! ranges it loses to their new owners.
 //!
 //! Both follow the same sequence, which keeps every acknowledged write
-//! readable (see [`crate::membership::RingView`]):
+//! readable (see [`shoal_ring::view`]):
 //!
 //! 1. announce the change in gossip (the joining flag in the weight, or the
 //!    `leaving` lifecycle): from then on gateways send each write to the
@@ -27,12 +27,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_ring::{Member, RangeChange, Ring, RingConfig};
+use shoal_ring::{RangeChange, RingConfig};
 use shoal_vclock::SiblingSet;
 use tokio::time::Instant;
 
-use crate::anti_entropy::{merkle_range, wire_size};
-use crate::membership::RingView;
+use crate::anti_entropy::wire_size;
 use crate::node::Inner;
 use crate::rpc::{HandoverReport, RemoteError, ScanRequest};
 use crate::store::ScanCursor;
@@ -67,55 +66,25 @@ pub(crate) fn settle(config: &crate::Config) -> Duration {
 }
 
 /// The ranges `me` gains when it joins a ring of `current` members with
-/// `weight`: exactly the [`shoal_ring::diff`] entries that list it as gained.
+/// `weight` ([`shoal_ring::view::gained_ranges`] on the default ring config).
 pub fn gained_ranges(
     current: &[(String, u32)],
     me: &str,
     weight: u32,
     n: usize,
 ) -> Result<Vec<RangeChange>, shoal_ring::RingError> {
-    let old = Ring::new(
-        current.iter().map(|(id, w)| Member::new(id.clone(), *w)),
-        RingConfig::default(),
-    )?;
-    let new = Ring::new(
-        current
-            .iter()
-            .filter(|(id, _)| id != me)
-            .map(|(id, w)| Member::new(id.clone(), *w))
-            .chain(std::iter::once(Member::new(me, weight))),
-        RingConfig::default(),
-    )?;
-    Ok(shoal_ring::diff(&old, &new, n)
-        .into_iter()
-        .filter(|c| c.gained.iter().any(|g| g == me))
-        .collect())
+    shoal_ring::view::gained_ranges(current, me, weight, n, RingConfig::default())
 }
 
 /// The ranges `me` loses when it leaves a ring of `current` members, with
-/// the members that gain each.
+/// the members that gain each ([`shoal_ring::view::lost_ranges`] on the
+/// default ring config).
 pub fn lost_ranges(
     current: &[(String, u32)],
     me: &str,
     n: usize,
 ) -> Result<Vec<RangeChange>, shoal_ring::RingError> {
-    let old = Ring::new(
-        current.iter().map(|(id, w)| Member::new(id.clone(), *w)),
-        RingConfig::default(),
-    )?;
-    let rest: Vec<Member> = current
-        .iter()
-        .filter(|(id, _)| id != me)
-        .map(|(id, w)| Member::new(id.clone(), *w))
-        .collect();
-    if rest.is_empty() {
-        return Ok(Vec::new());
-    }
-    let new = Ring::new(rest, RingConfig::default())?;
-    Ok(shoal_ring::diff(&old, &new, n)
-        .into_iter()
-        .filter(|c| c.lost.iter().any(|l| l == me))
-        .collect())
+    shoal_ring::view::lost_ranges(current, me, n, RingConfig::default())
 }
 
 /// Whether this node still has a join to finish (configured to join and no
@@ -140,7 +109,7 @@ type Addresses = Vec<(String, String, bool)>;
 /// every member's address.
 fn current_members(inner: &Inner) -> (crate::membership::MemberList, Addresses) {
     let members = crate::membership::lock(&inner.membership).ring_members();
-    let (current, _) = RingView::member_lists(&members);
+    let (current, _) = crate::membership::member_lists(&members);
     let current = current
         .into_iter()
         .filter(|(id, _)| *id != inner.id)
@@ -282,7 +251,7 @@ async fn pull_range(
         }
         let (source_id, address) = &sources[source % sources.len()];
         let request = ScanRequest {
-            ranges: vec![merkle_range(&change.range)],
+            ranges: vec![change.range],
             cursor: cursor.clone(),
             max_keys: BATCH_KEYS,
             values: true,
@@ -384,7 +353,7 @@ async fn decommission_once(inner: &Arc<Inner>, force: bool) -> Result<HandoverRe
             )));
         }
         m.start_leaving();
-        RingView::member_lists(&m.ring_members()).0
+        crate::membership::member_lists(&m.ring_members()).0
     };
     if !current.iter().any(|(id, _)| *id == inner.id) {
         return Err(fail("this node is not on the ring (still joining?)".into()));
@@ -457,7 +426,7 @@ async fn push_range(
     change: &RangeChange,
     report: &mut HandoverReport,
 ) -> Result<(), String> {
-    let ranges = vec![merkle_range(&change.range)];
+    let ranges = vec![change.range];
     // A page of states must fit one merge_batch frame.
     let budget = inner.config.max_frame_bytes() / 2;
     let mut cursor: Option<ScanCursor> = None;

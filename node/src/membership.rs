@@ -10,6 +10,10 @@ use tokio::sync::watch;
 
 use crate::pool::Pool;
 
+// The joining flag and the rings are pure topology; they live in the ring
+// crate and are re-exported here, where gossip members are translated for it.
+pub use shoal_ring::view::{split_weight, MemberList, RingView, JOINING_FLAG};
+
 /// A member's gossip state, shared between the RPC handler and the loop.
 pub type SharedMembership = Arc<Mutex<Membership<StdRng>>>;
 
@@ -30,89 +34,41 @@ impl Uptime {
     }
 }
 
-/// High bit of a storage member's gossiped weight: set while the member is
-/// joining (receiving the ranges it gains), cleared once it has them. The
-/// gossip crate treats the weight as opaque; every ring builder in Shoal goes
-/// through [`RingView`], which reads the flag. Ring weights stay far below
-/// it (`shoal_ring::MAX_WEIGHT`).
-pub const JOINING_FLAG: u32 = 1 << 31;
-
-/// A gossiped weight split into the ring weight and whether the member is
-/// still joining.
-pub fn split_weight(gossiped: u32) -> (u32, bool) {
-    (gossiped & !JOINING_FLAG, gossiped & JOINING_FLAG != 0)
-}
-
-/// Storage members as a ring sees them: `(id, ring weight)`, sorted by id.
-pub type MemberList = Vec<(String, u32)>;
-
-/// The two rings of a membership in flux.
-///
-/// `current` is the ring reads use: every storage member that has not left,
-/// leaving ones included (they still hold their data), joining ones excluded
-/// (they do not have theirs yet). `future` is the ring once every pending
-/// change is done: joining members in, leaving members out. A write goes to
-/// the replicas of both and needs W acknowledgements in each, so whichever
-/// ring a later read uses, it meets the write; when nothing is in flux the
-/// two are the same ring.
-#[derive(Debug, Clone, Default)]
-pub struct RingView {
-    /// What reads use.
-    pub current: Option<shoal_ring::Ring>,
-    /// What the ring becomes; `None` when it equals `current`.
-    pub future: Option<shoal_ring::Ring>,
-}
-
-impl RingView {
-    /// The member lists of both rings, `(id, ring weight)` sorted by id: a
-    /// cache key (rings are pure functions of them).
-    pub fn member_lists(members: &[shoal_gossip::MemberInfo]) -> (MemberList, MemberList) {
-        let mut current = Vec::new();
-        let mut future = Vec::new();
-        for m in members {
-            if m.role != shoal_gossip::Role::Storage || m.status == shoal_gossip::Status::Left {
-                continue;
-            }
+/// Gossip's ring members ([`shoal_gossip::Membership::ring_members`]) as the
+/// ring view takes them: storage members that have not left, the joining flag
+/// read off the weight, `leaving` from the lifecycle. Every ring builder in
+/// Shoal goes through this, so nodes and gateways read the flag alike.
+pub fn view_members(members: &[shoal_gossip::MemberInfo]) -> Vec<shoal_ring::view::ViewMember> {
+    members
+        .iter()
+        .filter(|m| m.role == shoal_gossip::Role::Storage && m.status != shoal_gossip::Status::Left)
+        .map(|m| {
             let (weight, joining) = split_weight(m.weight);
-            let id = m.id.as_str().to_string();
-            if !joining {
-                current.push((id.clone(), weight));
+            shoal_ring::view::ViewMember {
+                id: m.id.as_str().to_string(),
+                weight,
+                joining,
+                leaving: m.status == shoal_gossip::Status::Leaving,
             }
-            if m.status != shoal_gossip::Status::Leaving {
-                future.push((id, weight));
-            }
-        }
-        current.sort();
-        future.sort();
-        (current, future)
-    }
+        })
+        .collect()
+}
 
-    /// Builds both rings from gossip's ring members
-    /// ([`shoal_gossip::Membership::ring_members`]).
-    pub fn of(members: &[shoal_gossip::MemberInfo]) -> Self {
-        let (current, future) = Self::member_lists(members);
-        let build = |list: &[(String, u32)]| -> Option<shoal_ring::Ring> {
-            if list.is_empty() {
-                return None;
-            }
-            shoal_ring::Ring::new(
-                list.iter()
-                    .map(|(id, w)| shoal_ring::Member::new(id.clone(), *w)),
-                shoal_ring::RingConfig::default(),
-            )
-            .map_err(|e| tracing::error!(error = %e, "cannot build the ring from the membership"))
-            .ok()
-        };
-        let future_ring = if future == current {
-            None
-        } else {
-            build(&future)
-        };
-        Self {
-            current: build(&current),
-            future: future_ring,
-        }
+/// The member lists of both rings, `(current, future)`: a cache key (rings
+/// are pure functions of them).
+pub fn member_lists(members: &[shoal_gossip::MemberInfo]) -> (MemberList, MemberList) {
+    RingView::member_lists(&view_members(members))
+}
+
+/// Both rings of gossip's ring members. A ring that cannot be built is left
+/// out and logged: the process keeps serving with what it has.
+pub fn ring_view(members: &[shoal_gossip::MemberInfo]) -> RingView {
+    let (view, error) =
+        RingView::partial(&view_members(members), shoal_ring::RingConfig::default());
+    if let Some(e) = error {
+        tracing::error!(error = %e, "cannot build the ring from the membership");
     }
+    view
 }
 
 /// Locks the shared membership, recovering from poisoning (the state machine

@@ -79,10 +79,14 @@
 //!
 //! - this file: [`Ring`], [`Member`], [`RingConfig`], [`key_position`], walking and
 //!   ownership;
-//! - [`diff`](mod@diff): which ranges change replicas between two rings.
+//! - [`diff`](mod@diff): which ranges change replicas between two rings;
+//! - [`view`]: the current and future ring of a membership in flux (joins and
+//!   leaves), where writes go, which ranges replicas share, what a join or leave
+//!   moves.
 
 mod diff;
 mod error;
+pub mod view;
 
 pub use diff::{diff, RangeChange};
 pub use error::RingError;
@@ -153,6 +157,10 @@ impl Default for RingConfig {
 
 /// A half-open token range `[start, end)` on the ring. `start >= end` means the
 /// range wraps past `u64::MAX`; `start == end` is the whole ring (one token).
+///
+/// `shoal-merkle` re-exports this type rather than keeping its own, so that a
+/// range the ring hands out is the range a Merkle tree compares, with nothing
+/// to convert (and one serialized form: two `u64`s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TokenRange {
@@ -163,6 +171,9 @@ pub struct TokenRange {
 }
 
 impl TokenRange {
+    /// The whole ring.
+    pub const FULL: TokenRange = TokenRange { start: 0, end: 0 };
+
     /// Whether `position` falls in the range.
     pub fn contains(&self, position: u64) -> bool {
         if self.start < self.end {
