@@ -233,13 +233,15 @@ async fn malformed_and_oversized_frames_do_not_crash_the_node() {
         .unwrap();
     let addr = n.advertise().to_string();
     // A length prefix far over the frame limit.
+    // The node may hang up on the first bytes (they fail the handshake), so
+    // a later write of the attacker can meet a reset: only the close counts.
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-    s.write_all(&[0xAB; 64]).await.unwrap();
+    let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
+    let _ = s.write_all(&[0xAB; 64]).await;
     // A well-framed message that is not bincode of any request.
     let mut g = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    g.write_all(&16u32.to_be_bytes()).await.unwrap();
-    g.write_all(&[0xFF; 16]).await.unwrap();
+    let _ = g.write_all(&16u32.to_be_bytes()).await;
+    let _ = g.write_all(&[0xFF; 16]).await;
     // The node drops each offending connection, and only that one.
     assert!(closed_by_peer(&mut s).await, "oversized frame left open");
     assert!(closed_by_peer(&mut g).await, "undecodable frame left open");
