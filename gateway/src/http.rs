@@ -19,13 +19,14 @@ use tokio::time::Instant;
 use utoipa::OpenApi;
 
 use crate::cluster::lock;
+use crate::encode::encode_context;
 use crate::error::ApiError;
 use crate::model::{
     ClusterBody, ErrorBody, HealthBody, MemberBody, PreflistBody, ReadBody, ReplicaBody,
     ReplicaSibling, ReplicasBody, SiblingBody,
 };
 use crate::ops::Engine;
-use crate::request::{encode_context, parse_context, parse_key, parse_quorum, wants_json};
+use crate::request::{parse_context, parse_key, parse_quorum, wants_json};
 use crate::CONTEXT_HEADER;
 
 /// Content type stored when a PUT names none.

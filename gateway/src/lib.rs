@@ -21,6 +21,7 @@
 //! - [`ops`] — the quorum operations (write, read + read repair, inspection).
 //! - [`cluster`] — membership, the cached ring, local liveness hints.
 //! - [`request`] — parsing keys, quorums and contexts (pure).
+//! - [`encode`] — what responses carry: encoded keys, contexts, values, times.
 //! - [`model`] — the JSON shapes.
 //! - [`rpc`] — the gateway's side of the `Replica` service (gossip only).
 //! - [`error`] — [`ApiError`] (HTTP answers) and [`GatewayError`] (start-up).
@@ -46,6 +47,7 @@
 //! ```
 
 pub mod cluster;
+pub mod encode;
 pub mod error;
 pub mod http;
 pub mod model;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use shoal_vclock::SiblingSet;
 use utoipa::ToSchema;
 
-use crate::request::{encode_value, rfc3339};
+use crate::encode::{encode_key, encode_value, rfc3339};
 
 /// Body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -48,7 +48,7 @@ impl ReadBody {
     pub fn new(key: &[u8], context: String, set: &SiblingSet) -> Self {
         Self {
             key: String::from_utf8_lossy(key).into_owned(),
-            key_encoded: crate::request::encode_key(key),
+            key_encoded: encode_key(key),
             context,
             siblings: set
                 .values()

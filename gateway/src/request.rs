@@ -1,7 +1,7 @@
 //! Parsing what a client sends: percent-encoded keys, `r`/`w` query
 //! parameters and the causal context header. Pure functions, unit-tested.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use shoal_vclock::Context;
 
@@ -46,19 +46,6 @@ fn hex_value(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
-}
-
-/// Percent-encodes a key for display in URLs (unreserved bytes stay as is).
-pub fn encode_key(key: &[u8]) -> String {
-    let mut out = String::with_capacity(key.len());
-    for &b in key {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Decodes and checks a key from the raw (still percent-encoded) path
@@ -126,16 +113,6 @@ pub fn parse_context(header: Option<&[u8]>) -> Result<Context, ApiError> {
     Context::decode(&bytes).map_err(|e| ApiError::bad_request(format!("malformed context: {e}")))
 }
 
-/// The header form of a context: URL-safe base64 without padding.
-pub fn encode_context(context: &Context) -> String {
-    URL_SAFE_NO_PAD.encode(context.encode())
-}
-
-/// Standard base64 of a value, as the JSON forms carry it.
-pub fn encode_value(bytes: &[u8]) -> String {
-    STANDARD.encode(bytes)
-}
-
 /// Whether an `Accept` header asks for the JSON form of a read.
 pub fn wants_json(accept: Option<&[u8]>) -> bool {
     accept
@@ -146,38 +123,10 @@ pub fn wants_json(accept: Option<&[u8]>) -> bool {
         })
 }
 
-/// RFC 3339 UTC timestamp (`2026-11-24T21:00:00Z`) of milliseconds since
-/// the Unix epoch.
-pub fn rfc3339(millis: u64) -> String {
-    let secs = millis / 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's `civil_from_days` for days since 1970-01-01 (non-negative).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::{encode_context, encode_key, rfc3339};
     use shoal_vclock::{Content, SiblingSet};
 
     #[track_caller]

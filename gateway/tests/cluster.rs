@@ -205,7 +205,7 @@ async fn delete_then_recreate(c: &Cluster) {
 
 async fn binary_keys(c: &Cluster) {
     let key: &[u8] = &[0, 1, b'/', b' ', b'%', 0xff, b'?', b'#'];
-    let encoded = shoal_gateway::request::encode_key(key);
+    let encoded = shoal_gateway::encode::encode_key(key);
     c.put(&encoded, "binary", None).await;
     let r = c.req("GET", &format!("/v1/kv/{encoded}"), &[], b"").await;
     assert_eq!((r.status, r.body.as_slice()), (200, &b"binary"[..]));

@@ -46,10 +46,50 @@ const MAX_ATTEMPTS: u32 = 60;
 /// concludes it is the first node (nothing to receive).
 const FIND_PEERS_FOR: Duration = Duration::from_secs(30);
 
-/// Metadata name of the join's completion marker.
-const JOINED: &str = "joined";
-/// Metadata name of the marker a decommission leaves behind.
-const DECOMMISSIONED: &str = "decommissioned";
+use crate::store::meta::{join_progress, DECOMMISSIONED, JOINED};
+
+/// Why a join or a decommission's streaming stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    /// The ring of the current members could not be built.
+    #[error("cannot build the ring: {0}")]
+    Ring(#[from] shoal_ring::RingError),
+    /// This node's store failed.
+    #[error("local store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A store task did not finish.
+    #[error(transparent)]
+    Task(#[from] crate::env::BlockingError),
+    /// The node is stopping.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// No old replica of a gained range was up, attempt after attempt.
+    #[error("no live replica of range {range:?} to stream from")]
+    NoSource {
+        /// The range.
+        range: shoal_ring::TokenRange,
+    },
+    /// Streaming a gained range failed on every attempt.
+    #[error(
+        "streaming range {range:?} failed {MAX_ATTEMPTS} times, last from {source_id}: {last}"
+    )]
+    Pull {
+        /// The range.
+        range: shoal_ring::TokenRange,
+        /// The replica asked last.
+        source_id: String,
+        /// Its last error.
+        last: String,
+    },
+    /// A member gaining a range refused or missed every batch.
+    #[error("{target} did not take a batch after {MAX_ATTEMPTS} attempts: {last}")]
+    Push {
+        /// The member.
+        target: String,
+        /// Its last error.
+        last: String,
+    },
+}
 
 /// How long to wait between announcing a change and streaming: long enough
 /// for gossip to carry the announcement to every gateway (a few rounds) and
@@ -89,17 +129,20 @@ pub fn lost_ranges(
 
 /// Whether this node still has a join to finish (configured to join and no
 /// completion marker in its store).
-pub(crate) fn join_pending(config: &crate::Config, store: &crate::store::Store) -> bool {
-    config.member.join && !matches!(store.get_meta(JOINED), Ok(Some(_)))
+pub(crate) fn join_pending(
+    config: &crate::Config,
+    store: &crate::store::Store,
+) -> Result<bool, crate::store::StoreError> {
+    Ok(config.member.join && store.get_meta(JOINED)?.is_none())
 }
 
 /// Whether this store's node was decommissioned (it must not serve again).
-pub(crate) fn was_decommissioned(store: &crate::store::Store) -> bool {
-    matches!(store.get_meta(DECOMMISSIONED), Ok(Some(_)))
-}
-
-fn progress_key(range: &shoal_ring::TokenRange) -> String {
-    format!("join/{:016x}-{:016x}", range.start, range.end)
+/// A store that cannot say is an error, not "no marker": starting a stale
+/// copy would hide writes made since.
+pub(crate) fn was_decommissioned(
+    store: &crate::store::Store,
+) -> Result<bool, crate::store::StoreError> {
+    Ok(store.get_meta(DECOMMISSIONED)?.is_some())
 }
 
 /// Every ring member's id, address and whether it is up.
@@ -130,7 +173,7 @@ fn current_members(inner: &Inner) -> (crate::membership::MemberList, Addresses) 
 /// Runs a pending join: waits for peers and for the announcement to spread,
 /// streams every gained range, then clears the joining flag. Returns the
 /// report (also kept for [`crate::node::NodeHandle::join_report`]).
-pub(crate) async fn join(inner: Arc<Inner>) -> Result<HandoverReport, String> {
+pub(crate) async fn join(inner: Arc<Inner>) -> Result<HandoverReport, HandoverError> {
     let weight = inner.config.member.weight;
     let found_by = Instant::now() + FIND_PEERS_FOR;
     let gossip_interval = Duration::from_millis(inner.config.gossip.interval_ms);
@@ -156,15 +199,14 @@ pub(crate) async fn join(inner: Arc<Inner>) -> Result<HandoverReport, String> {
         started = Instant::now();
         // Members seen since the first look count too.
         let (current, _) = current_members(&inner);
-        let changes = gained_ranges(&current, &inner.id, weight, inner.config.replication.n)
-            .map_err(|e| format!("cannot build the ring: {e}"))?;
+        let changes = gained_ranges(&current, &inner.id, weight, inner.config.replication.n)?;
         tracing::info!(
             ranges = changes.len(),
             "join: streaming the ranges this node gains"
         );
         for change in &changes {
             if inner.shutting_down.load(Ordering::SeqCst) {
-                return Err("shutting down".into());
+                return Err(HandoverError::ShuttingDown);
             }
             pull_range(&inner, change, &mut report).await?;
             report.ranges += 1;
@@ -175,9 +217,7 @@ pub(crate) async fn join(inner: Arc<Inner>) -> Result<HandoverReport, String> {
     inner
         .env
         .spawn_blocking(move || store.put_meta(JOINED, b"1"))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .await??;
     crate::membership::lock(&inner.membership).set_weight(weight);
     let secs = (report.elapsed_ms as f64 / 1000.0).max(0.001);
     tracing::info!(
@@ -202,17 +242,15 @@ async fn pull_range(
     inner: &Arc<Inner>,
     change: &RangeChange,
     report: &mut HandoverReport,
-) -> Result<(), String> {
-    let key = progress_key(&change.range);
+) -> Result<(), HandoverError> {
+    let key = join_progress(&change.range);
     let saved = {
         let store = inner.store.clone();
         let key = key.clone();
         inner
             .env
             .spawn_blocking(move || store.get_meta(&key))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
+            .await??
     };
     let mut cursor = match saved.as_deref() {
         Some(b"done") => return Ok(()),
@@ -241,10 +279,9 @@ async fn pull_range(
         if sources.is_empty() {
             attempts += 1;
             if attempts > MAX_ATTEMPTS {
-                return Err(format!(
-                    "no live replica of range {:?} to stream from",
-                    change.range
-                ));
+                return Err(HandoverError::NoSource {
+                    range: change.range,
+                });
             }
             tokio::time::sleep(gossip_interval * 5).await;
             continue;
@@ -272,10 +309,11 @@ async fn pull_range(
                     Ok(Ok(_)) => String::new(),
                 };
                 if attempts > MAX_ATTEMPTS {
-                    return Err(format!(
-                        "streaming range {:?} failed {MAX_ATTEMPTS} times, last from {source_id}: {error}",
-                        change.range
-                    ));
+                    return Err(HandoverError::Pull {
+                        range: change.range,
+                        source_id: source_id.clone(),
+                        last: error,
+                    });
                 }
                 tracing::warn!(source = %source_id, %error, "join: stream failed, trying the next replica");
                 source += 1;
@@ -303,9 +341,7 @@ async fn pull_range(
                 store.merge_many(&items)?;
                 store.put_meta(&meta_key, &progress)
             })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .await??;
         match next {
             Some(c) => cursor = Some(c),
             None => return Ok(()),
@@ -375,7 +411,9 @@ async fn decommission_once(inner: &Arc<Inner>, force: bool) -> Result<HandoverRe
         ..HandoverReport::default()
     };
     for change in &changes {
-        push_range(inner, change, &mut report).await.map_err(fail)?;
+        push_range(inner, change, &mut report)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         report.ranges += 1;
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -425,7 +463,7 @@ async fn push_range(
     inner: &Arc<Inner>,
     change: &RangeChange,
     report: &mut HandoverReport,
-) -> Result<(), String> {
+) -> Result<(), HandoverError> {
     let ranges = vec![change.range];
     // A page of states must fit one merge_batch frame.
     let budget = inner.config.max_frame_bytes() / 2;
@@ -444,9 +482,7 @@ async fn push_range(
                     true,
                 )
             })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .await??;
         let items: Vec<(Vec<u8>, SiblingSet)> = page
             .entries
             .into_iter()
@@ -470,7 +506,7 @@ async fn send_batch(
     target: &str,
     items: &[(Vec<u8>, SiblingSet)],
     report: &mut HandoverReport,
-) -> Result<(), String> {
+) -> Result<(), HandoverError> {
     let gossip_interval = Duration::from_millis(inner.config.gossip.interval_ms);
     let mut last = String::new();
     for _ in 0..MAX_ATTEMPTS {
@@ -501,9 +537,10 @@ async fn send_batch(
         }
         tokio::time::sleep(gossip_interval).await;
     }
-    Err(format!(
-        "{target} did not take a batch after {MAX_ATTEMPTS} attempts: {last}"
-    ))
+    Err(HandoverError::Push {
+        target: target.to_string(),
+        last,
+    })
 }
 
 #[cfg(test)]

@@ -129,12 +129,16 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
             })?
     };
 
-    if crate::handover::was_decommissioned(&store) {
+    let store_err = |source| NodeError::Store {
+        path: dir.display().to_string(),
+        source,
+    };
+    if crate::handover::was_decommissioned(&store).map_err(store_err)? {
         return Err(NodeError::Decommissioned {
             path: dir.display().to_string(),
         });
     }
-    let joining = crate::handover::join_pending(&config, &store);
+    let joining = crate::handover::join_pending(&config, &store).map_err(store_err)?;
     let member = crate::member::Member::new(
         &config,
         &env,

@@ -341,19 +341,8 @@ async fn read_response(
     ))
 }
 
-/// Percent-encodes every byte outside the unreserved set, so any key is a
-/// valid path segment.
-pub fn encode_key(key: &[u8]) -> String {
-    let mut out = String::with_capacity(key.len() * 3);
-    for &b in key {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// The gateway's own key encoding, so tests and gateway agree on every key.
+pub use shoal_gateway::encode::encode_key;
 
 /// The values of a read's JSON form (`siblings[].value`, base64-decoded).
 pub fn sibling_values(json: &serde_json::Value) -> Vec<Vec<u8>> {

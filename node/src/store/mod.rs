@@ -27,6 +27,7 @@
 //! All methods are synchronous; the service calls them in `spawn_blocking`.
 
 mod hints;
+pub(crate) mod meta;
 
 pub use hints::Hint;
 use hints::{decode_hint, encode_hint, hint_key, HintBook};
@@ -47,9 +48,6 @@ use crate::env::Clock;
 const META: u8 = 0x00;
 const DATA: u8 = 0x01;
 pub(crate) const HINT: u8 = 0x02;
-/// Metadata set by a graceful `close` and cleared at open: its absence at open
-/// means the last run crashed.
-const CLEAN_STOP: &[u8] = b"clean-stop";
 
 /// Lock stripes for read-modify-write. A fixed array bounds memory whatever
 /// the key count; two keys sharing a stripe only wait for each other.
@@ -221,14 +219,17 @@ impl Store {
         for damage in report.torn_tails.iter().chain(report.salvaged.iter()) {
             tracing::warn!(?damage, dir = %dir.display(), "commit log damage repaired at open");
         }
-        let incarnation = read_meta(&engine, b"incarnation")?.unwrap_or(0) + 1;
-        engine.put(&meta_key(b"incarnation"), &incarnation.to_be_bytes())?;
+        let incarnation = read_meta(&engine, meta::INCARNATION.as_bytes())?.unwrap_or(0) + 1;
+        engine.put(
+            &meta_key(meta::INCARNATION.as_bytes()),
+            &incarnation.to_be_bytes(),
+        )?;
         // Whether the last run stopped cleanly; cleared now, set again by
         // `close`.
-        let clean = read_meta(&engine, CLEAN_STOP)?.is_some();
-        engine.delete(&meta_key(CLEAN_STOP))?;
+        let clean = read_meta(&engine, meta::CLEAN_STOP.as_bytes())?.is_some();
+        engine.delete(&meta_key(meta::CLEAN_STOP.as_bytes()))?;
         let unsynced = config.storage.sync != SyncMode::Always;
-        let epoch = match read_meta(&engine, b"epoch")? {
+        let epoch = match read_meta(&engine, meta::EPOCH.as_bytes())? {
             // After a crash with writes that were acknowledged but never
             // fsynced, this node's latest dots may be gone from its own disk
             // while peers hold them: minting from what is left would hand
@@ -243,7 +244,7 @@ impl Store {
                     new = fresh,
                     "unclean stop without fsync per write: minting under a new actor epoch"
                 );
-                engine.put(&meta_key(b"epoch"), &fresh.to_be_bytes())?;
+                engine.put(&meta_key(meta::EPOCH.as_bytes()), &fresh.to_be_bytes())?;
                 // Durable before any dot is minted under it: otherwise a second
                 // crash could bring the old epoch back.
                 engine.flush()?;
@@ -254,7 +255,7 @@ impl Store {
                 // Wall-clock millis are unique enough per data directory of one
                 // node id, and need no randomness source.
                 let e = clock.now_millis();
-                engine.put(&meta_key(b"epoch"), &e.to_be_bytes())?;
+                engine.put(&meta_key(meta::EPOCH.as_bytes()), &e.to_be_bytes())?;
                 if unsynced {
                     engine.flush()?;
                 }
@@ -605,7 +606,7 @@ impl Store {
     /// records the clean stop: the next open keeps the actor epoch.
     pub fn close(&self) -> Result<(), StoreError> {
         self.engine
-            .put(&meta_key(CLEAN_STOP), &1u64.to_be_bytes())?;
+            .put(&meta_key(meta::CLEAN_STOP.as_bytes()), &1u64.to_be_bytes())?;
         self.engine.flush()?;
         self.engine.close()?;
         Ok(())
