@@ -25,7 +25,7 @@ use crate::model::{
     ClusterBody, ErrorBody, HealthBody, MemberBody, PreflistBody, ReadBody, ReplicaBody,
     ReplicaSibling, ReplicasBody, SiblingBody,
 };
-use crate::ops::Engine;
+use crate::ops::Dispatcher;
 use crate::request::{parse_context, parse_key, parse_quorum, wants_json};
 use crate::CONTEXT_HEADER;
 
@@ -38,7 +38,7 @@ pub const RETRY_AFTER_SECS: u64 = 1;
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    engine: Arc<Engine>,
+    engine: Arc<Dispatcher>,
     id: String,
     limits: LimitsConfig,
     replication: ReplicationConfig,
@@ -59,7 +59,7 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// State for the gateway `id`.
     pub fn new(
-        engine: Arc<Engine>,
+        engine: Arc<Dispatcher>,
         id: String,
         limits: LimitsConfig,
         replication: ReplicationConfig,

@@ -158,7 +158,7 @@ impl Gateway {
 
         let suspicion = Duration::from_millis(config.gossip.failure_timeout_ms).min(MAX_SUSPICION);
         let cluster = Arc::new(cluster::Cluster::new(membership.clone(), suspicion));
-        let engine = Arc::new(ops::Engine::new(
+        let engine = Arc::new(ops::Dispatcher::new(
             cluster,
             pool.clone(),
             config.replication.n,

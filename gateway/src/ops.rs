@@ -65,7 +65,7 @@ impl Job {
 
 /// The quorum engine of one gateway.
 #[derive(Debug)]
-pub struct Engine {
+pub struct Dispatcher {
     cluster: Arc<Cluster>,
     pool: Arc<Pool>,
     n: usize,
@@ -73,7 +73,7 @@ pub struct Engine {
     background_timeout: Duration,
 }
 
-impl Engine {
+impl Dispatcher {
     /// An engine routing by `cluster`, calling through `pool`, with `n`
     /// replicas per key.
     pub fn new(

@@ -91,17 +91,17 @@ pub(crate) async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receive
                     // after its leave): it will never take these. Whoever
                     // owns the keys now does, as Riak hands a fallback's
                     // data to the partition's current owner.
-                    None => Target::Owners,
-                    Some(i) if i.status == shoal_gossip::Status::Left => Target::Owners,
+                    None => HintDestination::Owners,
+                    Some(i) if i.status == shoal_gossip::Status::Left => HintDestination::Owners,
                     Some(_) if !m.is_alive(&owner) => continue,
-                    Some(i) => Target::Owner(i.address),
+                    Some(i) => HintDestination::Owner(i.address),
                 }
             };
             let (delivered, failed) = match target {
-                Target::Owner(address) => {
+                HintDestination::Owner(address) => {
                     deliver(&inner, &owner, &address, hints, rpc_timeout).await
                 }
-                Target::Owners => retarget(&inner, &owner, hints, rpc_timeout).await,
+                HintDestination::Owners => retarget(&inner, &owner, hints, rpc_timeout).await,
             };
             if failed {
                 let delay = backoff
@@ -121,7 +121,7 @@ pub(crate) async fn handoff_loop(inner: Arc<Inner>, mut shutdown: watch::Receive
 }
 
 /// Where a batch of hints goes.
-enum Target {
+enum HintDestination {
     /// To their owner, at this address.
     Owner(String),
     /// The owner left: to each key's current replicas.

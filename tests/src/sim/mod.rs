@@ -194,16 +194,15 @@ impl Report {
     }
 }
 
-/// FNV-1a, 64 bits: stable across runs and platforms (std's hashers are
-/// randomly keyed).
+/// FNV-1a of the lines, each ended by a newline: stable across runs and
+/// platforms (std's hashers are randomly keyed); the node's own FNV-1a.
 pub fn fnv1a(lines: &[String]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for line in lines {
-        for b in line.bytes().chain(std::iter::once(b'\n')) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
+        text.push_str(line);
+        text.push('\n');
     }
-    h
+    shoal_node::member::fnv1a(&text)
 }
 
 fn node_name(i: usize) -> String {

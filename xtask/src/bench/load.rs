@@ -37,7 +37,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
 
 /// What the clients talk to.
 #[derive(Clone)]
-pub(crate) enum Target {
+pub(crate) enum LoadTarget {
     /// Shoal's gateway; the queries (`?w=..`, `?r=..`) follow PUT and GET paths.
     Shoal {
         addr: SocketAddr,
@@ -188,7 +188,7 @@ impl Conn {
 pub(crate) struct Client {
     id: usize,
     clients: usize,
-    target: Target,
+    target: LoadTarget,
     conn: Conn,
     keys: Arc<Keys>,
     /// Context of the last successful PUT of owned key `id + clients * j`, at `j`.
@@ -234,10 +234,10 @@ enum Op {
 }
 
 impl Client {
-    pub(crate) fn new(id: usize, clients: usize, target: Target, keys: Arc<Keys>) -> Self {
+    pub(crate) fn new(id: usize, clients: usize, target: LoadTarget, keys: Arc<Keys>) -> Self {
         let addr = match &target {
-            Target::Shoal { addr, .. } | Target::Redis { addr } => *addr,
-            Target::Etcd { addrs } => addrs[id % addrs.len()],
+            LoadTarget::Shoal { addr, .. } | LoadTarget::Redis { addr } => *addr,
+            LoadTarget::Etcd { addrs } => addrs[id % addrs.len()],
         };
         let owned = owned_count(keys.names.len(), clients, id);
         Self {
@@ -255,7 +255,7 @@ impl Client {
     async fn op(&mut self, op: Op, key: usize) -> Result<bool, String> {
         let name = &self.keys.names[key];
         match (&self.target, op) {
-            (Target::Shoal { put_query, .. }, Op::Put) => {
+            (LoadTarget::Shoal { put_query, .. }, Op::Put) => {
                 let path = format!("/v1/kv/{name}{put_query}");
                 let slot = key / self.clients;
                 let mut headers = vec![("Content-Type", "application/octet-stream")];
@@ -274,7 +274,7 @@ impl Client {
                     Err(http_error(r.status, &r.body))
                 }
             }
-            (Target::Shoal { get_query, .. }, Op::Get) => {
+            (LoadTarget::Shoal { get_query, .. }, Op::Get) => {
                 let path = format!("/v1/kv/{name}{get_query}");
                 let req = http::request("GET", &path, "bench", &[], b"");
                 let r = self.conn.roundtrip(&req, http::parse_response).await?;
@@ -287,7 +287,7 @@ impl Client {
                     s => Err(http_error(s, &r.body)),
                 }
             }
-            (Target::Redis { .. }, op) => {
+            (LoadTarget::Redis { .. }, op) => {
                 let req = if op == Op::Put {
                     proto::command(&[b"SET", name.as_bytes(), &self.keys.value])
                 } else {
@@ -304,7 +304,7 @@ impl Client {
                     other => Err(format!("unexpected reply {other:?}")),
                 }
             }
-            (Target::Etcd { .. }, op) => {
+            (LoadTarget::Etcd { .. }, op) => {
                 let key = base64::engine::general_purpose::STANDARD.encode(name);
                 let (path, body) = if op == Op::Put {
                     (
@@ -579,7 +579,7 @@ pub(crate) async fn loopback_rtt(samples: usize) -> Result<Histogram, String> {
 /// Sequential single-client PUTs, then GETs of the same keys: latency with
 /// nothing else running. Keys are the bench's own `idle-*` keys, written with
 /// contexts like the load phase.
-pub(crate) async fn idle_latency(target: Target, samples: usize) -> (Stats, Stats) {
+pub(crate) async fn idle_latency(target: LoadTarget, samples: usize) -> (Stats, Stats) {
     let keys = Arc::new(Keys::new("idle-", 100, 100));
     let mut c = Client::new(0, 1, target, keys);
     let _ = c.conn.connect().await;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::Args;
 
 use hist::Histogram;
-use load::{Client, Keys, Mix, Stats, Target};
+use load::{Client, Keys, LoadTarget, Mix, Stats};
 
 /// Set by Ctrl-C or SIGTERM: phases end early and everything started is stopped.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -296,7 +296,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                     "shoal ({nodes} nodes, N={} W={} R={}, sync=always)",
                     nwr.0, nwr.1, nwr.2
                 );
-                let target = Target::Shoal {
+                let target = LoadTarget::Shoal {
                     addr,
                     put_query: String::new(),
                     get_query: String::new(),
@@ -306,7 +306,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
             }
             ShoalAt::Url(addr, put_query, get_query) => {
                 check_gateway(*addr).await?;
-                let target = Target::Shoal {
+                let target = LoadTarget::Shoal {
                     addr: *addr,
                     put_query: put_query.clone(),
                     get_query: get_query.clone(),
@@ -337,13 +337,13 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                 "redis (no persistence)"
             };
             let pids = svc.pids();
-            outcomes.push(workload(plan, label, Target::Redis { addr }, &pids, &keys).await?);
+            outcomes.push(workload(plan, label, LoadTarget::Redis { addr }, &pids, &keys).await?);
             drop(svc);
         }
         check_interrupted()?;
         let (svc, addrs) = servers::etcd().await?;
         let pids = svc.pids();
-        let target = Target::Etcd { addrs };
+        let target = LoadTarget::Etcd { addrs };
         outcomes.push(workload(plan, "etcd (3 members)", target, &pids, &keys).await?);
         drop(svc);
     }
@@ -408,7 +408,7 @@ fn print_machine(plan: &Plan) {
     );
 }
 
-async fn idle(target: Target, samples: usize) -> Result<(), String> {
+async fn idle(target: LoadTarget, samples: usize) -> Result<(), String> {
     eprintln!("idle latency: {samples} loopback echoes, then {samples} sequential PUTs and GETs");
     let rtt = load::loopback_rtt(samples).await?;
     let (puts, gets) = load::idle_latency(target, samples).await;
@@ -436,7 +436,7 @@ async fn idle(target: Target, samples: usize) -> Result<(), String> {
 async fn workload(
     plan: &Plan,
     system: &str,
-    target: Target,
+    target: LoadTarget,
     pids: &[u32],
     keys: &Arc<Keys>,
 ) -> Result<Outcome, String> {
