@@ -93,7 +93,6 @@ pub struct GatewayHandle {
     drain: Duration,
     http_stop: watch::Sender<bool>,
     stop: watch::Sender<bool>,
-    rpc_drain: Arc<std::sync::atomic::AtomicBool>,
     http_task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -156,7 +155,6 @@ impl Gateway {
             member.uptime,
         );
         let advertise = member.advertise.clone();
-        let rpc_drain = member.drain.clone();
 
         let suspicion = Duration::from_millis(config.gossip.failure_timeout_ms).min(MAX_SUSPICION);
         let cluster = Arc::new(cluster::Cluster::new(membership.clone(), suspicion));
@@ -210,7 +208,6 @@ impl Gateway {
             drain: request_timeout + Duration::from_secs(1),
             http_stop,
             stop,
-            rpc_drain,
             http_task,
             tasks,
         })
@@ -259,8 +256,6 @@ impl GatewayHandle {
             Duration::from_secs(1),
         )
         .await;
-        self.rpc_drain
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;

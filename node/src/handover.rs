@@ -449,10 +449,12 @@ async fn decommission_once(inner: &Arc<Inner>, force: bool) -> Result<HandoverRe
         timeout,
     )
     .await;
-    // The node stops now; its graceful shutdown drains every connection, so
-    // this answer still goes out before the process exits.
-    // `send_replace`: stored even while nobody watches yet.
-    inner.stop_requested.send_replace(true);
+    // Stop after the answer has gone out.
+    let stop = inner.stop_requested.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = stop.send(true);
+    });
     Ok(report)
 }
 

@@ -71,9 +71,6 @@ pub struct Member {
     pub pool: Arc<Pool>,
     /// The gossip clock.
     pub uptime: Uptime,
-    /// Set before a graceful stop, so that connections answer what they
-    /// have in flight before they close (see [`crate::serve::Connection`]).
-    pub drain: Arc<std::sync::atomic::AtomicBool>,
     transport: Transport,
     limits: ServeLimits,
     interval: Duration,
@@ -161,7 +158,6 @@ impl Member {
             membership: Arc::new(Mutex::new(membership)),
             pool,
             uptime,
-            drain: Arc::default(),
             transport,
             limits: ServeLimits::from_config(config),
             interval: Duration::from_millis(config.gossip.interval_ms),
@@ -187,7 +183,6 @@ impl Member {
                 self.transport.clone(),
                 self.limits,
                 shutdown.clone(),
-                self.drain.clone(),
                 on_connection,
             )),
             tokio::spawn(crate::membership::run(

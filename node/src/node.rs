@@ -92,7 +92,6 @@ pub struct NodeHandle {
     addr: SocketAddr,
     advertise: String,
     shutdown: watch::Sender<bool>,
-    drain: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -164,7 +163,6 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         member.uptime,
     );
     let advertise = member.advertise.clone();
-    let drain = member.drain.clone();
     let inner = Arc::new(Inner {
         config: config.clone(),
         env,
@@ -230,7 +228,6 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         addr,
         advertise,
         shutdown,
-        drain,
         tasks,
     })
 }
@@ -316,9 +313,6 @@ impl NodeHandle {
     /// and cover it with hints meanwhile; decommission is the way to leave.
     pub async fn shutdown(self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        // Requests already running finish and are answered before the
-        // store closes (a decommission's report included).
-        self.drain.store(true, Ordering::SeqCst);
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

@@ -2,7 +2,7 @@
 //! listener, for nodes and gateways alike.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,15 +190,7 @@ pub struct Connection {
     pub shutdown: watch::Receiver<bool>,
     /// See [`ServeLimits::idle_timeout`].
     pub idle_timeout: Duration,
-    /// Set before a graceful stop: the connection then finishes the requests
-    /// it has in flight and sends their answers (for at most
-    /// [`DRAIN_TIMEOUT`]) instead of dropping them. Unset (an abort), it
-    /// stops at once.
-    pub drain: Arc<AtomicBool>,
 }
-
-/// Longest a graceful stop waits for in-flight requests to be answered.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A warning logged at most once per interval, with how many were
 /// suppressed meanwhile: a peer with the wrong secret retries every gossip
@@ -261,7 +253,6 @@ pub async fn accept_loop<F, Fut>(
     transport: Transport,
     limits: ServeLimits,
     mut shutdown: watch::Receiver<bool>,
-    drain: Arc<AtomicBool>,
     on_connection: F,
 ) where
     F: Fn(ServerTransport, Connection) -> Fut + Send + Sync + 'static,
@@ -301,7 +292,6 @@ pub async fn accept_loop<F, Fut>(
         let connection = Connection {
             shutdown: shutdown.clone(),
             idle_timeout: limits.idle_timeout,
-            drain: drain.clone(),
         };
         tokio::spawn(async move {
             let _slot = slot;
@@ -321,16 +311,6 @@ pub async fn accept_loop<F, Fut>(
             let served = tarpc::serde_transport::new(framed, CheckedBincode::default());
             on_connection(served, connection).await;
         });
-    }
-    // A graceful stop ends when every connection has answered what it had in
-    // flight: each holds its slot until then.
-    if drain.load(Ordering::Acquire) {
-        let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(
-            DRAIN_TIMEOUT + Duration::from_millis(100),
-            open.acquire_many(all),
-        )
-        .await;
     }
 }
 
@@ -383,36 +363,11 @@ macro_rules! serve_connection {
         $crate::__private::pin_mut!(requests);
         let idle = tokio::time::sleep(connection.idle_timeout);
         $crate::__private::pin_mut!(idle);
-        // Set once a graceful stop began: no new request is started, the ones
-        // in flight finish and their answers go out, bounded by the deadline.
-        let mut draining: Option<tokio::time::Instant> = None;
         loop {
-            if draining.is_some() && in_flight.is_idle() {
-                // The last answers are queued; one more poll of the channel
-                // writes and flushes them (bounded: a peer that stopped
-                // reading cannot hold the stop).
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_millis(100),
-                    requests.next(),
-                )
-                .await;
-                break;
-            }
-            let drain_deadline = draining.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s), if draining.is_none() => {
-                    if !connection.drain.load(std::sync::atomic::Ordering::Acquire) {
-                        break;
-                    }
-                    if in_flight.is_idle() {
-                        break;
-                    }
-                    draining = Some(tokio::time::Instant::now() + $crate::serve::DRAIN_TIMEOUT);
-                }
+                _ = stop.wait_for(|s| *s) => break,
                 next = requests.next() => match next {
-                    // After the stop began, a new request is not started.
-                    Some(_) if draining.is_some() => {}
                     Some(request) => {
                         let guard = in_flight.start();
                         tokio::spawn(async move {
@@ -423,11 +378,7 @@ macro_rules! serve_connection {
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep_until(drain_deadline), if draining.is_some() => break,
-                // Re-check what is in flight: a request finishing wakes the
-                // channel, not this loop.
-                _ = tokio::time::sleep(std::time::Duration::from_millis(10)), if draining.is_some() => {}
-                _ = &mut idle, if draining.is_none() => {
+                _ = &mut idle => {
                     if in_flight.is_idle() {
                         break;
                     }
