@@ -12,11 +12,9 @@
 //! writes, and the next attempt starts over.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
 
-use super::{lock, Shared, Version};
+use super::{lock, Shared};
 use crate::error::Result;
-use crate::memtable::Memtable;
 use crate::wal::LogWriter;
 
 impl Shared {
@@ -35,17 +33,7 @@ impl Shared {
             // again (its buffer's records are in the memtable being sealed).
             w.log = LogWriter::create(&*self.opts.fs, &self.dir, id)?;
             if !w.active.is_empty() {
-                let frozen = std::mem::replace(&mut w.active, Arc::new(Memtable::new()));
-                let _ = frozen.sealed_at.set(id);
-                let mut vg = self.version.write().unwrap_or_else(PoisonError::into_inner);
-                let mut immutables = vec![frozen];
-                immutables.extend(vg.immutables.iter().cloned());
-                *vg = Arc::new(Version {
-                    active: w.active.clone(),
-                    immutables,
-                    tables: vg.tables.clone(),
-                });
-                self.immutables.fetch_add(1, Ordering::AcqRel);
+                self.seal_active(&mut w, id);
             }
         }
         while self.flush_one()? {}

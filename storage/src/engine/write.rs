@@ -167,6 +167,15 @@ impl Shared {
             return Err(e);
         }
         w.log = new_log;
+        self.seal_active(w, id);
+        self.bg_cv.notify_all();
+        Ok(())
+    }
+
+    /// Swaps in a fresh memtable and publishes the full one as the newest
+    /// frozen memtable, sealed at log segment `id` (the segments below it are
+    /// deleted once it is in a table). The caller holds the write lock.
+    pub(super) fn seal_active(&self, w: &mut WriteState, id: u64) {
         let frozen = std::mem::replace(&mut w.active, Arc::new(Memtable::new()));
         let _ = frozen.sealed_at.set(id);
         {
@@ -180,7 +189,5 @@ impl Shared {
             });
         }
         self.immutables.fetch_add(1, Ordering::AcqRel);
-        self.bg_cv.notify_all();
-        Ok(())
     }
 }
