@@ -11,18 +11,18 @@ use super::state::{Dirs, Proc, State};
 
 /// `shoal-admin`'s arguments: the node accepts commands only from holders of
 /// the cluster secret, given as a file so that it never shows in `ps`.
-fn admin_args(secret: &Path, command: &str, addr: &str) -> Vec<OsString> {
-    vec![
-        "--secret-file".into(),
-        secret.into(),
-        command.into(),
-        addr.into(),
-    ]
+fn admin_args(secret: &Path, command: &str, force: bool, addr: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--secret-file".into(), secret.into(), command.into()];
+    if force {
+        args.push("--force".into());
+    }
+    args.push(addr.into());
+    args
 }
 
 /// Runs `shoal-admin --secret-file FILE COMMAND ADDR` for a running node and
 /// passes its output on.
-fn admin(dirs: &Dirs, command: &str, p: &Proc) -> Result<(), String> {
+fn admin(dirs: &Dirs, command: &str, force: bool, p: &Proc) -> Result<(), String> {
     let binary = dirs.binary("shoal-admin");
     if !binary.exists() {
         return Err(format!(
@@ -33,7 +33,7 @@ fn admin(dirs: &Dirs, command: &str, p: &Proc) -> Result<(), String> {
     let secret = dirs.secret_file();
     secret::check(&secret)?;
     let status = Command::new(&binary)
-        .args(admin_args(&secret, command, &p.listen))
+        .args(admin_args(&secret, command, force, &p.listen))
         .status()
         .map_err(|e| format!("cannot run {}: {e}", dirs.show(&binary)))?;
     if status.success() {
@@ -52,10 +52,12 @@ pub(super) fn repair(dirs: &Dirs, name: &str) -> Result<(), String> {
     if !alive(&p) {
         return Err(format!("{} is not running", p.id));
     }
-    admin(dirs, "repair", &p)
+    admin(dirs, "repair", false, &p)
 }
 
-pub(super) fn decommission(dirs: &Dirs, name: &str) -> Result<(), String> {
+/// `force`: even if fewer than N live storage nodes would remain (the node
+/// refuses otherwise).
+pub(super) fn decommission(dirs: &Dirs, name: &str, force: bool) -> Result<(), String> {
     let mut state = State::load_required(dirs)?;
     let p = state.find_mut(name)?.clone();
     if p.binary != "shoal-node" {
@@ -64,7 +66,7 @@ pub(super) fn decommission(dirs: &Dirs, name: &str) -> Result<(), String> {
     if !alive(&p) {
         return Err(format!("{} is not running", p.id));
     }
-    admin(dirs, "decommission", &p)?;
+    admin(dirs, "decommission", force, &p)?;
     if !wait_dead(&p, STOP_DEADLINE) {
         return Err(format!(
             "{} handed its ranges over but is still running {} s later",
@@ -86,6 +88,7 @@ mod tests {
         let args = admin_args(
             Path::new("/w/target/cluster/cluster.secret"),
             "repair",
+            false,
             "127.0.0.1:7102",
         );
         assert_eq!(
@@ -94,6 +97,21 @@ mod tests {
                 "--secret-file",
                 "/w/target/cluster/cluster.secret",
                 "repair",
+                "127.0.0.1:7102"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forced_decommission_passes_force_before_the_address() {
+        let args = admin_args(Path::new("s"), "decommission", true, "127.0.0.1:7102");
+        assert_eq!(
+            args,
+            [
+                "--secret-file",
+                "s",
+                "decommission",
+                "--force",
                 "127.0.0.1:7102"
             ]
         );

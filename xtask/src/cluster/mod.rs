@@ -56,7 +56,7 @@ enum ClusterCmd {
     /// it gains from their current replicas, and only then serves reads.
     Add,
     /// Stream NODE's ranges to their new owners, then stop it (it leaves the ring).
-    Decommission(NodeArg),
+    Decommission(DecommissionArgs),
     /// Run anti-entropy for NODE's ranges now and print what moved.
     Repair(NodeArg),
     /// Stop everything (SIGTERM, then SIGKILL after a bounded wait).
@@ -92,6 +92,15 @@ struct NodeArg {
 }
 
 #[derive(Args)]
+struct DecommissionArgs {
+    /// `node-2` (or just `2`).
+    node: String,
+    /// Decommission even if fewer than N live storage nodes would remain.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
 struct DownArgs {
     /// Also delete `target/cluster/` (configs, logs, all data and the cluster secret).
     #[arg(long)]
@@ -107,7 +116,7 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<(), String> {
         ClusterCmd::Kill(a) => control::kill(&dirs, &a.node),
         ClusterCmd::Start(a) => control::start(&dirs, &a.node),
         ClusterCmd::Add => control::add(&dirs),
-        ClusterCmd::Decommission(a) => admin::decommission(&dirs, &a.node),
+        ClusterCmd::Decommission(a) => admin::decommission(&dirs, &a.node, a.force),
         ClusterCmd::Repair(a) => admin::repair(&dirs, &a.node),
         ClusterCmd::Down(a) => lifecycle::down(&dirs, a.wipe),
     }
