@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shoal_node::membership::{MemberList, RingView, SharedMembership};
+use shoal_node::membership::{MemberList, Reachable, RingView, SharedMembership};
 use tokio::time::Instant;
 
 /// The member lists (current, future) the rings were built from, and the
@@ -43,25 +43,25 @@ pub struct Snapshot {
     /// known), and while members join or leave the future one, which writes
     /// also go to.
     pub view: RingView,
-    /// Storage members by id: (address, usable now).
-    pub nodes: HashMap<String, (String, bool)>,
+    /// Storage members by id: address, and whether usable now.
+    pub nodes: HashMap<String, Reachable>,
 }
 
 impl Snapshot {
     /// Whether requests may go to `id` now (gossip says up and no recent
     /// local failure).
     pub fn is_live(&self, id: &str) -> bool {
-        self.nodes.get(id).is_some_and(|(_, live)| *live)
+        self.nodes.get(id).is_some_and(|r| r.up)
     }
 
     /// The RPC address of `id`.
     pub fn address(&self, id: &str) -> Option<&str> {
-        self.nodes.get(id).map(|(addr, _)| addr.as_str())
+        self.nodes.get(id).map(|r| r.address.as_str())
     }
 
     /// Number of usable storage nodes.
     pub fn live_count(&self) -> usize {
-        self.nodes.values().filter(|(_, live)| *live).count()
+        self.nodes.values().filter(|r| r.up).count()
     }
 }
 
@@ -134,14 +134,10 @@ impl Cluster {
             (m.ring_members(), up)
         };
         let now = Instant::now();
-        let nodes: HashMap<String, (String, bool)> = ring_members
-            .iter()
-            .map(|i| {
-                let id = i.id.as_str().to_string();
-                let live = up.contains(&id) && !self.suspected(&id, now);
-                (id, (i.address.clone(), live))
-            })
-            .collect();
+        let nodes = shoal_node::membership::reachable(&ring_members, |i| {
+            let id = i.id.as_str();
+            up.iter().any(|u| u == id) && !self.suspected(id, now)
+        });
         Snapshot {
             view: self.rings_for(&ring_members),
             nodes,

@@ -142,14 +142,7 @@ async fn retarget(
     let (view, addresses) = {
         let m = inner.membership.lock().expect("membership lock");
         let members = m.ring_members();
-        let addresses: HashMap<String, (String, bool)> = members
-            .iter()
-            .map(|i| {
-                let id = i.id.as_str().to_string();
-                let alive = m.is_alive(&id);
-                (id, (i.address.clone(), alive))
-            })
-            .collect();
+        let addresses = crate::membership::reachable(&members, |i| m.is_alive(i.id.as_str()));
         (crate::membership::ring_view(&members), addresses)
     };
     let n = inner.config.replication.n;
@@ -175,7 +168,7 @@ async fn retarget(
                 )
             } else {
                 match addresses.get(t) {
-                    Some((address, true)) => {
+                    Some(crate::membership::Reachable { address, up: true }) => {
                         let request = ReplicateRequest {
                             key: hint.key.clone(),
                             siblings: hint.siblings.clone(),

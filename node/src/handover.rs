@@ -145,8 +145,8 @@ pub(crate) fn was_decommissioned(
     Ok(store.get_meta(DECOMMISSIONED)?.is_some())
 }
 
-/// Every ring member's id, address and whether it is up.
-type Addresses = Vec<(String, String, bool)>;
+/// Every ring member by id: its address and whether it is up.
+type Addresses = std::collections::HashMap<String, crate::membership::Reachable>;
 
 /// Non-joining storage members other than this one, `(id, weight)`, and
 /// every member's address.
@@ -157,16 +157,7 @@ fn current_members(inner: &Inner) -> (crate::membership::MemberList, Addresses) 
         .into_iter()
         .filter(|(id, _)| *id != inner.id)
         .collect();
-    let addresses = members
-        .iter()
-        .map(|m| {
-            (
-                m.id.as_str().to_string(),
-                m.address.clone(),
-                m.status.is_up(),
-            )
-        })
-        .collect();
+    let addresses = crate::membership::reachable(&members, |m| m.status.is_up());
     (current, addresses)
 }
 
@@ -271,9 +262,9 @@ async fn pull_range(
             .filter(|id| **id != inner.id)
             .filter_map(|id| {
                 addresses
-                    .iter()
-                    .find(|(m, _, up)| m == id && *up)
-                    .map(|(m, a, _)| (m.clone(), a.clone()))
+                    .get(id)
+                    .filter(|r| r.up)
+                    .map(|r| (id.clone(), r.address.clone()))
             })
             .collect();
         if sources.is_empty() {

@@ -14,6 +14,35 @@ use crate::pool::Pool;
 // crate and are re-exported here, where gossip members are translated for it.
 pub use shoal_ring::view::{split_weight, MemberList, RingView, JOINING_FLAG};
 
+/// Where a member is dialed, and whether it may be asked now: what the
+/// request paths (gateway, handoff, handover) need of each member. Each
+/// decides "may be asked" its own way (alive, not suspected, up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reachable {
+    /// The address to dial.
+    pub address: String,
+    /// Whether to ask it now.
+    pub up: bool,
+}
+
+/// Every member of `members` by id, with `up` deciding whether it may be
+/// asked now.
+pub fn reachable(
+    members: &[shoal_gossip::MemberInfo],
+    mut up: impl FnMut(&shoal_gossip::MemberInfo) -> bool,
+) -> std::collections::HashMap<String, Reachable> {
+    members
+        .iter()
+        .map(|m| {
+            let reach = Reachable {
+                address: m.address.clone(),
+                up: up(m),
+            };
+            (m.id.as_str().to_string(), reach)
+        })
+        .collect()
+}
+
 /// A member's gossip state, shared between the RPC handler and the loop.
 pub type SharedMembership = Arc<Mutex<Membership<StdRng>>>;
 
