@@ -482,6 +482,26 @@ impl Replica for NodeService {
     ) -> Result<SiblingSet, RemoteError> {
         let _admitted = self.admit()?;
         self.check_key(&request.key)?;
+        // The same bound as on replicated states: a context claiming more
+        // events than a replica mints would be minted into this node's copy,
+        // which every other replica then refuses, and the copies would
+        // never agree again.
+        let context = &request.context;
+        if let Some((actor, n)) = context.entries().find(|(_, n)| *n > MAX_COUNTER) {
+            return Err(RemoteError::BadRequest {
+                message: format!(
+                    "context entry {actor}:{n} exceeds the largest counter a replica mints (2^48)"
+                ),
+            });
+        }
+        if context.counter_floor() > MAX_COUNTER {
+            return Err(RemoteError::BadRequest {
+                message: format!(
+                    "context floor {} exceeds the largest counter a replica mints (2^48)",
+                    context.counter_floor()
+                ),
+            });
+        }
         if let Some(bytes) = request.content_bytes() {
             let max = self.0.config.limits.max_value_bytes;
             if bytes > max {

@@ -37,9 +37,9 @@ fn stranger() -> Pool {
     )
 }
 
-/// The state that erased a key before: every actor of the key at 2^64-2
-/// (built through a forged context, the way a lying peer would mint it).
-fn absurd_state(actors: &[String]) -> SiblingSet {
+/// A context claiming every one of `actors` at 2^64-2 (the state that
+/// erased a key before is minted from it, as a lying peer would).
+fn absurd_context(actors: &[String]) -> Context {
     fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push((v as u8 & 0x7f) | 0x80);
@@ -58,7 +58,12 @@ fn absurd_state(actors: &[String]) -> SiblingSet {
         bytes.extend_from_slice(a.as_bytes());
         varint(&mut bytes, u64::MAX - 2);
     }
-    let context = Context::decode(&bytes).expect("a well-formed context");
+    Context::decode(&bytes).expect("a well-formed context")
+}
+
+/// The state that erased a key before: every actor of the key at 2^64-2.
+fn absurd_state(actors: &[String]) -> SiblingSet {
+    let context = absurd_context(actors);
     let mut set = SiblingSet::new();
     set.update(&context, "zz-attacker", Content::Tombstone, 1)
         .expect("below the overflow");
@@ -181,6 +186,25 @@ async fn without_the_secret_nothing_is_served_and_with_it_an_absurd_clock_is_ref
     assert!(
         matches!(batch, Err(RemoteError::BadRequest { .. })),
         "{batch:?}"
+    );
+
+    // Nor may a coordinator mint from such a context: its copy would then
+    // hold a clock every other replica refuses.
+    let request = shoal_node::rpc::CoordinateRequest {
+        key: b"victim".to_vec(),
+        context: absurd_context(&actors),
+        content: Content::Tombstone,
+        hint_for: None,
+    };
+    let minted = ours
+        .call(&addr, RPC, |c, ctx| async move {
+            c.coordinate(ctx, request).await
+        })
+        .await
+        .expect("the call is answered");
+    assert!(
+        matches!(minted, Err(RemoteError::BadRequest { .. })),
+        "{minted:?}"
     );
 
     // The key is intact and still writable.
