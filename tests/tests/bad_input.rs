@@ -150,7 +150,16 @@ async fn http_api_survives_random_requests() {
         sent += 1;
         let method = methods[rng.gen_range(0..methods.len())];
         let path = random_path(&mut rng, "fuzz-real");
-        let ctx = random_context(&mut rng, &real_ctx);
+        let mut ctx = random_context(&mut rng, &real_ctx);
+        // A DELETE of the seeded key with its own context is a valid delete,
+        // not bad input: it would remove the key the end of the test reads.
+        // Sent blind instead, it leaves a tombstone beside the value.
+        if method == "DELETE"
+            && path.starts_with("/v1/kv/fuzz-real")
+            && ctx.as_deref() == Some(real_ctx.as_str())
+        {
+            ctx = None;
+        }
         let ctype = token(&mut rng, 30);
         let accept = ["application/json", "*/*", "text/plain", ""][rng.gen_range(0..4)];
         let max_body = if rng.gen_bool(0.05) { 64 << 10 } else { 256 };
