@@ -1,11 +1,10 @@
 //! What the gateway writes back to clients: percent-encoded keys, the
-//! context header, base64 values and RFC 3339 times. Apart from parsing
+//! base64 values and RFC 3339 times (contexts are sealed by `seal`). Apart from parsing
 //! (`request`) and errors (`error`), so that the response models depend on
 //! these and nothing depends back on them.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use shoal_vclock::Context;
 
 /// Percent-encodes a key for display in URLs (unreserved bytes stay as is).
 pub fn encode_key(key: &[u8]) -> String {
@@ -18,11 +17,6 @@ pub fn encode_key(key: &[u8]) -> String {
         }
     }
     out
-}
-
-/// The header form of a context: URL-safe base64 without padding.
-pub fn encode_context(context: &Context) -> String {
-    URL_SAFE_NO_PAD.encode(context.encode())
 }
 
 /// Standard base64 of a value, as the JSON forms carry it.

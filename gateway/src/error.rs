@@ -67,6 +67,21 @@ pub enum ApiError {
         /// Value of the `Retry-After` header.
         retry_after_secs: u64,
     },
+    /// No token, or one this gateway does not know (401, with
+    /// `WWW-Authenticate: Bearer`).
+    #[error("{message}")]
+    Unauthorized {
+        /// Why the request is not authenticated.
+        message: String,
+    },
+    /// A known token without the permission the route needs.
+    #[error("token {token:?} lacks the {needed:?} permission")]
+    Forbidden {
+        /// The token's name (never the token).
+        token: String,
+        /// What the route needs, e.g. `"write"`.
+        needed: &'static str,
+    },
     /// Anything unexpected; logged with its cause.
     #[error("internal error: {message}")]
     Internal {
@@ -92,6 +107,8 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::QuorumFailed { .. } => "quorum_failed",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::Internal { .. } => "internal",
         }
     }
@@ -106,6 +123,8 @@ impl ApiError {
             ApiError::QuorumFailed { .. } | ApiError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -140,6 +159,12 @@ impl IntoResponse for ApiError {
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            ApiError::Unauthorized { .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"shoal\""),
+                );
+            }
             _ => {}
         }
         response
@@ -165,6 +190,13 @@ pub enum GatewayError {
     /// No cluster secret, the RPC port taken, or an identity gossip refuses.
     #[error(transparent)]
     Member(#[from] shoal_node::member::MemberError),
+    /// The tokens file cannot be read or parsed, or the anonymous rule
+    /// forbids this listener.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// The TLS certificate or key cannot be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 #[cfg(test)]
@@ -249,6 +281,23 @@ mod tests {
             "4",
         );
         check(
+            ApiError::Unauthorized {
+                message: "no token".into(),
+            },
+            401,
+            "unauthorized",
+            "no token",
+        );
+        check(
+            ApiError::Forbidden {
+                token: "app".into(),
+                needed: "admin",
+            },
+            403,
+            "forbidden",
+            "admin",
+        );
+        check(
             ApiError::Internal {
                 message: "boom".into(),
             },
@@ -272,6 +321,14 @@ mod tests {
         }
         .into_response();
         assert_eq!(r.headers().get(CONTEXT_HEADER).unwrap(), "abc");
+        let r = ApiError::Unauthorized {
+            message: "no token".into(),
+        }
+        .into_response();
+        assert!(r.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
         assert_eq!(
             r.headers().get(header::CONTENT_TYPE).unwrap(),
             "application/json"

@@ -18,15 +18,16 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use utoipa::OpenApi;
 
+use crate::auth::{need_for, Auth};
 use crate::cluster::lock;
-use crate::encode::encode_context;
 use crate::error::ApiError;
 use crate::model::{
     ClusterBody, ErrorBody, HealthBody, MemberBody, PreflistBody, ReadBody, ReplicaBody,
     ReplicaSibling, ReplicasBody, SiblingBody,
 };
 use crate::ops::Dispatcher;
-use crate::request::{parse_context, parse_key, parse_quorum, wants_json};
+use crate::request::{parse_key, parse_quorum, wants_json};
+use crate::seal::{ContextSeal, DEFAULT_BUCKET};
 use crate::CONTEXT_HEADER;
 
 /// Content type stored when a PUT names none.
@@ -34,6 +35,9 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Seconds a client is told to wait (`Retry-After`) when the gateway is full.
 pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Body bytes reserved before any arrive, whatever `Content-Length` says.
+const INITIAL_BODY_BYTES: usize = 64 << 10;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -46,6 +50,8 @@ pub struct AppState {
     slots: Arc<Semaphore>,
     max_concurrent: usize,
     openapi: Arc<String>,
+    seal: ContextSeal,
+    auth: Arc<Auth>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,6 +64,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// State for the gateway `id`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         engine: Arc<Dispatcher>,
         id: String,
@@ -65,8 +72,12 @@ impl AppState {
         replication: ReplicationConfig,
         request_timeout: Duration,
         max_concurrent: usize,
+        seal: ContextSeal,
+        auth: Arc<Auth>,
     ) -> Self {
         Self {
+            seal,
+            auth,
             engine,
             id,
             limits,
@@ -121,7 +132,21 @@ pub fn router(state: AppState) -> Router {
         .merge(limited)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
+}
+
+/// Tokens first, before admission or any body is read: a stranger costs a
+/// hash and a table walk, nothing more.
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let need = need_for(request.method(), request.uri().path());
+    match state
+        .auth
+        .check(request.headers().get(header::AUTHORIZATION), need)
+    {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Admission control: a request takes a slot or is refused at once.
@@ -190,7 +215,11 @@ async fn read_body(
     if declared.is_some_and(|len| len > max as u64) {
         return Err(ApiError::ValueTooLarge { max });
     }
-    let capacity = declared.map_or(0, |len| len as usize);
+    // Grown as chunks arrive: a declared length is a claim, and reserving it
+    // up front would let idle requests pin megabytes each.
+    let capacity = declared
+        .map_or(0, |len| len as usize)
+        .min(INITIAL_BODY_BYTES);
     let mut out = Vec::with_capacity(capacity);
     let mut stream = body.into_data_stream();
     loop {
@@ -242,7 +271,9 @@ async fn put_key(
     let deadline = Instant::now() + state.request_timeout;
     let key = parse_key(raw_key(&uri, "/v1/kv/"), state.limits.max_key_bytes)?;
     let w = parse_quorum(uri.query(), "w", state.replication.n, state.replication.w)?;
-    let context = parse_context(header_bytes(&headers, CONTEXT_HEADER))?;
+    let context = state
+        .seal
+        .open(DEFAULT_BUCKET, &key, header_bytes(&headers, CONTEXT_HEADER))?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -284,7 +315,9 @@ async fn delete_key(
     let deadline = Instant::now() + state.request_timeout;
     let key = parse_key(raw_key(&uri, "/v1/kv/"), state.limits.max_key_bytes)?;
     let w = parse_quorum(uri.query(), "w", state.replication.n, state.replication.w)?;
-    let context = parse_context(header_bytes(&headers, CONTEXT_HEADER))?;
+    let context = state
+        .seal
+        .open(DEFAULT_BUCKET, &key, header_bytes(&headers, CONTEXT_HEADER))?;
     write(&state, key, context, Content::Tombstone, w, deadline).await
 }
 
@@ -298,12 +331,12 @@ async fn write(
 ) -> Result<Response, ApiError> {
     let set = state
         .engine
-        .write(key, context, content, w, deadline)
+        .write(key.clone(), context, content, w, deadline)
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         CONTEXT_HEADER,
-        context_value(encode_context(&set.context()))?,
+        context_value(state.seal.seal(DEFAULT_BUCKET, &key, &set.context()))?,
     );
     Ok(response)
 }
@@ -343,7 +376,7 @@ async fn get_key(
             context: None,
         });
     };
-    let context = encode_context(&merged.context());
+    let context = state.seal.seal(DEFAULT_BUCKET, &key, &merged.context());
     let live: Vec<&shoal_vclock::Sibling> = merged
         .values()
         .iter()

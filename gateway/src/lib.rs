@@ -17,6 +17,10 @@
 //! construction, so the same code runs over real TCP or inside a simulation.
 //!
 //! Layout:
+//! - [`listener`] — the HTTP listener: TLS, connection cap, header and idle
+//!   timeouts.
+//! - [`auth`] — client tokens and their permissions, the anonymous rule.
+//! - [`seal`] — context tokens MACed by the cluster and bound to their key.
 //! - [`http`] — routes, handlers, admission control, the OpenAPI document.
 //! - [`ops`] — the quorum operations (write, read + read repair, inspection).
 //! - [`cluster`] — membership, the cached ring, local liveness hints.
@@ -46,23 +50,25 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod cluster;
 pub mod encode;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod model;
 pub mod ops;
 pub mod request;
 pub mod rpc;
+pub mod seal;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_gossip::Role;
 use shoal_node::config::Config;
-use shoal_node::env::{BoxConn, Env};
+use shoal_node::env::Env;
 use shoal_node::membership::{announce_leave, SharedMembership, Uptime};
 use shoal_node::pool::Pool;
 use tokio::sync::watch;
@@ -134,6 +140,20 @@ impl Gateway {
                 addr: config.http.listen.clone(),
                 source,
             })?;
+        // Who may use the HTTP port, and with what, before anything is served.
+        let auth = Arc::new(auth::Auth::load(&config.security, http_addr)?);
+        let tls = match (&config.gateway.tls.cert_file, &config.gateway.tls.key_file) {
+            (Some(cert), Some(key)) => {
+                Some(listener::tls_acceptor(cert, key).map_err(GatewayError::Tls)?)
+            }
+            _ => None,
+        };
+        let seal = seal::ContextSeal::new(
+            &config
+                .cluster_secret()
+                .map_err(|e| GatewayError::Member(e.into()))?,
+            config.limits.max_context_bytes,
+        );
         let request_timeout = Duration::from_millis(config.http.request_timeout_ms);
         let member = shoal_node::member::Member::new(
             &config,
@@ -183,19 +203,23 @@ impl Gateway {
             config.replication,
             request_timeout,
             config.http.max_concurrent_requests,
+            seal,
+            auth.clone(),
         );
+        tasks.push(tokio::spawn(auth.watch(stop.subscribe())));
         let app = http::router(state);
-        let mut http_stop_rx = http_stop_rx;
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(HttpListener(http_listener), app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop_rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let limits = listener::Limits {
+            header_timeout: Duration::from_millis(config.http.header_timeout_ms),
+            idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
+            max_connections: config.http.max_connections,
+        };
+        let http_task = tokio::spawn(listener::serve(
+            http_listener,
+            app,
+            limits,
+            tls,
+            http_stop_rx,
+        ));
         tracing::info!(%id, %http_addr, %rpc_addr, %advertise, "gateway started");
         Ok(GatewayHandle {
             id,
@@ -261,32 +285,5 @@ impl GatewayHandle {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         tracing::info!(id = %self.id, "gateway stopped");
-    }
-}
-
-/// axum's listener over an [`Env`] listener, so the HTTP side binds through
-/// the same seam as everything else.
-struct HttpListener(Box<dyn shoal_node::env::Listener>);
-
-impl axum::serve::Listener for HttpListener {
-    type Io = BoxConn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok(accepted) => return accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off
-                    // rather than spin.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
     }
 }

@@ -1,9 +1,6 @@
 //! Parsing what a client sends: percent-encoded keys, `r`/`w` query
-//! parameters and the causal context header. Pure functions, unit-tested.
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use shoal_vclock::Context;
+//! parameters. Pure functions, unit-tested. (Contexts are opened by
+//! [`crate::seal`], which checks their MAC.)
 
 use crate::error::ApiError;
 
@@ -93,26 +90,6 @@ pub fn parse_quorum(
     }
 }
 
-/// Parses the `X-Shoal-Context` header: absent or empty is the empty context
-/// (a blind write), otherwise URL-safe base64 (padding tolerated) of
-/// [`Context::encode`].
-pub fn parse_context(header: Option<&[u8]>) -> Result<Context, ApiError> {
-    let Some(raw) = header else {
-        return Ok(Context::empty());
-    };
-    let text = std::str::from_utf8(raw)
-        .map_err(|_| ApiError::bad_request("malformed context: not ASCII"))?
-        .trim()
-        .trim_end_matches('=');
-    if text.is_empty() {
-        return Ok(Context::empty());
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|e| ApiError::bad_request(format!("malformed context: {e}")))?;
-    Context::decode(&bytes).map_err(|e| ApiError::bad_request(format!("malformed context: {e}")))
-}
-
 /// Whether an `Accept` header asks for the JSON form of a read.
 pub fn wants_json(accept: Option<&[u8]>) -> bool {
     accept
@@ -126,8 +103,7 @@ pub fn wants_json(accept: Option<&[u8]>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::{encode_context, encode_key, rfc3339};
-    use shoal_vclock::{Content, SiblingSet};
+    use crate::encode::{encode_key, rfc3339};
 
     #[track_caller]
     fn key_ok(raw: &str, expected: &[u8]) {
@@ -181,36 +157,6 @@ mod tests {
         check(Some("w=two"), Err(()));
         check(Some("w="), Err(()));
         check(Some("w"), Err(()));
-    }
-
-    #[test]
-    fn contexts() {
-        assert!(parse_context(None).unwrap().is_empty());
-        assert!(parse_context(Some(b"")).unwrap().is_empty());
-        let mut s = SiblingSet::new();
-        s.update(
-            &Context::empty(),
-            "node-1",
-            Content::value(b"v".to_vec(), "text/plain"),
-            1,
-        )
-        .unwrap();
-        let ctx = s.context();
-        let header = encode_context(&ctx);
-        assert!(!header.contains('=') && !header.contains('+') && !header.contains('/'));
-        assert_eq!(parse_context(Some(header.as_bytes())).unwrap(), ctx);
-        assert_eq!(
-            parse_context(Some(b"not base64!")).unwrap_err().code(),
-            "bad_request"
-        );
-        assert_eq!(
-            parse_context(Some(b"AAAA")).unwrap_err().code(),
-            "bad_request"
-        );
-        assert_eq!(
-            parse_context(Some(&[0xff, 0xfe])).unwrap_err().code(),
-            "bad_request"
-        );
     }
 
     #[test]

@@ -144,6 +144,20 @@ impl ClusterSecret {
     pub(crate) fn psk(&self) -> &[u8; 32] {
         &self.psk
     }
+
+    /// A 32-byte key for one other use of the secret (e.g. the gateway's
+    /// context MAC): HMAC-SHA256 keyed by the handshake key over `purpose`,
+    /// so that keys for different purposes are unrelated and none of them
+    /// reveals the handshake key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        // HMAC takes keys of any length, so this cannot fail.
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.psk)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(b"shoal derived key v1\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
 }
 
 fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
@@ -189,6 +203,9 @@ mod tests {
         assert_eq!(a.psk(), b.psk());
         assert_eq!(a.psk(), c.psk());
         assert_ne!(a.psk(), &raw, "the key is derived, not the secret itself");
+        assert_eq!(a.derive_key("context"), b.derive_key("context"));
+        assert_ne!(a.derive_key("context"), a.derive_key("tokens"));
+        assert_ne!(&a.derive_key("context"), a.psk());
     }
 
     #[test]

@@ -18,6 +18,12 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod env_vars;
+mod security;
+
+use env_vars::EnvVars;
+pub use security::{GatewayConfig, SecurityConfig, TlsConfig, VersioningConfig};
+
 /// Why a configuration was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -72,18 +78,10 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Bounds on the RPC port.
     pub rpc: RpcConfig,
-}
-
-/// Where the cluster secret comes from (see [`crate::secure`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SecurityConfig {
-    /// A file of at least 32 random bytes, raw or hex, readable by its owner
-    /// only.
-    pub cluster_secret_file: Option<PathBuf>,
-    /// The secret itself, as hex (`SHOAL_SECURITY__CLUSTER_SECRET`); wins
-    /// over the file. Never printed.
-    pub cluster_secret: Option<SecretText>,
+    /// `[gateway]`.
+    pub gateway: GatewayConfig,
+    /// `[versioning]`.
+    pub versioning: VersioningConfig,
 }
 
 /// Secret text whose `Debug` never shows it, so a logged config leaks nothing.
@@ -266,6 +264,9 @@ pub struct LimitsConfig {
     pub max_key_bytes: usize,
     /// Largest accepted value.
     pub max_value_bytes: usize,
+    /// Largest accepted `X-Shoal-Context` header (as sent, base64), so that
+    /// a client cannot make a key carry a huge clock for good.
+    pub max_context_bytes: usize,
 }
 
 /// The gateway's HTTP side.
@@ -280,6 +281,16 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Requests served at once; beyond it the gateway answers 503 `overloaded`.
     pub max_concurrent_requests: usize,
+    /// A connection that has not sent a whole request head in this time is
+    /// closed (slowloris). Also bounds a TLS handshake.
+    pub header_timeout_ms: u64,
+    /// A keep-alive connection with no request in flight and no bytes moving
+    /// for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; past it a new one is answered 503
+    /// `overloaded` and closed, so that sockets left open cannot starve the
+    /// gateway of the file descriptors it needs to reach nodes.
+    pub max_connections: usize,
 }
 
 /// Output format of logs.
@@ -380,6 +391,7 @@ impl Default for LimitsConfig {
         Self {
             max_key_bytes: 2048,
             max_value_bytes: 4 << 20,
+            max_context_bytes: 4096,
         }
     }
 }
@@ -390,6 +402,9 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             request_timeout_ms: 2_000,
             max_concurrent_requests: 1_024,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1_024,
         }
     }
 }
@@ -537,6 +552,33 @@ impl Config {
         if self.http.max_concurrent_requests == 0 {
             return bad("http.max_concurrent_requests", "must be at least 1");
         }
+        if self.http.header_timeout_ms == 0 {
+            return bad("http.header_timeout_ms", "must be at least 1");
+        }
+        if self.http.idle_timeout_ms == 0 {
+            return bad("http.idle_timeout_ms", "must be at least 1");
+        }
+        if self.http.max_connections == 0 {
+            return bad("http.max_connections", "must be at least 1");
+        }
+        if self.limits.max_context_bytes < 64 {
+            return bad(
+                "limits.max_context_bytes",
+                "must be at least 64 (a context of one actor takes about 40)",
+            );
+        }
+        if self.versioning.max_clock_entries < 3 {
+            return bad(
+                "versioning.max_clock_entries",
+                "must be at least 3: below N the coordinators of ordinary writes would be pruned",
+            );
+        }
+        if self.gateway.tls.cert_file.is_some() != self.gateway.tls.key_file.is_some() {
+            return bad(
+                "gateway.tls.cert_file",
+                "gateway.tls.cert_file and gateway.tls.key_file must be set together",
+            );
+        }
         if self.handoff.max_hints_per_owner == 0 || self.handoff.max_hints == 0 {
             return bad(
                 "handoff.max_hints_per_owner",
@@ -621,62 +663,6 @@ impl Config {
 
 /// Environment variables that belong to Shoal.
 pub const ENV_PREFIX: &str = "SHOAL_";
-
-/// A figment provider over an explicit list of `SHOAL_*` variables, mapped the
-/// way figment's `Env::prefixed("SHOAL_").split("__")` maps them (that provider
-/// reads the process environment itself, which tests must not depend on).
-struct EnvVars(Vec<(String, String)>);
-
-impl figment::Provider for EnvVars {
-    fn metadata(&self) -> figment::Metadata {
-        figment::Metadata::named("environment variable(s)")
-    }
-
-    fn data(
-        &self,
-    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
-        let mut dict = figment::value::Dict::new();
-        for (key, value) in &self.0 {
-            let path: Vec<String> = key[ENV_PREFIX.len()..]
-                .split("__")
-                .map(|s| s.to_ascii_lowercase())
-                .collect();
-            if path.iter().any(String::is_empty) {
-                return Err(figment::Error::from(format!(
-                    "environment variable {key} does not name a config key"
-                )));
-            }
-            // The same value syntax as figment's `Env` provider: numbers,
-            // booleans, `[arrays]` and `{dicts}` parse, anything else is a string.
-            let parsed: figment::value::Value = value
-                .parse()
-                .unwrap_or_else(|e: std::convert::Infallible| match e {});
-            insert_path(&mut dict, &path, parsed);
-        }
-        Ok(figment::Profile::Default.collect(dict))
-    }
-}
-
-fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
-    match path {
-        [] => {}
-        [last] => {
-            dict.insert(last.clone(), value);
-        }
-        [first, rest @ ..] => {
-            let entry = dict
-                .entry(first.clone())
-                .or_insert_with(|| figment::value::Value::from(figment::value::Dict::new()));
-            if let figment::value::Value::Dict(_, inner) = entry {
-                insert_path(inner, rest, value);
-            } else {
-                let mut inner = figment::value::Dict::new();
-                insert_path(&mut inner, rest, value);
-                *entry = figment::value::Value::from(inner);
-            }
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -766,7 +752,7 @@ mod tests {
 
     #[test]
     fn the_commented_example_config_is_every_default() {
-        let text = include_str!("../shoal.example.toml");
+        let text = include_str!("../../shoal.example.toml");
         assert_eq!(Config::from_toml(text).unwrap(), Config::default());
     }
 
