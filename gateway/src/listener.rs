@@ -42,10 +42,17 @@ pub struct Limits {
 
 /// Over-limit connections answered at once; past it they are just closed,
 /// so that refusing cannot itself become the thing that piles up.
-const MAX_REFUSALS: usize = 64;
+const MAX_REFUSALS: usize = 256;
 
-/// How long an over-limit connection gets to take its 503.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an over-limit connection gets to take its 503 (a TLS handshake
+/// included); short, so that refusals turn over faster than a flood of new
+/// connections can arrive.
+const REFUSAL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a refused connection's request bytes are read and dropped after
+/// the 503, so that closing with unread data (a reset) does not destroy the
+/// answer before the client reads it.
+const REFUSAL_LINGER: Duration = Duration::from_millis(100);
 
 /// The 503 of a full gateway, the JSON body every other refusal has.
 fn refusal(max: usize) -> Vec<u8> {
@@ -292,15 +299,15 @@ async fn refuse(conn: BoxConn, tls: Option<tokio_rustls::TlsAcceptor>, max: usiz
     };
     if conn.write_all(&refusal(max)).await.is_ok() {
         let _ = conn.shutdown().await;
-        // Let the client's request bytes arrive and be discarded, so that
-        // closing with unread data (a reset) does not destroy the 503 before
-        // the client reads it.
         let mut sink = [0u8; 1024];
-        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut conn, &mut sink).await {
-            if n == 0 {
-                break;
+        let drain = async {
+            while let Ok(n) = tokio::io::AsyncReadExt::read(&mut conn, &mut sink).await {
+                if n == 0 {
+                    break;
+                }
             }
-        }
+        };
+        let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
     }
 }
 
