@@ -145,6 +145,11 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     /// Hint counts and quotas.
     hints: HintBook,
+    /// `versioning.max_clock_entries`: every state this store writes is
+    /// pruned to it, so no client or peer can make a key's clock grow for
+    /// good (pruning may bring back a superseded version as a sibling,
+    /// never lose one; vclock's model test proves it).
+    max_clock_entries: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -275,7 +280,14 @@ impl Store {
             grace_ms,
             clock,
             hints,
+            max_clock_entries: config.versioning.max_clock_entries,
         })
+    }
+
+    /// `set` with its clock bounded, as every state this store writes is.
+    fn bounded(&self, mut set: SiblingSet) -> SiblingSet {
+        set.prune(self.max_clock_entries);
+        set
     }
 
     /// Runs `f` on the Merkle tree (flushed first, so answers are O(1) per
@@ -356,6 +368,7 @@ impl Store {
         let mut set = self.decode(key, stored)?.unwrap_or_default();
         set.update(context, &self.actor, content, now)
             .map_err(StoreError::Version)?;
+        let set = self.bounded(set);
         let encoded = set.encode();
         let new_digest = digest_of(&encoded);
         match hint_key {
@@ -363,7 +376,7 @@ impl Store {
             Some(hint_key) => {
                 let is_new = held.is_none();
                 let hinted = match held {
-                    Some((held, _)) => held.sync(&set),
+                    Some((held, _)) => self.bounded(held.sync(&set)),
                     None => set.clone(),
                 };
                 let mut batch = WriteBatch::new();
@@ -395,10 +408,10 @@ impl Store {
         let stored = self.engine.get(storage_key)?;
         let old_digest = stored.as_deref().map(digest_of);
         let current = self.decode(key, stored)?;
-        let merged = match &current {
+        let merged = self.bounded(match &current {
             Some(c) => c.sync(incoming),
             None => incoming.clone(),
-        };
+        });
         if current.as_ref() != Some(&merged) {
             let encoded = merged.encode();
             self.engine.put(storage_key, &encoded)?;
@@ -441,10 +454,10 @@ impl Store {
                     (stored.as_deref().map(digest_of), self.decode(key, stored)?)
                 }
             };
-            let merged = match &current {
+            let merged = self.bounded(match &current {
                 Some(c) => c.sync(incoming),
                 None => incoming.clone(),
-            };
+            });
             if current.as_ref() != Some(&merged) {
                 pending.insert(key.as_slice(), (old_digest, merged.clone()));
             } else if let Some(entry) = pending.get_mut(key.as_slice()) {
