@@ -76,16 +76,19 @@ fn benches(c: &mut Criterion) {
     // takes a second one whose actors fall between its entries.
     let mut big = ordinary();
     big.update(&even, "node-1", value(), 9_000).unwrap();
-    c.bench_function("update (60k-entry clock, disjoint 60k-actor context)", |b| {
-        b.iter_batched(
-            || big.clone(),
-            |mut s| {
-                s.update(&odd, "node-2", value(), 9_999).unwrap();
-                s
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    c.bench_function(
+        "update (60k-entry clock, disjoint 60k-actor context)",
+        |b| {
+            b.iter_batched(
+                || big.clone(),
+                |mut s| {
+                    s.update(&odd, "node-2", value(), 9_999).unwrap();
+                    s
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
 
     // What the node does right after such a write.
     c.bench_function("prune (60k-entry clock to 50)", |b| {
