@@ -363,6 +363,9 @@ impl SiblingSet {
     /// and the highest pruned counter is kept as a floor under every counter
     /// minted later, so a pruned actor that coordinates again cannot reuse a
     /// dot. Entries live actors write are the youngest and are pruned last.
+    ///
+    /// It costs one sort of the clock's entries, so the node can prune right
+    /// after a write that carried a huge (hostile) context.
     pub fn prune(&mut self, max_entries: usize) -> usize {
         let entries = self.clock.entries();
         if entries.len() <= max_entries {
