@@ -199,9 +199,70 @@ impl VectorClock {
         }
     }
 
-    /// Drops the entries `keep` refuses; removal keeps the order sorted.
-    pub(crate) fn retain(&mut self, keep: impl FnMut(&ClockEntry) -> bool) {
-        self.entries.retain(keep);
+    /// [`observe`](VectorClock::observe) for a whole version vector at once:
+    /// `observed` must be sorted by actor with no duplicates (a [`Context`]'s
+    /// entries are). One merge of two sorted lists, so a context of k actors
+    /// costs O(n + k) rather than a sorted insert per entry, which made a
+    /// hostile 60,000-actor context take seconds.
+    ///
+    /// [`Context`]: crate::Context
+    pub(crate) fn observe_all<'a>(
+        &mut self,
+        observed: impl IntoIterator<Item = (&'a str, u64)>,
+        now: u64,
+    ) {
+        let mut observed = observed.into_iter().filter(|&(_, n)| n > 0).peekable();
+        if observed.peek().is_none() {
+            return;
+        }
+        let mine = std::mem::take(&mut self.entries);
+        let mut out = Vec::with_capacity(mine.len() + observed.size_hint().0);
+        let mut a = mine.into_iter().peekable();
+        let mut last: Option<&str> = None;
+        loop {
+            let ord = match (a.peek(), observed.peek()) {
+                (Some(x), Some(&(y, _))) => x.actor.as_str().cmp(y),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => break,
+            };
+            match ord {
+                Ordering::Less => out.extend(a.next()),
+                Ordering::Greater => {
+                    if let Some((actor, counter)) = observed.next() {
+                        debug_assert!(last < Some(actor), "observe_all needs sorted input");
+                        last = Some(actor);
+                        out.push(ClockEntry {
+                            actor: actor.to_owned(),
+                            counter,
+                            timestamp: now,
+                        });
+                    }
+                }
+                Ordering::Equal => {
+                    if let (Some(mut e), Some((actor, counter))) = (a.next(), observed.next()) {
+                        debug_assert!(last < Some(actor), "observe_all needs sorted input");
+                        last = Some(actor);
+                        if counter > e.counter {
+                            e.counter = counter;
+                            e.timestamp = e.timestamp.max(now);
+                        }
+                        out.push(e);
+                    }
+                }
+            }
+        }
+        self.entries = out;
+    }
+
+    /// Drops the entries whose index is marked in `marked` (one flag per
+    /// entry, in entry order); removal keeps the order sorted.
+    pub(crate) fn remove_marked(&mut self, marked: &[bool]) {
+        debug_assert_eq!(marked.len(), self.entries.len());
+        let mut flags = marked.iter();
+        // `retain` visits every element once, in order.
+        self.entries
+            .retain(|_| !flags.next().copied().unwrap_or(false));
     }
 
     /// How `self` relates to `other`; timestamps play no part.
@@ -598,6 +659,18 @@ pub(crate) mod tests {
             if let Ok(c) = VectorClock::decode(&bytes) {
                 prop_assert_eq!(c.encode(), bytes);
             }
+        }
+
+        #[test]
+        fn observe_all_is_observe_per_entry(a in arb_clock(), b in arb_clock(), now in 0u64..8) {
+            let mut one_by_one = a.clone();
+            for e in b.entries() {
+                one_by_one.observe(&e.actor, e.counter, now);
+            }
+            let mut at_once = a.clone();
+            at_once.observe_all(b.entries().iter().map(|e| (e.actor.as_str(), e.counter)), now);
+            prop_assert_eq!(&at_once, &one_by_one);
+            prop_assert!(at_once.descends(&b) && at_once.descends(&a));
         }
 
         #[test]

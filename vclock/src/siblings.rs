@@ -281,9 +281,7 @@ impl SiblingSet {
             counter: base,
         })?;
         self.siblings.retain(|s| !context.covers(&s.dot));
-        for (a, n) in context.entries() {
-            self.clock.observe(a, n, now);
-        }
+        self.clock.observe_all(context.entries(), now);
         self.floor = self.floor.max(context.counter_floor());
         self.clock.observe(actor, counter, now);
         let dot = Dot::new(actor, counter);
@@ -365,29 +363,39 @@ impl SiblingSet {
     /// and the highest pruned counter is kept as a floor under every counter
     /// minted later, so a pruned actor that coordinates again cannot reuse a
     /// dot. Entries live actors write are the youngest and are pruned last.
+    ///
+    /// It costs one sort of the clock's entries, so the node can prune right
+    /// after a write that carried a huge (hostile) context.
     pub fn prune(&mut self, max_entries: usize) -> usize {
-        if self.clock.len() <= max_entries {
+        let entries = self.clock.entries();
+        if entries.len() <= max_entries {
             return 0;
         }
-        let mut by_age: Vec<(u64, String)> = self
-            .clock
-            .entries()
-            .iter()
-            .filter(|e| !self.siblings.iter().any(|s| s.dot.actor == e.actor))
-            .map(|e| (e.timestamp, e.actor.clone()))
-            .collect();
-        by_age.sort();
-        let excess = self.clock.len() - max_entries;
-        let victims: Vec<String> = by_age.into_iter().take(excess).map(|(_, a)| a).collect();
-        let floor = &mut self.floor;
-        self.clock.retain(|e| {
-            let victim = victims.contains(&e.actor);
-            if victim {
-                *floor = (*floor).max(e.counter);
+        // Siblings are sorted by dot, so by actor, like the clock entries:
+        // one forward scan marks the entries that back a sibling.
+        let mut backs_sibling = vec![false; entries.len()];
+        let mut idx = 0;
+        for s in &self.siblings {
+            while idx < entries.len() && entries[idx].actor < s.dot.actor {
+                idx += 1;
             }
-            !victim
+            if entries.get(idx).is_some_and(|e| e.actor == s.dot.actor) {
+                backs_sibling[idx] = true;
+            }
+        }
+        let mut by_age: Vec<usize> = (0..entries.len()).filter(|&i| !backs_sibling[i]).collect();
+        by_age.sort_unstable_by(|&x, &y| {
+            let (a, b) = (&entries[x], &entries[y]);
+            (a.timestamp, &a.actor).cmp(&(b.timestamp, &b.actor))
         });
-        victims.len()
+        by_age.truncate(entries.len() - max_entries);
+        let mut victim = vec![false; entries.len()];
+        for &i in &by_age {
+            victim[i] = true;
+            self.floor = self.floor.max(entries[i].counter);
+        }
+        self.clock.remove_marked(&victim);
+        by_age.len()
     }
 
     /// SHA-256 of the canonical encoding: equal states have equal digests,

@@ -344,6 +344,37 @@ proptest! {
     }
 
     #[test]
+    fn prune_forgets_only_history(s in arb_states(), at in 0..3usize, max in 0..4usize) {
+        let before = s[at].clone();
+        let mut x = before.clone();
+        let dropped = x.prune(max);
+        let backing: std::collections::BTreeSet<&str> =
+            before.values().iter().map(|v| v.dot.actor.as_str()).collect();
+        // Siblings untouched, every one still backed by its entry.
+        prop_assert_eq!(x.values(), before.values());
+        for v in x.values() {
+            prop_assert!(x.clock().get(&v.dot.actor) >= v.dot.counter);
+        }
+        // Bounded unless the siblings themselves need more entries.
+        prop_assert_eq!(x.clock().len(), before.clock().len().min(max.max(backing.len())));
+        prop_assert_eq!(x.clock().len() + dropped, before.clock().len());
+        // Only forgets, and the floor covers every forgotten counter.
+        prop_assert!(before.clock().descends(x.clock()));
+        for e in before.clock().entries() {
+            if x.clock().entry(&e.actor).is_none() {
+                prop_assert!(x.counter_floor() >= e.counter);
+                prop_assert!(!backing.contains(e.actor.as_str()));
+            }
+        }
+        // The oldest go first: nothing kept for its age is older than a victim.
+        for gone in before.clock().entries().iter().filter(|e| x.clock().entry(&e.actor).is_none()) {
+            for kept in x.clock().entries().iter().filter(|e| !backing.contains(e.actor.as_str())) {
+                prop_assert!((gone.timestamp, &gone.actor) < (kept.timestamp, &kept.actor));
+            }
+        }
+    }
+
+    #[test]
     fn encoding_round_trips(s in arb_states()) {
         for x in s {
             let bytes = x.encode();

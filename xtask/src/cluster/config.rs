@@ -45,11 +45,22 @@ fn seeds_toml(seeds: &[String]) -> String {
 
 /// The `[security]` section: the processes refuse to start without a secret,
 /// and read it from a file so that it never shows in `ps` or in the configs.
-fn security_toml(secret: &Path) -> String {
-    format!(
-        "[security]\ncluster_secret_file = {}\n\n",
+/// The gateway's also names its client tokens file, which need not exist
+/// (no file means no tokens configured) until `cluster token add` makes it;
+/// the gateway picks it up then without a restart.
+fn security_toml(secret: &Path, tokens: Option<&Path>) -> String {
+    let mut out = format!(
+        "[security]\ncluster_secret_file = {}\n",
         toml_str(&secret.to_string_lossy())
-    )
+    );
+    if let Some(tokens) = tokens {
+        out.push_str(&format!(
+            "tokens_file = {}\n",
+            toml_str(&tokens.to_string_lossy())
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) -> String {
@@ -69,11 +80,17 @@ pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) 
         s.n,
         s.w,
         s.r,
-        security_toml(secret),
+        security_toml(secret, None),
     )
 }
 
-pub(super) fn gateway_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) -> String {
+pub(super) fn gateway_config(
+    p: &Proc,
+    seeds: &[String],
+    s: &State,
+    secret: &Path,
+    tokens: &Path,
+) -> String {
     let data = p.data_dir.as_deref().unwrap_or(Path::new("data"));
     format!(
         "# Written by `cargo xtask cluster`; SHOAL_* environment variables override any key.\n\
@@ -91,7 +108,7 @@ pub(super) fn gateway_config(p: &Proc, seeds: &[String], s: &State, secret: &Pat
         s.w,
         s.r,
         toml_str(p.http.as_deref().unwrap_or("127.0.0.1:8080")),
-        security_toml(secret),
+        security_toml(secret, Some(tokens)),
     )
 }
 
@@ -181,10 +198,34 @@ mod tests {
         );
         let seeds = ["127.0.0.1:7102".to_string()];
         let node = node_config(&state.nodes[0], &seeds, &state, &secret);
-        let gateway = gateway_config(&state.gateway, &seeds, &state, &secret);
+        let gateway = gateway_config(&state.gateway, &seeds, &state, &secret, &dirs.tokens_file());
         for text in [node, gateway] {
             assert_eq!(text.matches(&section).count(), 1, "{text}");
             assert_eq!(text.matches("[security]").count(), 1, "{text}");
         }
+    }
+
+    #[test]
+    fn the_gateway_config_names_the_tokens_file_next_to_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dirs, state) = cluster_in(dir.path());
+        let (secret, tokens) = (dirs.secret_file(), dirs.tokens_file());
+        assert!(tokens.is_absolute());
+        assert_eq!(tokens, dir.path().join("tokens.toml"));
+        let seeds = ["127.0.0.1:7102".to_string()];
+        let gateway = gateway_config(&state.gateway, &seeds, &state, &secret, &tokens);
+        let section = format!(
+            "\n[security]\ncluster_secret_file = \"{}\"\ntokens_file = \"{}\"\n\n[log]",
+            secret.display(),
+            tokens.display()
+        );
+        assert_eq!(gateway.matches(&section).count(), 1, "{gateway}");
+        assert_eq!(gateway.matches("tokens_file").count(), 1, "{gateway}");
+        // Nodes serve no clients: their config has no such key (and they
+        // refuse unknown keys).
+        let node = node_config(&state.nodes[0], &seeds, &state, &secret);
+        assert!(!node.contains("tokens_file"), "{node}");
+        // Making the config does not make the file: only `token add` does.
+        assert!(!tokens.exists());
     }
 }

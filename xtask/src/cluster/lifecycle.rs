@@ -12,6 +12,7 @@ use super::config::{
 use super::process::{alive, died_message, pid_text, signal, spawn, wait_dead, STOP_DEADLINE};
 use super::secret;
 use super::state::{Dirs, Proc, State};
+use super::tokens;
 use super::view::{cluster_view, http_get, member_alive};
 use super::UpArgs;
 use crate::{cargo, run_cmd};
@@ -60,6 +61,9 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
     if secret::ensure(&secret)? {
         eprintln!("created the cluster secret {}", dirs.show(&secret));
     }
+    // A tokens file the gateway could not read would leave its access rules
+    // unclear: refuse it now, naming it, rather than in the gateway's log.
+    tokens::load(&dirs.tokens_file())?;
     if !a.no_build {
         let mut build = cargo();
         build.current_dir(&dirs.root).args([
@@ -118,7 +122,7 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
     write_config(
         dirs,
         &state.gateway,
-        &gateway_config(&state.gateway, &seeds, &state, &secret),
+        &gateway_config(&state.gateway, &seeds, &state, &secret, &dirs.tokens_file()),
     )?;
 
     // Start everything, recording each pid as soon as it exists so a failure
@@ -270,6 +274,19 @@ fn print_summary(dirs: &Dirs, state: &State) {
     println!(
         "cluster secret (every process and shoal-admin need it): {}",
         dirs.show(&dirs.secret_file())
+    );
+    let tokens = dirs.tokens_file();
+    let configured = tokens::load(&tokens).map_or(0, |t| t.len());
+    println!(
+        "client tokens (read by the gateway within seconds of a change): {} ({})",
+        dirs.show(&tokens),
+        if configured == 0 {
+            "none yet, so anonymous access on loopback; `cargo xtask cluster token add NAME \
+             --permissions read,write` makes one"
+                .to_owned()
+        } else {
+            format!("{configured} configured; `cargo xtask cluster token list` shows them")
+        }
     );
     println!("try:   curl -i -X PUT --data-binary hello http://{http}/v1/kv/greeting");
     println!("       curl -i http://{http}/v1/kv/greeting");

@@ -3,7 +3,8 @@
 //!
 //! Everything lives under `target/cluster/`: one TOML config per process, one log
 //! per process, node data under `node-i/data`, `state.json` with the pids and
-//! addresses, and `cluster.secret`, which every process and `shoal-admin` need. Processes run in their own process group, so they outlive `xtask`
+//! addresses, `cluster.secret`, which every process and `shoal-admin` need, and
+//! `tokens.toml`, the gateway's client tokens (made by `token add`). Processes run in their own process group, so they outlive `xtask`
 //! and a Ctrl-C in the terminal that started them; `down` stops them.
 //!
 //! `SHOAL_*` variables given to `up` reach every process (they inherit the
@@ -11,8 +12,8 @@
 //! them to the processes they start later too.
 //!
 //! The submodules split by duty and depend only downwards: `state` (paths and
-//! the state file), `secret` (the cluster secret) and `view` (the gateway's
-//! HTTP answers) need no sibling;
+//! the state file), `secret` (the cluster secret), `tokens` (the client
+//! tokens file) and `view` (the gateway's HTTP answers) need no sibling;
 //! `process` and `config` build on `state`; the commands (`lifecycle`,
 //! `control`, `status`, `admin`) build on those and never on each other.
 
@@ -24,6 +25,7 @@ mod process;
 mod secret;
 mod state;
 mod status;
+mod tokens;
 mod view;
 
 use std::path::Path;
@@ -61,6 +63,39 @@ enum ClusterCmd {
     Repair(NodeArg),
     /// Stop everything (SIGTERM, then SIGKILL after a bounded wait).
     Down(DownArgs),
+    /// The gateway's client tokens in target/cluster/tokens.toml: add, list, remove.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCmd,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a token, print it once, and store only its SHA-256 hash.
+    Add(TokenAddArgs),
+    /// Names and permissions of the configured tokens.
+    List,
+    /// Revoke a token (the gateway drops it within seconds).
+    Remove(TokenNameArg),
+}
+
+#[derive(Args)]
+struct TokenAddArgs {
+    /// Letters, digits, '_', '.' and '-'; unique in the file.
+    name: String,
+    /// Comma-separated, any of: read, write, admin, metrics.
+    #[arg(long)]
+    permissions: String,
+}
+
+#[derive(Args)]
+struct TokenNameArg {
+    /// The name given to `token add`.
+    name: String,
 }
 
 #[derive(Args)]
@@ -119,7 +154,45 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<(), String> {
         ClusterCmd::Decommission(a) => admin::decommission(&dirs, &a.node, a.force),
         ClusterCmd::Repair(a) => admin::repair(&dirs, &a.node),
         ClusterCmd::Down(a) => lifecycle::down(&dirs, a.wipe),
+        ClusterCmd::Token(a) => token(&dirs, &a.command),
     }
+}
+
+fn token(dirs: &Dirs, cmd: &TokenCmd) -> Result<(), String> {
+    let path = dirs.tokens_file();
+    let shown = dirs.show(&path);
+    match cmd {
+        TokenCmd::Add(a) => {
+            let token = tokens::add(&path, &a.name, &a.permissions)?;
+            println!("{token}");
+            eprintln!(
+                "added token {:?} to {shown}; it is shown only this once (the file keeps its \
+                 SHA-256 hash), so store it now. A running gateway picks it up within seconds.",
+                a.name
+            );
+        }
+        TokenCmd::List => {
+            let all = tokens::load(&path)?;
+            if all.is_empty() {
+                println!(
+                    "no tokens configured in {shown}: the gateway allows anonymous access on a \
+                     loopback listener"
+                );
+            } else {
+                for line in tokens::list_lines(&all) {
+                    println!("{line}");
+                }
+            }
+        }
+        TokenCmd::Remove(a) => {
+            tokens::remove(&path, &a.name)?;
+            eprintln!(
+                "removed token {:?} from {shown}; a running gateway refuses it within seconds",
+                a.name
+            );
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- for `cargo xtask bench`

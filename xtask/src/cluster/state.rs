@@ -45,6 +45,13 @@ impl Dirs {
         std::path::absolute(&path).unwrap_or(path)
     }
 
+    /// The gateway's client tokens (`cargo xtask cluster token`), next to the
+    /// secret; absolute for the same reason.
+    pub(super) fn tokens_file(&self) -> PathBuf {
+        let path = self.cluster.join("tokens.toml");
+        std::path::absolute(&path).unwrap_or(path)
+    }
+
     pub(super) fn binary(&self, name: &str) -> PathBuf {
         self.target.join("release").join(name)
     }
