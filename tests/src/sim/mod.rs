@@ -234,6 +234,9 @@ fn member_config(id: &str, seeds: &[String]) -> Config {
     c.handoff.retry_interval_ms = 200;
     c.http.listen = format!("0.0.0.0:{HTTP_PORT}");
     c.http.request_timeout_ms = 2_000;
+    // The simulated network has no loopback: its clients are the workload's
+    // own hosts, anonymous by design.
+    c.security.allow_anonymous = true;
     c
 }
 
