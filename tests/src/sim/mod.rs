@@ -36,7 +36,6 @@
 pub mod check;
 pub mod env;
 pub mod faults;
-pub mod http;
 pub mod workload;
 
 use std::cell::RefCell;
