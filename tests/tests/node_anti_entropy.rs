@@ -188,7 +188,7 @@ async fn wiped_node_is_refilled_by_anti_entropy() {
     nodes.push(restarted);
     let started = Instant::now();
     wait::until(WAIT, "the wiped node to hold everything again", || {
-        std::future::ready({ root(&nodes[2]) == root(&nodes[0]) })
+        std::future::ready(root(&nodes[2]) == root(&nodes[0]))
     })
     .await;
     println!("wiped node refilled (300 keys) in {:?}", started.elapsed());
@@ -356,7 +356,7 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
     };
     let joiner = node::start(joiner_config(), Env::real()).await.unwrap();
     wait::until(WAIT, "the join to stream something", || {
-        std::future::ready({ joiner.store().with_tree(|t| t.len()) > 100 })
+        std::future::ready(joiner.store().with_tree(|t| t.len()) > 100)
     })
     .await;
     assert!(joiner.join_report().is_none(), "interrupted mid-stream");
@@ -368,7 +368,7 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
     wait::until(
         WAIT,
         "the aborted node's tasks to release its store",
-        || std::future::ready({ std::sync::Arc::strong_count(&store) == 1 }),
+        || std::future::ready(std::sync::Arc::strong_count(&store) == 1),
     )
     .await;
     drop(store);
@@ -378,7 +378,7 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
     // from the other replicas, from the same cursors.
     nodes.remove(0).abort();
     wait::until(WAIT, "the resumed join to finish", || {
-        std::future::ready({ joiner.join_report().is_some() })
+        std::future::ready(joiner.join_report().is_some())
     })
     .await;
     let report = joiner.join_report().unwrap();

@@ -174,7 +174,7 @@ async fn hinted_write_reaches_the_owner_after_it_returns() {
     nodes.push(back);
     let holder = nodes.iter().find(|n| n.id() == fallback).unwrap();
     wait::until(WAIT, "the hint to be delivered and deleted", || {
-        std::future::ready({ holder.hint_count() == 0 })
+        std::future::ready(holder.hint_count() == 0)
     })
     .await;
     assert_eq!(read(&pool, &back_addr, key).await, Some(set));
