@@ -154,9 +154,10 @@ type Body = Full<Bytes>;
 /// future that performs its I/O whenever it is polled.
 struct Conn<S: AsyncRead + AsyncWrite + Unpin> {
     sender: http1::SendRequest<Body>,
-    io: Pin<Box<http1::Connection<TokioIo<S>, Body>>>,
-    /// The connection future finished (closed or failed).
-    ended: bool,
+    /// The connection future; `None` once it finished (closed or failed).
+    /// Dropped then, not kept: a finished connection that still held its
+    /// request channel would leave a request waiting on it forever.
+    io: Option<Pin<Box<http1::Connection<TokioIo<S>, Body>>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
@@ -164,8 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
         let (sender, io) = http1::handshake(TokioIo::new(stream)).await?;
         Ok(Self {
             sender,
-            io: Box::pin(io),
-            ended: false,
+            io: Some(Box::pin(io)),
         })
     }
 
@@ -173,11 +173,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     /// alongside (the connection first, so a close that arrived while the
     /// connection was idle is seen before the request is written).
     async fn exchange(&mut self, req: hyper::Request<Body>) -> Result<Reply, Failure> {
-        let Conn { sender, io, ended } = self;
+        let Conn { sender, io } = self;
         let mut exchange = pin!(exchange(sender, req));
         poll_fn(|cx| {
-            if !*ended && io.as_mut().poll(cx).is_ready() {
-                *ended = true;
+            if io.as_mut().is_some_and(|f| f.as_mut().poll(cx).is_ready()) {
+                *io = None;
             }
             exchange.as_mut().poll(cx)
         })
@@ -185,7 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
     }
 
     fn reusable(&self) -> bool {
-        !self.ended && !self.sender.is_closed()
+        self.io.is_some() && !self.sender.is_closed()
     }
 }
 
