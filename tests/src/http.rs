@@ -150,6 +150,9 @@ impl Dial for Sim {
 
 type Body = Full<Bytes>;
 
+/// hyper's future that performs one connection's reads and writes.
+type Driver<S> = Pin<Box<http1::Connection<TokioIo<S>, Body>>>;
+
 /// One open HTTP/1.1 connection: the request handle and the connection
 /// future that performs its I/O whenever it is polled.
 struct Conn<S: AsyncRead + AsyncWrite + Unpin> {
@@ -157,7 +160,7 @@ struct Conn<S: AsyncRead + AsyncWrite + Unpin> {
     /// The connection future; `None` once it finished (closed or failed).
     /// Dropped then, not kept: a finished connection that still held its
     /// request channel would leave a request waiting on it forever.
-    io: Option<Pin<Box<http1::Connection<TokioIo<S>, Body>>>>,
+    io: Option<Driver<S>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<S> {
