@@ -22,7 +22,7 @@ use shoal_node::pool::Pool;
 
 use crate::faultnet::Faults;
 use crate::http::{encode_key, Client, Reply};
-use crate::run::wait_for;
+use crate::wait;
 
 /// Shape of the cluster.
 #[derive(Debug, Clone)]
@@ -107,8 +107,7 @@ impl Cluster {
         let faults = Faults::new();
         let mut configs = Vec::new();
         for i in 0..spec.nodes {
-            let mut c = base_config(&spec);
-            c.member.id = node_id(i);
+            let mut c = base_config(&spec, &node_id(i));
             c.member.data_dir = dir.path().join(node_id(i));
             customize(i, &mut c);
             configs.push(c);
@@ -124,8 +123,7 @@ impl Cluster {
         for i in 0..spec.nodes {
             cluster.restart(i).await;
         }
-        let mut gw = base_config(&spec);
-        gw.member.id = GATEWAY.into();
+        let mut gw = base_config(&spec, GATEWAY);
         gw.member.seeds = cluster.seeds();
         gw.http.listen = "127.0.0.1:0".into();
         let gateway = Gateway::start(gw, cluster.faults.env(GATEWAY))
@@ -212,8 +210,7 @@ impl Cluster {
     /// index.
     pub async fn add_node(&mut self, customize: impl Fn(&mut Config)) -> usize {
         let i = self.nodes.len();
-        let mut c = base_config(&self.spec);
-        c.member.id = node_id(i);
+        let mut c = base_config(&self.spec, &node_id(i));
         c.member.data_dir = self.dir.path().join(node_id(i));
         customize(&mut c);
         self.configs.push(c);
@@ -245,7 +242,7 @@ impl Cluster {
     /// Waits until the gateway sees exactly `count` storage nodes alive.
     pub async fn wait_alive(&self, count: usize, bound: Duration) -> Option<Duration> {
         let gw = self.gateway.as_ref().expect("gateway running");
-        wait_for(bound, || async {
+        wait::within(bound, || async {
             gw.members()
                 .iter()
                 .filter(|m| m.role == Role::Storage && m.status == Status::Alive)
@@ -260,7 +257,7 @@ impl Cluster {
     pub async fn wait_not_alive(&self, i: usize, bound: Duration) -> Option<Duration> {
         let gw = self.gateway.as_ref().expect("gateway running");
         let id = node_id(i);
-        wait_for(bound, || async {
+        wait::within(bound, || async {
             gw.members()
                 .iter()
                 .any(|m| m.id.to_string() == id && m.status == Status::Down)
@@ -307,30 +304,29 @@ impl Cluster {
     }
 }
 
-/// A config for this cluster: fast gossip and handoff so faults are noticed
-/// and repaired within the seconds a test runs.
-fn base_config(spec: &Spec) -> Config {
-    let mut c = Config::default();
-    c.member.listen = "127.0.0.1:0".into();
-    c.security.cluster_secret = Some(crate::secret::secret());
-    c.replication.n = spec.n;
-    c.replication.w = spec.w;
-    c.replication.r = spec.r;
-    c.gossip.interval_ms = 50;
-    c.gossip.failure_timeout_ms = 1_000;
-    c.handoff.enabled = spec.handoff;
-    c.handoff.retry_interval_ms = 100;
-    c.anti_entropy.enabled = spec.anti_entropy;
-    c.anti_entropy.interval_ms = 1_000;
-    // 2^16 leaves (2.5 MiB per node) instead of the default 40 MiB: a few
-    // thousand test keys need no finer tree, and the 2-core CI machine
-    // rebuilds every tree at each start.
-    c.anti_entropy.leaf_bits = 16;
-    c.storage.sync = spec.sync;
-    c.storage.memtable_bytes = 1 << 20;
-    c.http.request_timeout_ms = spec.request_timeout_ms;
-    c.log.filter = "warn".into();
-    c
+/// A config for member `id` of this cluster: [`crate::config::Fast`] with
+/// handoff and anti-entropy fast enough that faults are repaired within the
+/// seconds a test runs.
+fn base_config(spec: &Spec, id: &str) -> Config {
+    crate::config::Fast::member(id)
+        .handoff_retry_ms(100)
+        .sync(spec.sync)
+        .edit(|c| {
+            c.replication.n = spec.n;
+            c.replication.w = spec.w;
+            c.replication.r = spec.r;
+            c.handoff.enabled = spec.handoff;
+            c.anti_entropy.enabled = spec.anti_entropy;
+            c.anti_entropy.interval_ms = 1_000;
+            // 2^16 leaves (2.5 MiB per node) instead of the default 40 MiB: a
+            // few thousand test keys need no finer tree, and the 2-core CI
+            // machine rebuilds every tree at each start.
+            c.anti_entropy.leaf_bits = 16;
+            c.storage.memtable_bytes = 1 << 20;
+            c.http.request_timeout_ms = spec.request_timeout_ms;
+            c.log.filter = "warn".into();
+        })
+        .build()
 }
 
 /// What one node holds for a key, per `/v1/debug/replicas`.
@@ -379,4 +375,43 @@ pub fn replica_values(body: &serde_json::Value) -> Vec<Holding> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Bound on [`start_nodes`]'s wait for every node to see every other.
+pub const NODES_ALIVE: Duration = Duration::from_secs(30);
+
+/// Whether every node sees `count` members, all alive.
+pub fn all_alive(nodes: &[NodeHandle], count: usize) -> bool {
+    nodes.iter().all(|n| {
+        let m = n.members();
+        m.len() == count && m.iter().all(|i| i.status == Status::Alive)
+    })
+}
+
+/// Starts bare nodes on real sockets, with no gateway and no fault
+/// injection: `node-1..=node-count`, all seeded through the first,
+/// configured by `config(id, seeds)`; waits (up to [`NODES_ALIVE`]) until
+/// every one sees every other alive.
+pub async fn start_nodes(
+    count: usize,
+    config: impl Fn(&str, &[String]) -> Config,
+) -> Vec<NodeHandle> {
+    let first = node::start(config("node-1", &[]), Env::real())
+        .await
+        .expect("node-1 starts");
+    let seeds = vec![first.advertise().to_string()];
+    let mut nodes = vec![first];
+    for i in 2..=count {
+        let n = node::start(config(&format!("node-{i}"), &seeds), Env::real())
+            .await
+            .unwrap_or_else(|e| panic!("node-{i} starts: {e}"));
+        nodes.push(n);
+    }
+    wait::until(
+        NODES_ALIVE,
+        "every node to see every other alive",
+        || async { all_alive(&nodes, count) },
+    )
+    .await;
+    nodes
 }

@@ -26,8 +26,11 @@
 //! ```
 //!
 //! Layout:
-//! - [`http`]: a keep-alive HTTP/1.1 client that knows whether a failed
-//!   request left the process (failed versus unknown);
+//! - [`http`]: the one HTTP/1.1 client (hyper, over real TCP or turmoil),
+//!   which knows whether a failed request left the process (failed versus
+//!   unknown), and a raw-bytes sender for malformed requests;
+//! - [`wait`]: the one bounded wait for a condition;
+//! - [`config`]: the one builder of fast in-process member configs;
 //! - [`oracle`]: the history and the check;
 //! - [`workload`]: concurrent clients (blind writes to unique keys,
 //!   read-modify-writes of shared keys) and the final read-back;
@@ -37,11 +40,12 @@
 //!   fault-injecting `Net`;
 //! - [`procs`]: real `shoal-node`/`shoal-gateway` processes with kill-on-drop
 //!   guards;
-//! - [`run`]: seeds, the long form, bounded waits, percentiles;
+//! - [`run`]: seeds, the long form, percentiles;
 //! - [`secret`]: the cluster secret every member a test starts shares, and
 //!   an RPC pool that proves it.
 
 pub mod cluster;
+pub mod config;
 pub mod faultnet;
 pub mod http;
 pub mod oracle;
@@ -49,4 +53,5 @@ pub mod procs;
 pub mod run;
 pub mod secret;
 pub mod sim;
+pub mod wait;
 pub mod workload;

@@ -20,8 +20,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// How an operation ended, as the client saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How an operation ended, as the client saw it; the simulation's checker
+/// records the same three outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     /// Acknowledged.
     Ok,

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::http::Client;
-use crate::run::wait_for;
+use crate::wait;
 
 /// Bound on a child printing its "listening" line.
 const START: Duration = Duration::from_secs(20);
@@ -314,7 +314,7 @@ impl ProcCluster {
     /// Waits until the gateway reports exactly `count` storage nodes alive.
     pub async fn wait_alive(&self, count: usize, bound: Duration) -> Option<Duration> {
         let addr = self.gateway_http;
-        wait_for(bound, || async move {
+        wait::within(bound, || async move {
             let mut c = Client::new(addr, Duration::from_secs(2));
             let Ok(r) = c.request("GET", "/v1/cluster", &[], b"").await else {
                 return false;

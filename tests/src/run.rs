@@ -1,8 +1,7 @@
 //! What every scenario shares around its workload: the seed, the short or
-//! long form, bounded waiting, and latency percentiles.
+//! long form, and latency percentiles (bounded waiting is [`crate::wait`]).
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
@@ -32,34 +31,6 @@ pub fn duration(short: Duration, long_form: Duration) -> Duration {
         long_form
     } else {
         short
-    }
-}
-
-/// Polls `cond` every 50 ms until it is true or `bound` passes; returns how
-/// long it took, or `None` on timeout.
-pub async fn wait_for<F, Fut>(bound: Duration, mut cond: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if cond().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() >= bound {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Like [`wait_for`], panicking with `what` on timeout.
-#[track_caller]
-pub fn wait_or_panic(what: &str, bound: Duration, took: Option<Duration>) -> Duration {
-    match took {
-        Some(d) => d,
-        None => panic!("timed out after {bound:?} waiting for {what}"),
     }
 }
 

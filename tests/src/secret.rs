@@ -38,3 +38,13 @@ pub fn pool(
 ) -> Pool {
     Pool::new(net, transport(), connect_timeout, max_frame_bytes)
 }
+
+/// [`pool`] over real sockets, with the 2 s connect bound in-process tests
+/// use.
+pub fn real_pool(max_frame_bytes: usize) -> Pool {
+    pool(
+        shoal_node::env::Env::real().net,
+        Duration::from_secs(2),
+        max_frame_bytes,
+    )
+}

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_tests::cluster::{node_id, replica_values, Cluster, Holding, Spec};
 use shoal_tests::oracle::{History, Outcome};
-use shoal_tests::{run, workload};
+use shoal_tests::{run, wait, workload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hinted_handoff_delivers_every_write_and_deletes_hints() {
@@ -59,7 +59,7 @@ async fn hinted_handoff_delivers_every_write_and_deletes_hints() {
     cluster.restart(down).await;
     history.fault();
     let drain_bound = run::duration(Duration::from_secs(60), Duration::from_secs(600));
-    let drained = run::wait_for(drain_bound, || async { cluster.hints() == 0 }).await;
+    let drained = wait::within(drain_bound, || async { cluster.hints() == 0 }).await;
     println!(
         "{name}: hints drained after {drained:?}; {} left",
         cluster.hints()

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use shoal_tests::cluster::{node_id, Cluster, Spec};
 use shoal_tests::http::Client;
 use shoal_tests::oracle::{History, Outcome};
-use shoal_tests::{run, workload};
+use shoal_tests::{run, wait, workload};
 
 /// Reads back random acknowledged unique-key writes until `stop`; returns
 /// (reads, misses with details).
@@ -96,7 +96,7 @@ async fn join_and_decommission_under_load_lose_nothing() {
     let phase = if run::long() { 20_000 } else { 300 };
     let settle = |history: Arc<History>| async move {
         let from = history.counts().ok;
-        let ran = run::wait_for(Duration::from_secs(60), || {
+        let ran = wait::within(Duration::from_secs(60), || {
             let history = history.clone();
             async move { history.counts().ok >= from + phase }
         })
@@ -112,7 +112,7 @@ async fn join_and_decommission_under_load_lose_nothing() {
     let join_start = Instant::now();
     let joiner = cluster.add_node(|c| c.member.join = true).await;
     history.fault();
-    let joined = run::wait_for(Duration::from_secs(60), || async {
+    let joined = wait::within(Duration::from_secs(60), || async {
         cluster.node(joiner).and_then(|n| n.join_report()).is_some()
             && cluster.wait_alive(5, Duration::ZERO).await.is_some()
     })

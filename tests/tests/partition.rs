@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_tests::cluster::{node_id, replica_values, Cluster, Spec};
 use shoal_tests::oracle::History;
-use shoal_tests::{run, workload};
+use shoal_tests::{run, wait, workload};
 
 /// Keys whose owners (per `/v1/debug/replicas`) do not all hold the same
 /// values yet.
@@ -105,7 +105,7 @@ async fn partitioned_node_heals_and_converges() {
     );
     // Hints first, then replica convergence, both before any client read
     // (which would repair).
-    let drained = run::wait_for(Duration::from_secs(60), || async { cluster.hints() == 0 }).await;
+    let drained = wait::within(Duration::from_secs(60), || async { cluster.hints() == 0 }).await;
     println!("{name}: hints drained {drained:?} after healing");
     let keys = run::sample(&history.keys(), 10_000, seed);
     let mut left = keys.clone();

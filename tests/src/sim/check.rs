@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::workload::{self, decode_register, decode_set, Outcome, SharedHistory, CLIENT_TIMEOUT};
+use super::workload::{self, decode_register, decode_set, Outcome, SharedHistory};
 
 /// One member's membership view, as last published by its host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,19 +128,18 @@ fn gossip_converged(plan: &CheckPlan, views: &Views) -> bool {
 /// Whether the owners of `key` agree and no hint for it is left (`Err` says
 /// why not); reads through `gateway`'s debug view, which never repairs.
 async fn replicas_agree(gateway: &str, key: &str) -> Result<(), String> {
-    let Ok(answer) = super::http::request(
+    let Ok(answer) = workload::request(
         gateway,
         "GET",
         &format!("/v1/debug/replicas/{key}"),
         &[],
         b"",
-        CLIENT_TIMEOUT,
     )
     .await
     else {
         return Err("debug view unreachable".into());
     };
-    let json = answer.json();
+    let json = answer.json().unwrap_or_default();
     let Some(replicas) = json["replicas"].as_array() else {
         return Err(format!("debug view answered {}", answer.status));
     };

@@ -36,7 +36,6 @@
 pub mod check;
 pub mod env;
 pub mod faults;
-pub mod http;
 pub mod workload;
 
 use std::cell::RefCell;
@@ -222,22 +221,25 @@ fn sim_transport() -> shoal_node::secure::Transport {
     c.transport().expect("the simulation's secret is valid")
 }
 
+/// [`crate::config::Fast`] as a simulated host: its fixed secret, its own
+/// name for an address, and the slower gossip of a network that delays and
+/// drops messages.
 fn member_config(id: &str, seeds: &[String]) -> Config {
-    let mut c = Config::default();
-    c.security.cluster_secret = Some(sim_secret());
-    c.member.id = id.into();
-    c.member.listen = format!("0.0.0.0:{RPC_PORT}");
-    c.member.advertise = Some(format!("{id}:{RPC_PORT}"));
-    c.member.seeds = seeds.to_vec();
-    c.gossip.interval_ms = 100;
-    c.gossip.failure_timeout_ms = 1_500;
-    c.handoff.retry_interval_ms = 200;
-    c.http.listen = format!("0.0.0.0:{HTTP_PORT}");
-    c.http.request_timeout_ms = 2_000;
-    // The simulated network has no loopback: its clients are the workload's
-    // own hosts, anonymous by design.
-    c.security.allow_anonymous = true;
-    c
+    crate::config::Fast::gateway(id)
+        .secret(sim_secret())
+        .seeds(seeds)
+        .failure_timeout_ms(1_500)
+        .handoff_retry_ms(200)
+        .edit(|c| {
+            c.member.listen = format!("0.0.0.0:{RPC_PORT}");
+            c.member.advertise = Some(format!("{id}:{RPC_PORT}"));
+            c.gossip.interval_ms = 100;
+            c.http.listen = format!("0.0.0.0:{HTTP_PORT}");
+            // The simulated network has no loopback: its clients are the
+            // workload's own hosts, anonymous by design.
+            c.security.allow_anonymous = true;
+        })
+        .build()
 }
 
 fn publish(views: &Views, id: &str, members: Vec<shoal_gossip::MemberInfo>) {

@@ -11,35 +11,44 @@ use base64::Engine as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::http::{self, HttpError, Response};
+use crate::http::{Client, Reply, SendError};
 
 /// How long a client waits for one HTTP answer (the gateway's own request
 /// timeout is 2 s; this leaves room for queueing and slow links).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The outcome of a write as the client saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
-    /// Acknowledged (204).
-    Ok,
-    /// Definitely not applied (a 4xx, or 503 `overloaded`, which the gateway
-    /// answers before doing anything).
-    Failed,
-    /// Maybe applied: a timeout, a broken connection, 503 `quorum_failed`
-    /// (some replicas may hold it, as in Dynamo) or a 500.
-    Unknown,
+pub use crate::oracle::Outcome;
+
+/// The outcome of a write's answer as the simulation judges it: 204
+/// acknowledged; a refusal before any work (4xx, 503 `overloaded`)
+/// definitely not applied; anything else, a connect failure included,
+/// unknown. Stricter about what counts as acknowledged, and more cautious
+/// about a connect failure, than the fault suite's
+/// [`crate::workload::write_outcome`]: the simulation's checks were built
+/// on these rules and keep them.
+pub fn write_outcome(answer: &Result<Reply, SendError>) -> Outcome {
+    match answer {
+        Ok(r) if r.status == 204 => Outcome::Ok,
+        Ok(r) if r.status == 503 && r.error_code() == "overloaded" => Outcome::Failed,
+        Ok(r) if (400..500).contains(&r.status) => Outcome::Failed,
+        _ => Outcome::Unknown,
+    }
 }
 
-impl Outcome {
-    /// Classifies a write's answer.
-    pub fn of_write(answer: &Result<Response, HttpError>) -> Outcome {
-        match answer {
-            Ok(r) if r.status == 204 => Outcome::Ok,
-            Ok(r) if r.status == 503 && r.json()["error"] == "overloaded" => Outcome::Failed,
-            Ok(r) if (400..500).contains(&r.status) => Outcome::Failed,
-            _ => Outcome::Unknown,
-        }
-    }
+/// One request to `gateway` on a connection of its own, closed after the
+/// answer, bounded by [`CLIENT_TIMEOUT`] of simulated time.
+pub async fn request(
+    gateway: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, SendError> {
+    let mut all = headers.to_vec();
+    all.push(("connection", "close"));
+    Client::sim(gateway, CLIENT_TIMEOUT)
+        .request(method, path, &all, body)
+        .await
 }
 
 /// Everything the clients did, shared by the clients, the checker and the
@@ -136,13 +145,12 @@ pub async fn read(gateway: &str, key: &str, r: Option<usize>) -> Option<ReadResu
 /// [`read`], saying why it failed.
 pub async fn read_or_why(gateway: &str, key: &str, r: Option<usize>) -> Result<ReadResult, String> {
     let query = r.map(|r| format!("?r={r}")).unwrap_or_default();
-    let answer = http::request(
+    let answer = request(
         gateway,
         "GET",
         &format!("/v1/kv/{key}{query}"),
         &[("accept", "application/json")],
         b"",
-        CLIENT_TIMEOUT,
     )
     .await
     .map_err(|e| format!("no answer: {e:?}"))?;
@@ -153,7 +161,7 @@ pub async fn read_or_why(gateway: &str, key: &str, r: Option<usize>) -> Result<R
             context,
         }),
         200 => {
-            let json = answer.json();
+            let json = answer.json().unwrap_or_default();
             let malformed = || format!("malformed answer: {json}");
             let siblings = json["siblings"].as_array().ok_or_else(malformed)?;
             let mut values = Vec::new();
@@ -166,7 +174,7 @@ pub async fn read_or_why(gateway: &str, key: &str, r: Option<usize>) -> Result<R
             }
             Ok(ReadResult { values, context })
         }
-        status => Err(format!("{status}: {}", answer.json())),
+        status => Err(format!("{status}: {}", answer.json().unwrap_or_default())),
     }
 }
 
@@ -182,16 +190,8 @@ pub async fn write(
     if let Some(c) = context {
         headers.push(("x-shoal-context", c));
     }
-    let answer = http::request(
-        gateway,
-        "PUT",
-        &format!("/v1/kv/{key}"),
-        &headers,
-        value,
-        CLIENT_TIMEOUT,
-    )
-    .await;
-    let outcome = Outcome::of_write(&answer);
+    let answer = request(gateway, "PUT", &format!("/v1/kv/{key}"), &headers, value).await;
+    let outcome = write_outcome(&answer);
     let context = answer
         .ok()
         .and_then(|r| r.header("x-shoal-context").map(str::to_string));

@@ -6,43 +6,41 @@
 //! is off, so the handover alone has to carry the data. Every wait is
 //! bounded; every process started is stopped.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{gateway_config, request};
 use shoal_gateway::Gateway;
-use shoal_node::config::{Config, SyncMode};
+use shoal_node::config::Config;
 use shoal_node::env::Env;
 use shoal_node::node::{self, NodeHandle};
+use shoal_tests::config::Fast;
+use shoal_tests::http::fetch as request;
+use shoal_tests::wait;
 
 const CHANGE_WAIT: Duration = Duration::from_secs(30);
 const GATEWAY_TIMEOUT_MS: u64 = 3_000;
 
 fn node_config(id: &str, dir: &Path, seeds: &[String]) -> Config {
-    let mut c = Config::default();
-    c.member.id = id.into();
-    c.member.listen = "127.0.0.1:0".into();
-    c.member.seeds = seeds.to_vec();
-    c.member.data_dir = dir.join(id);
-    c.security.cluster_secret = Some(common::secret());
-    c.gossip.interval_ms = 50;
-    c.gossip.failure_timeout_ms = 1000;
-    c.anti_entropy.enabled = false;
-    c.anti_entropy.leaf_bits = 16;
-    // The handover's settle time is gossip rounds plus this request timeout:
-    // the gateway's, so no write planned before a change outlives the wait.
-    c.http.request_timeout_ms = GATEWAY_TIMEOUT_MS;
-    c.storage.sync = SyncMode::Never;
-    c.storage.memtable_bytes = 1 << 20;
-    c
+    Fast::node(id, dir)
+        .seeds(seeds)
+        .edit(|c| {
+            c.anti_entropy.enabled = false;
+            c.anti_entropy.leaf_bits = 16;
+            // The handover's settle time is gossip rounds plus this request
+            // timeout: the gateway's, so no write planned before a change
+            // outlives the wait.
+            c.http.request_timeout_ms = GATEWAY_TIMEOUT_MS;
+        })
+        .build()
 }
 
 async fn cluster_json(addr: std::net::SocketAddr) -> serde_json::Value {
-    request(addr, "GET", "/v1/cluster", &[], b"").await.json()
+    request(addr, "GET", "/v1/cluster", &[], b"")
+        .await
+        .json()
+        .expect("a JSON body")
 }
 
 async fn wait_for(
@@ -50,14 +48,10 @@ async fn wait_for(
     addr: std::net::SocketAddr,
     cond: impl Fn(&serde_json::Value) -> bool,
 ) {
-    let deadline = Instant::now() + CHANGE_WAIT;
-    loop {
-        if cond(&cluster_json(addr).await) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait::until(CHANGE_WAIT, what, || async {
+        cond(&cluster_json(addr).await)
+    })
+    .await;
 }
 
 fn member<'a>(v: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
@@ -112,7 +106,10 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
         let c = node_config(&format!("node-{i}"), dir.path(), &seeds);
         nodes.push(node::start(c, Env::real()).await.unwrap());
     }
-    let mut gw_config = gateway_config("gw-1", &seeds, "");
+    let mut gw_config = Fast::gateway("gw-1")
+        .seeds(&seeds)
+        .build_with_toml("")
+        .expect("valid test config");
     gw_config.http.request_timeout_ms = GATEWAY_TIMEOUT_MS;
     let gateway = Gateway::start(gw_config, Env::real()).await.unwrap();
     let addr = gateway.http_addr();
@@ -190,17 +187,13 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
         }
     }
     assert!(!dual.is_empty());
-    let deadline = Instant::now() + CHANGE_WAIT;
-    while !dual
-        .iter()
-        .all(|k| joiner.store().read(k.as_bytes()).unwrap().is_some())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "writes during the join reach node-5"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until(CHANGE_WAIT, "writes during the join reach node-5", || {
+        std::future::ready(
+            dual.iter()
+                .all(|k| joiner.store().read(k.as_bytes()).unwrap().is_some()),
+        )
+    })
+    .await;
     wait_for("node-5 to finish joining", addr, |v| {
         member(v, "node-5").is_some_and(|m| m["joining"] == false && m["status"] == "alive")
     })
@@ -214,7 +207,7 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
 
     // Decommission node-4.
     let started = Instant::now();
-    let pool = common::pool(16 << 20);
+    let pool = shoal_tests::secret::real_pool(16 << 20);
     let leaving = nodes.remove(3);
     let report = pool
         .call(leaving.advertise(), CHANGE_WAIT, |c, ctx| async move {
@@ -241,14 +234,10 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
     println!("decommission: {report:?}, {:?} in all", started.elapsed());
     // Let the client run some rounds (write, read back) on the new ring.
     let after = rounds.load(Ordering::SeqCst) + 20;
-    let deadline = Instant::now() + CHANGE_WAIT;
-    while rounds.load(Ordering::SeqCst) < after {
-        assert!(
-            Instant::now() < deadline,
-            "the client stalled on the new ring"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait::until(CHANGE_WAIT, "the client to run on the new ring", || {
+        std::future::ready(rounds.load(Ordering::SeqCst) >= after)
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     let (acked, errors) = client.await.unwrap();
     println!(

@@ -3,30 +3,22 @@
 //! scenario in turn (distinct keys), the destructive one last. Every wait is
 //! bounded.
 
-mod common;
-
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use common::{gateway_config, node_config, request, Reply, WAIT};
+use shoal_tests::config::Fast;
+use shoal_tests::http::{fetch as request, Reply};
+use shoal_tests::wait;
+
 use shoal_gateway::{Gateway, GatewayHandle};
 use shoal_node::env::Env;
 use shoal_node::node::{self, NodeHandle};
 use shoal_ring::{Member, Ring, RingConfig};
 use shoal_vclock::{Content, Context};
 
-async fn wait_until_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+/// Every network wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(10);
 
 struct Cluster {
     nodes: Vec<NodeHandle>,
@@ -34,25 +26,43 @@ struct Cluster {
 }
 
 async fn start_cluster(dir: &Path, count: usize) -> Cluster {
-    let first = node::start(node_config("node-1", dir, &[]), Env::real())
-        .await
-        .unwrap();
+    let first = node::start(
+        Fast::node("node-1", dir)
+            .seeds(&[])
+            .handoff_retry_ms(50)
+            .build(),
+        Env::real(),
+    )
+    .await
+    .unwrap();
     let seeds = vec![first.advertise().to_string()];
     let mut nodes = vec![first];
     for i in 2..=count {
-        let n = node::start(node_config(&format!("node-{i}"), dir, &seeds), Env::real())
-            .await
-            .unwrap();
+        let n = node::start(
+            Fast::node(&format!("node-{i}"), dir)
+                .seeds(&seeds)
+                .handoff_retry_ms(50)
+                .build(),
+            Env::real(),
+        )
+        .await
+        .unwrap();
         nodes.push(n);
     }
-    let mut config = gateway_config("gw-1", &seeds, "");
+    let mut config = Fast::gateway("gw-1")
+        .seeds(&seeds)
+        .build_with_toml("")
+        .expect("valid test config");
     config.http.request_timeout_ms = 5_000;
     config.gossip.failure_timeout_ms = 1000;
     let gateway = Gateway::start(config, Env::real()).await.unwrap();
     let addr = gateway.http_addr();
-    wait_until_async("the gateway to see every node alive", || async move {
+    wait::until(WAIT, "the gateway to see every node alive", || async move {
         let r = request(addr, "GET", "/v1/cluster", &[], b"").await;
-        let members = r.json()["members"].as_array().cloned().unwrap_or_default();
+        let members = r.json().expect("a JSON body")["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         members.len() == count + 1 && members.iter().all(|m| m["status"] == "alive")
     })
     .await;
@@ -91,7 +101,7 @@ impl Cluster {
 }
 
 fn values(r: &Reply) -> Vec<String> {
-    let mut v: Vec<String> = r.json()["siblings"]
+    let mut v: Vec<String> = r.json().expect("a JSON body")["siblings"]
         .as_array()
         .unwrap()
         .iter()
@@ -123,10 +133,13 @@ async fn put_then_get(c: &Cluster) {
         )
         .await;
     assert_eq!(j.status, 200);
-    assert_eq!(j.json()["key"], "user:42");
+    assert_eq!(j.json().expect("a JSON body")["key"], "user:42");
     assert_eq!(values(&j), vec!["hello"]);
-    assert_eq!(j.json()["siblings"][0]["content_type"], "text/plain");
-    assert!(j.json()["siblings"][0]["written_at"]
+    assert_eq!(
+        j.json().expect("a JSON body")["siblings"][0]["content_type"],
+        "text/plain"
+    );
+    assert!(j.json().expect("a JSON body")["siblings"][0]["written_at"]
         .as_str()
         .unwrap()
         .ends_with('Z'));
@@ -149,7 +162,10 @@ async fn siblings_from_concurrent_writes(c: &Cluster) {
     assert_eq!(r.status, 300, "{:?}", String::from_utf8_lossy(&r.body));
     assert_eq!(values(&r), vec!["apple", "pear"]);
     let merged_ctx = r.header("x-shoal-context").unwrap().to_string();
-    assert_eq!(r.json()["context"], merged_ctx.as_str());
+    assert_eq!(
+        r.json().expect("a JSON body")["context"],
+        merged_ctx.as_str()
+    );
     // Resolving with the context of both siblings leaves one value.
     c.put("cart", "apple,pear", Some(&merged_ctx)).await;
     let r = c.req("GET", "/v1/kv/cart", &[], b"").await;
@@ -218,8 +234,11 @@ async fn binary_keys(c: &Cluster) {
         .req("GET", &format!("/v1/cluster/preflist/{encoded}"), &[], b"")
         .await;
     assert_eq!(p.status, 200);
-    assert_eq!(p.json()["token"], shoal_ring::key_position(key));
-    let owners: Vec<String> = p.json()["owners"]
+    assert_eq!(
+        p.json().expect("a JSON body")["token"],
+        shoal_ring::key_position(key)
+    );
+    let owners: Vec<String> = p.json().expect("a JSON body")["owners"]
         .as_array()
         .unwrap()
         .iter()
@@ -261,7 +280,7 @@ async fn read_repair_is_visible_in_debug_replicas(c: &Cluster) {
         .map(str::to_string)
         .collect();
     let first = c.nodes.iter().find(|n| n.id() == owners[0]).unwrap();
-    let pool = common::pool(8 << 20);
+    let pool = shoal_tests::secret::real_pool(8 << 20);
     let request = shoal_node::rpc::CoordinateRequest {
         key: key.clone(),
         context: Context::empty(),
@@ -277,7 +296,7 @@ async fn read_repair_is_visible_in_debug_replicas(c: &Cluster) {
     .unwrap()
     .unwrap();
     let holders = |r: &Reply| -> usize {
-        r.json()["replicas"]
+        r.json().expect("a JSON body")["replicas"]
             .as_array()
             .unwrap()
             .iter()
@@ -286,19 +305,24 @@ async fn read_repair_is_visible_in_debug_replicas(c: &Cluster) {
     };
     let before = c.req("GET", "/v1/debug/replicas/repair-me", &[], b"").await;
     assert_eq!(before.status, 200);
-    assert_eq!(holders(&before), 1, "{}", before.json());
+    assert_eq!(
+        holders(&before),
+        1,
+        "{}",
+        before.json().expect("a JSON body")
+    );
     // Inspection did not repair anything.
     let again = c.req("GET", "/v1/debug/replicas/repair-me", &[], b"").await;
     assert_eq!(holders(&again), 1);
     let r = c.req("GET", "/v1/kv/repair-me?r=3", &[], b"").await;
     assert_eq!((r.status, r.body.as_slice()), (200, &b"lonely"[..]));
-    wait_until_async("read repair to reach every owner", || async {
+    wait::until(WAIT, "read repair to reach every owner", || async {
         let r = c.req("GET", "/v1/debug/replicas/repair-me", &[], b"").await;
         holders(&r) == 3
     })
     .await;
     let after = c.req("GET", "/v1/debug/replicas/repair-me", &[], b"").await;
-    let row = &after.json()["replicas"][0];
+    let row = &after.json().expect("a JSON body")["replicas"][0];
     assert_eq!(row["reachable"], true);
     assert_eq!(row["siblings"][0]["tombstone"], false);
     assert!(row["siblings"][0]["clock"].is_object());
@@ -307,9 +331,9 @@ async fn read_repair_is_visible_in_debug_replicas(c: &Cluster) {
 async fn cluster_and_health(c: &Cluster) {
     let h = c.req("GET", "/health", &[], b"").await;
     assert_eq!(h.status, 200);
-    assert_eq!(h.json()["status"], "ok");
+    assert_eq!(h.json().expect("a JSON body")["status"], "ok");
     let r = c.req("GET", "/v1/cluster", &[], b"").await;
-    let body = r.json();
+    let body = r.json().expect("a JSON body");
     let ownership = body["ownership"].as_object().unwrap();
     assert_eq!(ownership.len(), c.nodes.len());
     let total: f64 = ownership.values().map(|v| v.as_f64().unwrap()).sum();
@@ -352,12 +376,15 @@ async fn every_owner_down(c: &mut Cluster) {
     let d = c
         .req("GET", &format!("/v1/debug/replicas/{key}"), &[], b"")
         .await;
-    let rows = d.json()["replicas"].as_array().cloned().unwrap();
+    let rows = d.json().expect("a JSON body")["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap();
     assert!(
         rows.iter()
             .any(|x| x["node"] == survivor.as_str() && x["role"] == "hint"),
         "the stand-in holds no hint: {}",
-        d.json()
+        d.json().expect("a JSON body")
     );
 }
 
@@ -381,12 +408,15 @@ async fn one_node_down(mut c: Cluster) {
     let d = c
         .req("GET", &format!("/v1/debug/replicas/{key}"), &[], b"")
         .await;
-    let rows = d.json()["replicas"].as_array().cloned().unwrap();
+    let rows = d.json().expect("a JSON body")["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap();
     assert!(
         rows.iter()
             .any(|x| x["role"] == "hint" && x["hint_for"] == victim.as_str()),
         "no hint for {victim}: {}",
-        d.json()
+        d.json().expect("a JSON body")
     );
     assert!(rows
         .iter()
@@ -396,7 +426,13 @@ async fn one_node_down(mut c: Cluster) {
     let p = c
         .req("GET", &format!("/v1/cluster/preflist/{key}"), &[], b"")
         .await;
-    assert_eq!(p.json()["owners"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        p.json().expect("a JSON body")["owners"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     every_owner_down(&mut c).await;
     tokio::time::timeout(WAIT, c.gateway.shutdown())
         .await

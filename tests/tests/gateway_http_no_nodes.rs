@@ -1,14 +1,17 @@
 //! HTTP-level behaviour that needs no storage node: validation, limits,
 //! errors, health, the OpenAPI document, overload and shutdown.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{gateway_config, request, WAIT};
+use shoal_tests::config::Fast;
+use shoal_tests::http::{fetch as request, Client};
+
 use shoal_gateway::Gateway;
 use shoal_node::env::Env;
 use tokio::io::AsyncWriteExt;
+
+/// Every network wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// (method, path, headers, body, expected status, expected error code)
 type Case<'a> = (
@@ -21,9 +24,15 @@ type Case<'a> = (
 );
 
 async fn start(extra: &str) -> shoal_gateway::GatewayHandle {
-    Gateway::start(gateway_config("gw-test", &[], extra), Env::real())
-        .await
-        .expect("gateway starts")
+    Gateway::start(
+        Fast::gateway("gw-test")
+            .seeds(&[])
+            .build_with_toml(extra)
+            .expect("valid test config"),
+        Env::real(),
+    )
+    .await
+    .expect("gateway starts")
 }
 
 #[tokio::test]
@@ -31,8 +40,8 @@ async fn health_is_503_without_nodes() {
     let gw = start("").await;
     let r = request(gw.http_addr(), "GET", "/health", &[], b"").await;
     assert_eq!(r.status, 503);
-    assert_eq!(r.json()["status"], "unavailable");
-    assert_eq!(r.json()["live_nodes"], 0);
+    assert_eq!(r.json().expect("a JSON body")["status"], "unavailable");
+    assert_eq!(r.json().expect("a JSON body")["live_nodes"], 0);
     gw.shutdown().await;
 }
 
@@ -88,13 +97,24 @@ async fn requests_are_validated_before_routing() {
     ];
     for (method, path, headers, body, status, code) in cases {
         let r = request(a, method, path, headers, body).await;
-        assert_eq!(r.status, *status, "{method} {path}: {:?}", r.json());
+        assert_eq!(
+            r.status,
+            *status,
+            "{method} {path}: {:?}",
+            r.json().expect("a JSON body")
+        );
         assert_eq!(r.error_code(), *code, "{method} {path}");
-        assert!(!r.json()["message"].as_str().unwrap_or("").is_empty());
+        assert!(!r.json().expect("a JSON body")["message"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty());
         assert_eq!(r.header("content-type"), Some("application/json"));
     }
     let r = request(a, "PUT", "/v1/kv/k?w=1", &[], b"v").await;
-    let message = r.json()["message"].as_str().unwrap_or("").to_string();
+    let message = r.json().expect("a JSON body")["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(message.contains("0 of 1 required"), "{message}");
     assert!(message.contains("may still have reached"), "{message}");
     gw.shutdown().await;
@@ -103,17 +123,15 @@ async fn requests_are_validated_before_routing() {
 #[tokio::test]
 async fn oversized_chunked_body_is_refused_without_reading_it_all() {
     let gw = start("[limits]\nmax_value_bytes = 1024\n").await;
-    let mut s = tokio::net::TcpStream::connect(gw.http_addr())
-        .await
-        .unwrap();
     let head = "PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
-    s.write_all(head.as_bytes()).await.unwrap();
     // 4 KiB in one chunk, then the stream stays open: the gateway must
     // answer without waiting for the end of the body.
-    s.write_all(b"1000\r\n").await.unwrap();
-    s.write_all(&[b'x'; 4096]).await.unwrap();
-    s.write_all(b"\r\n").await.unwrap();
-    let r = tokio::time::timeout(WAIT, common::read_reply(&mut s))
+    let mut raw = head.as_bytes().to_vec();
+    raw.extend_from_slice(b"1000\r\n");
+    raw.extend_from_slice(&[b'x'; 4096]);
+    raw.extend_from_slice(b"\r\n");
+    let r = Client::new(gw.http_addr(), WAIT)
+        .request_raw(&raw)
         .await
         .expect("answered before the body ended");
     assert_eq!(r.status, 413);
@@ -123,7 +141,10 @@ async fn oversized_chunked_body_is_refused_without_reading_it_all() {
 
 #[tokio::test]
 async fn full_gateway_answers_overloaded_at_once() {
-    let mut config = gateway_config("gw-test", &[], "");
+    let mut config = Fast::gateway("gw-test")
+        .seeds(&[])
+        .build_with_toml("")
+        .expect("valid test config");
     config.http.max_concurrent_requests = 1;
     let gw = Gateway::start(config, Env::real()).await.unwrap();
     // Occupy the only slot: a PUT whose body never completes.
@@ -147,7 +168,7 @@ async fn full_gateway_answers_overloaded_at_once() {
     // Health is not subject to admission control.
     let h = request(gw.http_addr(), "GET", "/health", &[], b"").await;
     assert_eq!(h.status, 503);
-    assert_eq!(h.json()["status"], "unavailable");
+    assert_eq!(h.json().expect("a JSON body")["status"], "unavailable");
     drop(slow);
     gw.shutdown().await;
 }
@@ -157,7 +178,7 @@ async fn openapi_document_lists_the_api() {
     let gw = start("").await;
     let r = request(gw.http_addr(), "GET", "/v1/openapi.json", &[], b"").await;
     assert_eq!(r.status, 200);
-    let doc = r.json();
+    let doc = r.json().expect("a JSON body");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for p in [
@@ -183,7 +204,7 @@ async fn cluster_view_lists_the_gateway_itself() {
     let gw = start("").await;
     let r = request(gw.http_addr(), "GET", "/v1/cluster", &[], b"").await;
     assert_eq!(r.status, 200);
-    let body = r.json();
+    let body = r.json().expect("a JSON body");
     assert_eq!(body["n"], 3);
     assert_eq!(body["w"], 2);
     assert_eq!(body["r"], 2);
@@ -202,14 +223,20 @@ async fn cluster_view_lists_the_gateway_itself() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json()["key"], "a/b");
-    assert_eq!(r.json()["token"], shoal_ring::key_position(b"a/b"));
+    assert_eq!(r.json().expect("a JSON body")["key"], "a/b");
+    assert_eq!(
+        r.json().expect("a JSON body")["token"],
+        shoal_ring::key_position(b"a/b")
+    );
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn missing_id_is_a_start_error_and_shutdown_is_bounded() {
-    let mut config = gateway_config("x", &[], "");
+    let mut config = Fast::gateway("x")
+        .seeds(&[])
+        .build_with_toml("")
+        .expect("valid test config");
     config.member.id.clear();
     let err = Gateway::start(config, Env::real()).await.unwrap_err();
     assert!(err.to_string().contains("member.id"));

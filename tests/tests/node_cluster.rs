@@ -14,19 +14,26 @@ use shoal_ring::{Member, Ring, RingConfig};
 use shoal_vclock::{Content, Context, SiblingSet};
 use tokio::io::AsyncWriteExt;
 
-mod common;
-use common::{wait_until, WAIT};
+use shoal_tests::wait;
+
+/// Bound on every wait for a condition.
+const WAIT: Duration = Duration::from_secs(30);
 
 const RPC: Duration = Duration::from_secs(5);
 
 fn config(id: &str, dir: &Path, seeds: &[String]) -> Config {
-    common::base_config(id, dir, seeds)
+    shoal_tests::config::Fast::node(id, dir)
+        .seeds(seeds)
+        .failure_timeout_ms(600)
+        .handoff_retry_ms(50)
+        .sync(shoal_node::config::SyncMode::Always)
+        .build()
 }
 
 /// Starts `count` nodes that all seed through the first, and waits until
 /// every one sees every other alive.
 async fn cluster(dir: &Path, count: usize) -> Vec<NodeHandle> {
-    common::start_cluster(count, |id, seeds| config(id, dir, seeds)).await
+    shoal_tests::cluster::start_nodes(count, |id, seeds| config(id, dir, seeds)).await
 }
 
 fn ring(nodes: &[NodeHandle]) -> Ring {
@@ -42,7 +49,7 @@ fn addr_of<'a>(nodes: &'a [NodeHandle], id: &str) -> &'a str {
 }
 
 fn pool() -> Pool {
-    common::pool(8 << 20)
+    shoal_tests::secret::real_pool(8 << 20)
 }
 
 fn value(v: &str) -> Content {
@@ -166,8 +173,8 @@ async fn hinted_write_reaches_the_owner_after_it_returns() {
     let back_addr = back.advertise().to_string();
     nodes.push(back);
     let holder = nodes.iter().find(|n| n.id() == fallback).unwrap();
-    wait_until("the hint to be delivered and deleted", || {
-        holder.hint_count() == 0
+    wait::until(WAIT, "the hint to be delivered and deleted", || {
+        std::future::ready(holder.hint_count() == 0)
     })
     .await;
     assert_eq!(read(&pool, &back_addr, key).await, Some(set));
@@ -380,9 +387,10 @@ async fn hints_for_a_member_that_left_go_to_the_current_replicas() {
     set.update(&Context::empty(), "node-gone#1", value("kept"), now)
         .unwrap();
     replicate(&pool, holder.advertise(), key, &set, Some("node-gone")).await;
-    wait_until(
+    wait::until(
+        WAIT,
         "the orphaned hint to be handed to the current replicas",
-        || holder.hint_count() == 0,
+        || std::future::ready(holder.hint_count() == 0),
     )
     .await;
     for id in &replicas {

@@ -1,26 +1,29 @@
 //! The `shoal-gateway` binary: starts from a config file, serves, and exits
 //! cleanly on SIGTERM; a bad config is refused with the key named.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::request;
+use shoal_tests::http::fetch as request;
+use shoal_tests::wait;
+
+/// Every network wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + common::WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("shoal-gateway did not exit in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exited = runtime.block_on(wait::within(WAIT, || {
+        std::future::ready(matches!(child.try_wait(), Ok(Some(_))))
+    }));
+    if exited.is_none() {
+        let _ = child.kill();
+        panic!("shoal-gateway did not exit in time");
     }
+    child.wait().unwrap()
 }
 
 #[test]
@@ -32,11 +35,11 @@ fn serves_and_stops_on_sigterm() {
         format!(
             "[member]\nid = \"gw-bin\"\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [security]\ncluster_secret = {:?}\n",
-            common::secret().0
+            shoal_tests::secret::secret().0
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-gateway"))
+    let mut child = Command::new(shoal_tests::procs::binary("shoal-gateway"))
         .arg("--config")
         .arg(&file)
         .env_remove("RUST_LOG")
@@ -51,7 +54,7 @@ fn serves_and_stops_on_sigterm() {
             let _ = tx.send(line);
         }
     });
-    let line = match rx.recv_timeout(common::WAIT) {
+    let line = match rx.recv_timeout(WAIT) {
         Ok(line) => line,
         Err(e) => {
             let _ = child.kill();
@@ -84,7 +87,7 @@ fn bad_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.toml");
     std::fs::write(&file, "[http]\nmax_concurent_requests = 3\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal-gateway"))
+    let out = Command::new(shoal_tests::procs::binary("shoal-gateway"))
         .arg("--config")
         .arg(&file)
         .output()
@@ -102,7 +105,7 @@ fn no_secret_or_a_readable_secret_file_is_refused_at_start() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("cluster.secret");
-    std::fs::write(&secret, format!("{}\n", common::secret().0)).unwrap();
+    std::fs::write(&secret, format!("{}\n", shoal_tests::secret::secret().0)).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     let base =
         "[member]\nid = \"gw-bin\"\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n";
@@ -115,7 +118,7 @@ fn no_secret_or_a_readable_secret_file_is_refused_at_start() {
     ] {
         let file = dir.path().join("gateway.toml");
         std::fs::write(&file, toml).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_shoal-gateway"))
+        let out = Command::new(shoal_tests::procs::binary("shoal-gateway"))
             .arg("--config")
             .arg(&file)
             .env_remove("SHOAL_SECURITY__CLUSTER_SECRET")

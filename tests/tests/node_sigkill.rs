@@ -14,8 +14,6 @@ use shoal_node::pool::Pool;
 use shoal_node::rpc::CoordinateRequest;
 use shoal_vclock::{Content, Context};
 
-mod common;
-
 const ROUNDS: usize = 4;
 
 /// An acknowledged write: key and value.
@@ -24,7 +22,7 @@ const RPC: Duration = Duration::from_secs(3);
 
 /// Starts the binary on `config` and returns it with the address it printed.
 fn spawn(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-node"))
+    let mut child = Command::new(shoal_tests::procs::binary("shoal-node"))
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -66,7 +64,7 @@ async fn sigkill_loses_no_acknowledged_write() {
         format!(
             "[member]\nid = \"crashy\"\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n[storage]\nsync = \"always\"\nmemtable_bytes = 262144\n[security]\ncluster_secret = {:?}\n",
             dir.path().join("data"),
-            common::secret().0
+            shoal_tests::secret::secret().0
         ),
     )
     .unwrap();
@@ -75,7 +73,7 @@ async fn sigkill_loses_no_acknowledged_write() {
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     for round in 0..ROUNDS {
         let (mut child, addr) = spawn(&config);
-        let pool = Arc::new(common::pool(8 << 20));
+        let pool = Arc::new(shoal_tests::secret::real_pool(8 << 20));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writers: Vec<_> = (0..8)
             .map(|w| {
@@ -122,7 +120,7 @@ async fn sigkill_loses_no_acknowledged_write() {
 
     // Restart and check every acknowledged write.
     let (mut child, addr) = spawn(&config);
-    let pool: Pool = common::pool(8 << 20);
+    let pool: Pool = shoal_tests::secret::real_pool(8 << 20);
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty(), "the workload acknowledged writes");
     let started = Instant::now();

@@ -15,13 +15,20 @@ use shoal_node::pool::Pool;
 use shoal_node::rpc::{CoordinateRequest, RepairReport, ReplicateRequest};
 use shoal_vclock::{Content, Context, SiblingSet};
 
-mod common;
-use common::wait_until;
+use shoal_tests::wait;
+
+/// Bound on every wait for a condition.
+const WAIT: Duration = Duration::from_secs(30);
 
 const RPC: Duration = Duration::from_secs(10);
 
 fn config(id: &str, dir: &Path, seeds: &[String], anti_entropy: bool) -> Config {
-    let mut c = common::base_config(id, dir, seeds);
+    let mut c = shoal_tests::config::Fast::node(id, dir)
+        .seeds(seeds)
+        .failure_timeout_ms(600)
+        .handoff_retry_ms(50)
+        .sync(shoal_node::config::SyncMode::Always)
+        .build();
     // Hinted handoff off: only anti-entropy may repair.
     c.handoff.enabled = false;
     c.anti_entropy.enabled = anti_entropy;
@@ -33,11 +40,11 @@ fn config(id: &str, dir: &Path, seeds: &[String], anti_entropy: bool) -> Config 
 }
 
 async fn cluster(dir: &Path, count: usize, anti_entropy: bool) -> Vec<NodeHandle> {
-    common::start_cluster(count, |id, seeds| config(id, dir, seeds, anti_entropy)).await
+    shoal_tests::cluster::start_nodes(count, |id, seeds| config(id, dir, seeds, anti_entropy)).await
 }
 
 fn pool() -> Pool {
-    common::pool(16 << 20)
+    shoal_tests::secret::real_pool(16 << 20)
 }
 
 fn value(v: &str) -> Content {
@@ -138,9 +145,11 @@ async fn missed_writes_converge_to_equal_roots_without_reads() {
     // interval is shorter than writing them takes), so no "they differ"
     // assertion here: the writes bypassed node-3 and node-1/2 by construction.
     let started = Instant::now();
-    wait_until("equal Merkle roots on all three nodes", || {
-        let r = root(&nodes[0]);
-        nodes.iter().all(|n| root(n) == r)
+    wait::until(WAIT, "equal Merkle roots on all three nodes", || {
+        std::future::ready({
+            let r = root(&nodes[0]);
+            nodes.iter().all(|n| root(n) == r)
+        })
     })
     .await;
     println!(
@@ -178,8 +187,8 @@ async fn wiped_node_is_refilled_by_anti_entropy() {
     assert_eq!(restarted.store().with_tree(|t| t.len()), 0, "wiped");
     nodes.push(restarted);
     let started = Instant::now();
-    wait_until("the wiped node to hold everything again", || {
-        root(&nodes[2]) == root(&nodes[0])
+    wait::until(WAIT, "the wiped node to hold everything again", || {
+        std::future::ready(root(&nodes[2]) == root(&nodes[0]))
     })
     .await;
     println!("wiped node refilled (300 keys) in {:?}", started.elapsed());
@@ -257,7 +266,10 @@ async fn joining_node_receives_exactly_its_ranges() {
     );
     c.member.join = true;
     let joiner = node::start(c, Env::real()).await.unwrap();
-    wait_until("the join to finish", || joiner.join_report().is_some()).await;
+    wait::until(WAIT, "the join to finish", || {
+        std::future::ready(joiner.join_report().is_some())
+    })
+    .await;
     let report = joiner.join_report().unwrap();
     println!("join streamed {report:?}");
 
@@ -291,11 +303,13 @@ async fn joining_node_receives_exactly_its_ranges() {
 
     // The flag is cleared: every node sees node-4 with its plain weight.
     nodes.push(joiner);
-    wait_until("node-4 to be a full member everywhere", || {
-        nodes.iter().all(|n| {
-            n.members()
-                .iter()
-                .any(|m| m.id.as_str() == "node-4" && m.weight == 1)
+    wait::until(WAIT, "node-4 to be a full member everywhere", || {
+        std::future::ready({
+            nodes.iter().all(|n| {
+                n.members()
+                    .iter()
+                    .any(|m| m.id.as_str() == "node-4" && m.weight == 1)
+            })
         })
     })
     .await;
@@ -341,8 +355,8 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
         c
     };
     let joiner = node::start(joiner_config(), Env::real()).await.unwrap();
-    wait_until("the join to stream something", || {
-        joiner.store().with_tree(|t| t.len()) > 100
+    wait::until(WAIT, "the join to stream something", || {
+        std::future::ready(joiner.store().with_tree(|t| t.len()) > 100)
     })
     .await;
     assert!(joiner.join_report().is_none(), "interrupted mid-stream");
@@ -351,9 +365,11 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
     joiner.abort();
     // Reopen the directory only once every aborted task has let go of the
     // store (ours is the last reference), as after a real process exit.
-    wait_until("the aborted node's tasks to release its store", || {
-        std::sync::Arc::strong_count(&store) == 1
-    })
+    wait::until(
+        WAIT,
+        "the aborted node's tasks to release its store",
+        || std::future::ready(std::sync::Arc::strong_count(&store) == 1),
+    )
     .await;
     drop(store);
 
@@ -361,8 +377,8 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
     // A source dies while the join resumes: the rest of the stream comes
     // from the other replicas, from the same cursors.
     nodes.remove(0).abort();
-    wait_until("the resumed join to finish", || {
-        joiner.join_report().is_some()
+    wait::until(WAIT, "the resumed join to finish", || {
+        std::future::ready(joiner.join_report().is_some())
     })
     .await;
     let report = joiner.join_report().unwrap();
@@ -407,7 +423,7 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_the_peer_refuses_is_skipped_not_allowed_to_stall_the_exchange() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = common::start_cluster(2, |id, seeds| {
+    let nodes = shoal_tests::cluster::start_nodes(2, |id, seeds| {
         let mut c = config(id, dir.path(), seeds, false);
         c.replication.n = 2;
         c.replication.w = 1;

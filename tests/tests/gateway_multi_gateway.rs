@@ -3,33 +3,37 @@
 //! concurrent writers on different gateways produce siblings that either
 //! gateway shows, and stopping one gateway leaves the other serving.
 
-mod common;
-
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use common::{gateway_config, node_config, request, WAIT};
+use shoal_tests::config::Fast;
+use shoal_tests::http::fetch as request;
+use shoal_tests::wait;
+
 use shoal_gateway::Gateway;
 use shoal_node::env::Env;
 use shoal_node::node;
 
+/// Every network wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(10);
+
 /// Waits (bounded) until `addr`'s gateway sees `count` members, all alive.
 async fn until_all_alive(addr: SocketAddr, count: usize) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let last = std::sync::Mutex::new(serde_json::Value::Null);
+    let seen = wait::within(WAIT, || async {
         let r = request(addr, "GET", "/v1/cluster", &[], b"").await;
-        let members = r.json()["members"].as_array().cloned().unwrap_or_default();
-        if members.len() == count && members.iter().all(|m| m["status"] == "alive") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway {addr} never saw {count} live members: {}",
-            r.json()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        let json = r.json().expect("a JSON body");
+        let members = json["members"].as_array().cloned().unwrap_or_default();
+        *last.lock().unwrap() = json;
+        members.len() == count && members.iter().all(|m| m["status"] == "alive")
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "gateway {addr} never saw {count} live members: {}",
+        last.lock().unwrap()
+    );
 }
 
 async fn put(addr: SocketAddr, key: &str, value: &str, context: Option<&str>) -> String {
@@ -73,29 +77,50 @@ fn sibling_values(json: &serde_json::Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_serve_the_same_data() {
     let dir = tempfile::tempdir().unwrap();
-    let first = node::start(node_config("node-1", dir.path(), &[]), Env::real())
-        .await
-        .unwrap();
+    let first = node::start(
+        Fast::node("node-1", dir.path())
+            .seeds(&[])
+            .handoff_retry_ms(50)
+            .build(),
+        Env::real(),
+    )
+    .await
+    .unwrap();
     let seeds = vec![first.advertise().to_string()];
     let mut nodes = vec![first];
     for i in 2..=3 {
         nodes.push(
             node::start(
-                node_config(&format!("node-{i}"), dir.path(), &seeds),
+                Fast::node(&format!("node-{i}"), dir.path())
+                    .seeds(&seeds)
+                    .handoff_retry_ms(50)
+                    .build(),
                 Env::real(),
             )
             .await
             .unwrap(),
         );
     }
-    let g1 = Gateway::start(gateway_config("gw-1", &seeds, ""), Env::real())
-        .await
-        .unwrap();
+    let g1 = Gateway::start(
+        Fast::gateway("gw-1")
+            .seeds(&seeds)
+            .build_with_toml("")
+            .expect("valid test config"),
+        Env::real(),
+    )
+    .await
+    .unwrap();
     // The second gateway seeds through another node: neither needs the other.
     let seeds2 = vec![nodes[2].advertise().to_string()];
-    let g2 = Gateway::start(gateway_config("gw-2", &seeds2, ""), Env::real())
-        .await
-        .unwrap();
+    let g2 = Gateway::start(
+        Fast::gateway("gw-2")
+            .seeds(&seeds2)
+            .build_with_toml("")
+            .expect("valid test config"),
+        Env::real(),
+    )
+    .await
+    .unwrap();
     let (a1, a2) = (g1.http_addr(), g2.http_addr());
     // Three nodes and two gateways: each gateway knows the other by gossip.
     until_all_alive(a1, 5).await;
@@ -120,7 +145,11 @@ async fn two_gateways_serve_the_same_data() {
         )
         .await;
         assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
-        assert_eq!(sibling_values(&r.json()), ["left", "right"], "via {addr}");
+        assert_eq!(
+            sibling_values(&r.json().expect("a JSON body")),
+            ["left", "right"],
+            "via {addr}"
+        );
     }
 
     // A resolving write through the second gateway, with the merged context
