@@ -297,9 +297,17 @@ async fn refuse(conn: BoxConn, tls: Option<tokio_rustls::TlsAcceptor>, max: usiz
             Err(_) => return,
         },
     };
+    // Answer once the request has begun (or after a moment): a client that
+    // gets an answer before it has sent anything may take it for a broken
+    // connection rather than a 503.
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(
+        REFUSAL_LINGER,
+        tokio::io::AsyncReadExt::read(&mut conn, &mut sink),
+    )
+    .await;
     if conn.write_all(&refusal(max)).await.is_ok() {
         let _ = conn.shutdown().await;
-        let mut sink = [0u8; 1024];
         let drain = async {
             while let Ok(n) = tokio::io::AsyncReadExt::read(&mut conn, &mut sink).await {
                 if n == 0 {

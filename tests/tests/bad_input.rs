@@ -16,6 +16,8 @@
 //! A panic hook counts panics in any thread or task of the process; each
 //! test asserts none happened.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -87,8 +89,59 @@ fn valid_uri(path: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?%".contains(c))
 }
 
+/// A context in the valid binary encoding with absurd content: counters and
+/// floors near 2^64, thousands of actors, actors claiming the seeded key's
+/// future writes. Only the cluster's seal keeps these out; with a random
+/// 16-byte "tag" appended too, as a forger who knows the format would.
+fn hostile_context(rng: &mut StdRng) -> String {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let big = [
+        u64::MAX - 1,
+        u64::MAX - 2,
+        1 << 48,
+        (1 << 48) + 1,
+        1_000_000,
+    ];
+    let mut bytes = vec![0x21];
+    varint(
+        &mut bytes,
+        if rng.gen_bool(0.3) {
+            big[rng.gen_range(0..big.len())]
+        } else {
+            0
+        },
+    );
+    let actors = [1usize, 3, 50, 2_000][rng.gen_range(0..4)];
+    let mut names: Vec<String> = (0..actors)
+        .map(|i| match rng.gen_range(0..3) {
+            0 => format!("node-{}#{}", i % 5 + 1, rng.gen_range(0..4)),
+            1 => format!("a{i:05}"),
+            _ => format!("zz-attacker-{i}"),
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    varint(&mut bytes, names.len() as u64);
+    for name in &names {
+        varint(&mut bytes, name.len() as u64);
+        bytes.extend_from_slice(name.as_bytes());
+        varint(&mut bytes, big[rng.gen_range(0..big.len())]);
+    }
+    if rng.gen_bool(0.5) {
+        bytes.extend((0..16).map(|_| rng.gen::<u8>()));
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 fn random_context(rng: &mut StdRng, real: &str) -> Option<String> {
-    match rng.gen_range(0..6) {
+    match rng.gen_range(0..8) {
+        6 | 7 => Some(hostile_context(rng)),
         0 => None,
         1 => Some(token(rng, 60)),
         2 => {
