@@ -457,3 +457,104 @@ async fn with_tls_the_listener_speaks_tls_only() {
     assert!(client.request("GET", "/health", &[], b"").await.is_err());
     gw.shutdown().await;
 }
+
+/// `token` (a sealed context) rebuilt to claim a million more writes of
+/// every actor whose name starts with `victim`, keeping the original tag, as
+/// a client that knows the format would forge it.
+fn forge_future_writes(token: &str, victim: &str) -> String {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let raw = URL_SAFE_NO_PAD.decode(token).expect("a context token");
+    let (body, tag) = raw.split_at(raw.len() - 16);
+    let ctx = shoal_vclock::Context::decode(body).expect("a context");
+    let mut out = vec![0x21];
+    varint(&mut out, ctx.counter_floor());
+    varint(&mut out, ctx.entries().len() as u64);
+    for (actor, n) in ctx.entries() {
+        varint(&mut out, actor.len() as u64);
+        out.extend_from_slice(actor.as_bytes());
+        let claimed = if actor.starts_with(victim) {
+            n + 1_000_000
+        } else {
+            n
+        };
+        varint(&mut out, claimed);
+    }
+    out.extend_from_slice(tag);
+    URL_SAFE_NO_PAD.encode(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_context_across_a_partition_loses_no_acknowledged_write() {
+    use shoal_tests::oracle::History;
+    use shoal_tests::workload;
+    let name = "a_forged_context_across_a_partition_loses_no_acknowledged_write";
+    let started = Instant::now();
+    let c = Cluster::start(spec()).await;
+    let history = std::sync::Arc::new(History::new());
+    let load = workload::Spec {
+        clients: 4,
+        duration: Duration::from_secs(8),
+        shared_keys: 4,
+        shared_ratio: 0.5,
+        w: Some(2),
+        r: Some(2),
+        timeout: Duration::from_secs(5),
+        prefix: String::new(),
+        stop: None,
+    };
+    let clients = tokio::spawn(workload::run(&load, c.gateway_addr(), history.clone(), 19));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Cut one owner off; on the other side, a client claims that owner's
+    // future writes of every shared key (with and without their own tags).
+    let victim = shoal_tests::cluster::node_id(1);
+    c.faults.isolate(&victim);
+    history.fault();
+    let mut forger = c.client();
+    let mut refused = 0;
+    let cut_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < cut_until {
+        for k in 0..load.shared_keys {
+            let key = format!("shared-{k}");
+            let read = forger
+                .request("GET", &format!("/v1/kv/{key}"), &[], b"")
+                .await
+                .expect("GET answered");
+            let Some(token) = read.header("x-shoal-context").map(str::to_owned) else {
+                continue;
+            };
+            let forged = forge_future_writes(&token, &victim);
+            if forged == token {
+                // The key's context names no write of the victim yet.
+                continue;
+            }
+            let r = put_with(&mut forger, &key, Some(&forged), "forged").await;
+            assert_eq!(r.status, 400, "a forged context was taken: {}", r.text());
+            refused += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.faults.heal();
+    tokio::time::timeout(Duration::from_secs(40), clients)
+        .await
+        .expect("clients stop")
+        .expect("client task");
+    assert!(refused > 0, "the forger found no context to forge");
+    assert!(c.wait_alive(3, Duration::from_secs(20)).await.is_some());
+    let verdict = workload::final_check(
+        name,
+        c.gateway_addr(),
+        &history,
+        Duration::from_secs(30),
+        started,
+    )
+    .await;
+    verdict.assert_holds(19);
+    c.shutdown().await;
+}
