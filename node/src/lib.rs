@@ -54,6 +54,7 @@ pub mod membership;
 pub mod node;
 pub mod pool;
 pub mod rpc;
+mod scan;
 pub mod secure;
 pub mod serve;
 pub mod store;
