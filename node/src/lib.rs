@@ -60,9 +60,3 @@ pub mod serve;
 pub mod store;
 
 pub use config::Config;
-
-#[doc(hidden)]
-pub mod __private {
-    pub use futures::{pin_mut, StreamExt};
-    pub use tarpc::server::{BaseChannel, Channel};
-}

@@ -206,7 +206,11 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         shutdown_rx.clone(),
         move |transport, connection| {
             let service = service.clone();
-            async move { crate::serve_connection!(transport, service, connection) }
+            crate::serve::serve_connection(
+                transport,
+                move |ctx, request| tarpc::server::Serve::serve(service.serve(), ctx, request),
+                connection,
+            )
         },
     ));
     if joining {
