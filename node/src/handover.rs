@@ -57,6 +57,14 @@ const MAX_ATTEMPTS: u32 = 60;
 /// concludes it is the first node (nothing to receive).
 const FIND_PEERS_FOR: Duration = Duration::from_secs(30);
 
+/// How long a finished decommission waits for its reply to be flushed before
+/// the node stops anyway. A reply is flushed microseconds after the handler
+/// returns when its caller is still connected; it never is when the caller
+/// hung up or timed out, and then nothing else would stop the node. A few
+/// seconds also let a caller that retries after its own timeout pick up the
+/// report (a second call answers with it at once) before the node is gone.
+const ANSWER_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
 use crate::store::meta::{join_progress, DECOMMISSIONED, JOINED};
 
 /// Why a join or a decommission's streaming stopped.
@@ -204,7 +212,10 @@ pub(crate) struct Handover {
     /// What the join streamed, once it finished.
     join_report: Mutex<Option<HandoverReport>>,
     /// Set when the node must stop on its own (after a decommission).
-    stop_requested: watch::Sender<bool>,
+    stop_requested: Arc<watch::Sender<bool>>,
+    /// Set once a successful decommission's reply was flushed to its
+    /// connection (see [`AnswerWatch`]): the stop waits for it.
+    answered: Arc<watch::Sender<bool>>,
 }
 
 /// Where a [`Handover`] gets its handles from (the node's start-up).
@@ -237,7 +248,8 @@ impl Handover {
             shutting_down: handles.shutting_down,
             decommissioned: tokio::sync::Mutex::new(None),
             join_report: Mutex::new(None),
-            stop_requested: watch::channel(false).0,
+            stop_requested: Arc::new(watch::channel(false).0),
+            answered: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -253,6 +265,16 @@ impl Handover {
     /// finished).
     pub(crate) fn stop_requested(&self) -> watch::Receiver<bool> {
         self.stop_requested.subscribe()
+    }
+
+    /// `transport`, reporting to this node's stop when a decommission's
+    /// reply has been flushed on it.
+    pub(crate) fn watch_answers<T>(&self, transport: T) -> AnswerWatch<T> {
+        AnswerWatch {
+            inner: transport,
+            unflushed: false,
+            answered: self.answered.clone(),
+        }
     }
 
     /// Non-joining storage members other than this one, `(id, weight)`, and
@@ -525,11 +547,19 @@ impl Handover {
             self.leave_timeout,
         )
         .await;
-        // Stop after the answer has gone out.
-        let stop = self.stop_requested.clone();
+        // Stop once this reply has been flushed to the caller's connection
+        // (the node's shutdown closes it), or after a bound if it never is
+        // (the caller gave up). `send_replace`: the request is kept even if
+        // nobody watches for it yet.
+        let (stop, mut answered) = (self.stop_requested.clone(), self.answered.subscribe());
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = stop.send(true);
+            if tokio::time::timeout(ANSWER_FLUSH_LIMIT, answered.wait_for(|a| *a))
+                .await
+                .is_err()
+            {
+                tracing::warn!("decommission reply not sent (the caller left?); stopping anyway");
+            }
+            stop.send_replace(true);
         });
         Ok(report)
     }
@@ -615,12 +645,187 @@ impl Handover {
     }
 }
 
+/// A served connection's transport that notices when a successful
+/// decommission reply has been flushed on it: the event the node's stop
+/// waits for, so that the reply is on the wire before shutdown closes the
+/// connection (instead of guessing with a sleep).
+pub(crate) struct AnswerWatch<T> {
+    inner: T,
+    /// A decommission reply was handed to `inner` and not yet flushed.
+    unflushed: bool,
+    answered: Arc<watch::Sender<bool>>,
+}
+
+type Answer = tarpc::Response<crate::rpc::ReplicaResponse>;
+
+impl<T: futures::Stream + Unpin> futures::Stream for AnswerWatch<T> {
+    type Item = T::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T::Item>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_next(cx)
+    }
+}
+
+impl<T: futures::Sink<Answer> + Unpin> futures::Sink<Answer> for AnswerWatch<T> {
+    type Error = T::Error;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), T::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_ready(cx)
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: Answer) -> Result<(), T::Error> {
+        let this = self.get_mut();
+        let decommissioned = matches!(
+            &item.message,
+            Ok(crate::rpc::ReplicaResponse::Decommission(Ok(_)))
+        );
+        std::pin::Pin::new(&mut this.inner).start_send(item)?;
+        this.unflushed |= decommissioned;
+        Ok(())
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), T::Error>> {
+        let this = self.get_mut();
+        let flushed = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_flush(cx));
+        this.note(&flushed);
+        std::task::Poll::Ready(flushed)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), T::Error>> {
+        let this = self.get_mut();
+        let closed = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_close(cx));
+        this.note(&closed);
+        std::task::Poll::Ready(closed)
+    }
+}
+
+impl<T> AnswerWatch<T> {
+    /// After a successful flush (or close, which flushes), a decommission
+    /// reply handed over before it is on its way.
+    fn note<E>(&mut self, outcome: &Result<(), E>) {
+        if outcome.is_ok() && self.unflushed {
+            self.unflushed = false;
+            self.answered.send_replace(true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn members(ids: &[&str]) -> Vec<(String, u32)> {
         ids.iter().map(|id| (id.to_string(), 1)).collect()
+    }
+
+    /// A sink that holds what it was sent until flushed.
+    #[derive(Default)]
+    struct Wire {
+        staged: Vec<Answer>,
+        sent: Vec<Answer>,
+        fail_flush: bool,
+    }
+
+    impl futures::Sink<Answer> for Wire {
+        type Error = std::io::Error;
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, item: Answer) -> Result<(), Self::Error> {
+            self.get_mut().staged.push(item);
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            let this = self.get_mut();
+            if this.fail_flush {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            this.sent.append(&mut this.staged);
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    fn answer(message: Result<crate::rpc::ReplicaResponse, tarpc::ServerError>) -> Answer {
+        tarpc::Response {
+            request_id: 1,
+            message,
+        }
+    }
+
+    fn watch(wire: Wire) -> (AnswerWatch<Wire>, watch::Receiver<bool>) {
+        let answered = Arc::new(watch::channel(false).0);
+        let rx = answered.subscribe();
+        let w = AnswerWatch {
+            inner: wire,
+            unflushed: false,
+            answered,
+        };
+        (w, rx)
+    }
+
+    #[tokio::test]
+    async fn the_stop_event_fires_once_a_decommission_reply_is_flushed() {
+        use crate::rpc::ReplicaResponse;
+        use futures::SinkExt;
+        let ok = || answer(Ok(ReplicaResponse::Decommission(Ok(HandoverReport::default()))));
+        let (mut w, rx) = watch(Wire::default());
+        // Other replies, and a refused decommission, are not the event.
+        w.feed(answer(Ok(ReplicaResponse::Status(Err(RemoteError::ShuttingDown {
+            id: "n".into(),
+        })))))
+        .await
+        .unwrap();
+        w.feed(answer(Ok(ReplicaResponse::Decommission(Err(
+            RemoteError::ShuttingDown { id: "n".into() },
+        )))))
+        .await
+        .unwrap();
+        w.flush().await.unwrap();
+        assert!(!*rx.borrow(), "no successful decommission reply went out");
+        // Handed to the transport is not enough: it must be flushed.
+        w.feed(ok()).await.unwrap();
+        assert!(!*rx.borrow(), "staged, not flushed");
+        assert_eq!(w.inner.sent.len(), 2);
+        w.flush().await.unwrap();
+        assert!(*rx.borrow(), "flushed");
+        assert_eq!(w.inner.sent.len(), 3);
+
+        // A flush that fails is not the event either.
+        let (mut w, rx) = watch(Wire {
+            fail_flush: true,
+            ..Wire::default()
+        });
+        w.feed(ok()).await.unwrap();
+        assert!(w.flush().await.is_err());
+        assert!(!*rx.borrow());
+        // Closing flushes.
+        w.inner.fail_flush = false;
+        w.close().await.unwrap();
+        assert!(*rx.borrow());
     }
 
     #[test]

@@ -201,13 +201,14 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     let mut tasks = Vec::new();
 
     let service = NodeService(inner.clone());
+    let answers = handover.clone();
     tasks.extend(member.run(
         listener,
         shutdown_rx.clone(),
         move |transport, connection| {
             let service = service.clone();
             crate::serve::serve_connection(
-                transport,
+                answers.watch_answers(transport),
                 move |ctx, request| tarpc::server::Serve::serve(service.serve(), ctx, request),
                 connection,
             )
