@@ -239,9 +239,7 @@ impl Handoff {
                     continue;
                 };
                 let (delivered, failed) = match destination {
-                    HintDestination::Owner(address) => {
-                        self.deliver(&owner, &address, hints).await
-                    }
+                    HintDestination::Owner(address) => self.deliver(&owner, &address, hints).await,
                     HintDestination::Owners => self.retarget(&owner, hints).await,
                 };
                 match planner.record(&owner, delivered, failed, Instant::now()) {

@@ -791,12 +791,16 @@ mod tests {
     async fn the_stop_event_fires_once_a_decommission_reply_is_flushed() {
         use crate::rpc::ReplicaResponse;
         use futures::SinkExt;
-        let ok = || answer(Ok(ReplicaResponse::Decommission(Ok(HandoverReport::default()))));
+        let ok = || {
+            answer(Ok(ReplicaResponse::Decommission(Ok(
+                HandoverReport::default(),
+            ))))
+        };
         let (mut w, rx) = watch(Wire::default());
         // Other replies, and a refused decommission, are not the event.
-        w.feed(answer(Ok(ReplicaResponse::Status(Err(RemoteError::ShuttingDown {
-            id: "n".into(),
-        })))))
+        w.feed(answer(Ok(ReplicaResponse::Status(Err(
+            RemoteError::ShuttingDown { id: "n".into() },
+        )))))
         .await
         .unwrap();
         w.feed(answer(Ok(ReplicaResponse::Decommission(Err(

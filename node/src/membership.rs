@@ -222,9 +222,16 @@ pub async fn run(
         log_refusals(&events);
         // Rounds run concurrently so that one unreachable peer's connect
         // timeout does not delay heartbeats to the others.
-        let rounds = outgoing
-            .into_iter()
-            .map(|out| exchange(&membership, &pool, uptime, &self_addr, out, hop_timeout(interval)));
+        let rounds = outgoing.into_iter().map(|out| {
+            exchange(
+                &membership,
+                &pool,
+                uptime,
+                &self_addr,
+                out,
+                hop_timeout(interval),
+            )
+        });
         futures::future::join_all(rounds).await;
     }
 }

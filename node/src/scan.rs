@@ -87,9 +87,7 @@ impl PagedScan {
     /// it was.
     pub(crate) fn advance(&mut self, page: &ScanPage) -> Result<(), StalledCursor> {
         match (&self.cursor, &page.next) {
-            (Some(from), Some(to)) if !advances(from, to) => {
-                Err(StalledCursor { range: to.range })
-            }
+            (Some(from), Some(to)) if !advances(from, to) => Err(StalledCursor { range: to.range }),
             (_, Some(to)) => {
                 self.cursor = Some(to.clone());
                 Ok(())
@@ -209,8 +207,7 @@ mod tests {
 
     #[test]
     fn resumes_from_the_start_cursor() {
-        let (asked, seen, outcome) =
-            run(Some(cursor(0, b"m")), vec![Ok(page(&["n"], None))], None);
+        let (asked, seen, outcome) = run(Some(cursor(0, b"m")), vec![Ok(page(&["n"], None))], None);
         assert_eq!(outcome, Ok(()));
         assert_eq!(seen, ["n"]);
         assert_eq!(asked[0].cursor, Some(cursor(0, b"m")));

@@ -487,7 +487,10 @@ fn hints_for_a_key_are_found_without_reading_other_keys_hints() {
     assert!(found.iter().all(|(_, held)| *held == set));
     assert_eq!(s.hints_for_key(b"absent").unwrap(), vec![]);
     // The unreadable entries are there: a scan of all hints trips on them.
-    assert!(matches!(s.hints(usize::MAX), Err(StoreError::Corrupt { .. })));
+    assert!(matches!(
+        s.hints(usize::MAX),
+        Err(StoreError::Corrupt { .. })
+    ));
     // Deleted hints are not found, and an owner whose last hint went is
     // not asked any more.
     s.drop_hint("c", b"wanted").unwrap();
