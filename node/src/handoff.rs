@@ -25,10 +25,13 @@ const HINT_BATCH: usize = 1_000;
 /// Longest wait between delivery attempts to an owner that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Deadline of one hint's `replicate` call. A replicate is one durable write
-/// on the owner (a group-committed fsync, milliseconds), so 2 s only passes
-/// when the owner is not really serving; a shorter bound than the gateway's
-/// request timeout keeps one sick owner from holding a delivery pass (16
-/// calls in flight) for long, and the owner's backoff retries it later.
+/// on the owner (a group-committed fsync, milliseconds), the same work as a
+/// client write's replication, so it gets what the gateway gives a client
+/// request by default (`http.request_timeout_ms`, 2 s): an owner that cannot
+/// take it in that time is not really serving, and a failed delivery only
+/// backs that owner off and leaves the hint in place. The bound keeps one
+/// sick owner from holding a delivery pass (and every other owner's hints
+/// behind it) for long.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Hints sent to one owner at once.
 const DELIVERY_CONCURRENCY: usize = 16;

@@ -43,13 +43,13 @@ use crate::store::{ScanCursor, Store};
 /// Keys per streamed batch.
 const BATCH_KEYS: u32 = 1_000;
 /// Deadline of one streaming RPC: a `scan` page of up to [`BATCH_KEYS`]
-/// states (half a frame, up to 32 MiB by default) read off the source's
-/// disk, or a `merge_batch` of one such page written durably on the
-/// target. That is the largest unit of work any node RPC carries, sent
-/// while the cluster also serves clients, so it gets three times
-/// anti-entropy's 10 s; past it the attempt counts as failed and is retried
-/// (from the same cursor, possibly on another replica), so a slow peer costs
-/// time, never data.
+/// states (up to half a frame, about 2.5 MiB with the default limits) read
+/// off the source's disk, or a `merge_batch` of one such page written
+/// durably on the target. That is the largest unit of work a node RPC
+/// carries, and it runs while the cluster also serves clients, so it gets
+/// three times anti-entropy's 10 s; past it the attempt counts as failed and
+/// is retried (from the same cursor, possibly on another replica), so a
+/// slow peer costs time, never data.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts per range before a join or decommission gives up on it.
 const MAX_ATTEMPTS: u32 = 60;
