@@ -57,13 +57,15 @@ const MAX_ATTEMPTS: u32 = 60;
 /// concludes it is the first node (nothing to receive).
 const FIND_PEERS_FOR: Duration = Duration::from_secs(30);
 
-/// How long a finished decommission waits for its reply to be flushed before
-/// the node stops anyway. A reply is flushed microseconds after the handler
-/// returns when its caller is still connected; it never is when the caller
-/// hung up or timed out, and then nothing else would stop the node. A few
-/// seconds also let a caller that retries after its own timeout pick up the
-/// report (a second call answers with it at once) before the node is gone.
-const ANSWER_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// How long a finished decommission waits for its caller to hang up with
+/// the reply before the node stops anyway. `shoal-admin` exits as soon as it
+/// has the reply, so its connection ends within a round trip; a caller that
+/// keeps its connection open (a pooled client) or hung up before the reply
+/// would otherwise keep the node from ever stopping. A few seconds are far
+/// more than a reply takes to arrive, and let a caller that retries after
+/// its own timeout still pick up the report (a second call answers with it
+/// at once) before the node is gone.
+const ANSWER_LIMIT: Duration = Duration::from_secs(5);
 
 use crate::store::meta::{join_progress, DECOMMISSIONED, JOINED};
 
@@ -214,7 +216,8 @@ pub(crate) struct Handover {
     /// Set when the node must stop on its own (after a decommission).
     stop_requested: Arc<watch::Sender<bool>>,
     /// Set once a successful decommission's reply was flushed to its
-    /// connection (see [`AnswerWatch`]): the stop waits for it.
+    /// connection and that connection ended (see [`AnswerWatch`]): the stop
+    /// waits for it.
     answered: Arc<watch::Sender<bool>>,
 }
 
@@ -268,11 +271,12 @@ impl Handover {
     }
 
     /// `transport`, reporting to this node's stop when a decommission's
-    /// reply has been flushed on it.
+    /// reply was flushed on it and the connection then ended.
     pub(crate) fn watch_answers<T>(&self, transport: T) -> AnswerWatch<T> {
         AnswerWatch {
             inner: transport,
-            unflushed: false,
+            staged: false,
+            flushed: false,
             answered: self.answered.clone(),
         }
     }
@@ -547,17 +551,18 @@ impl Handover {
             self.leave_timeout,
         )
         .await;
-        // Stop once this reply has been flushed to the caller's connection
-        // (the node's shutdown closes it), or after a bound if it never is
-        // (the caller gave up). `send_replace`: the request is kept even if
-        // nobody watches for it yet.
+        // Stop once this reply has been flushed and its connection has
+        // ended (the caller hung up with it), or after a bound if that does
+        // not happen (a caller that keeps its connection, or left before the
+        // reply). `send_replace`: the request is kept even if nobody watches
+        // for it yet.
         let (stop, mut answered) = (self.stop_requested.clone(), self.answered.subscribe());
         tokio::spawn(async move {
-            if tokio::time::timeout(ANSWER_FLUSH_LIMIT, answered.wait_for(|a| *a))
+            if tokio::time::timeout(ANSWER_LIMIT, answered.wait_for(|a| *a))
                 .await
                 .is_err()
             {
-                tracing::warn!("decommission reply not sent (the caller left?); stopping anyway");
+                tracing::info!("decommission caller still connected (or gone before the reply); stopping anyway");
             }
             stop.send_replace(true);
         });
@@ -646,13 +651,22 @@ impl Handover {
 }
 
 /// A served connection's transport that notices when a successful
-/// decommission reply has been flushed on it: the event the node's stop
-/// waits for, so that the reply is on the wire before shutdown closes the
-/// connection (instead of guessing with a sleep).
+/// decommission reply was flushed on it and the connection then ended (the
+/// caller hung up, having read it, or the connection was closed for it):
+/// the event the node's stop waits for, so that the reply has reached its
+/// caller before shutdown closes anything (instead of guessing with a
+/// sleep).
+///
+/// The connection's end, not the flush alone: a flushed reply is still in
+/// flight, and a node that stopped at once would race it with its own
+/// shutdown (in the simulation, the order in which the host's tasks drop
+/// their sockets would reach the network and change the trace).
 pub(crate) struct AnswerWatch<T> {
     inner: T,
     /// A decommission reply was handed to `inner` and not yet flushed.
-    unflushed: bool,
+    staged: bool,
+    /// A decommission reply was flushed: its connection's end is the event.
+    flushed: bool,
     answered: Arc<watch::Sender<bool>>,
 }
 
@@ -686,7 +700,7 @@ impl<T: futures::Sink<Answer> + Unpin> futures::Sink<Answer> for AnswerWatch<T> 
             Ok(crate::rpc::ReplicaResponse::Decommission(Ok(_)))
         );
         std::pin::Pin::new(&mut this.inner).start_send(item)?;
-        this.unflushed |= decommissioned;
+        this.staged |= decommissioned;
         Ok(())
     }
 
@@ -715,8 +729,17 @@ impl<T> AnswerWatch<T> {
     /// After a successful flush (or close, which flushes), a decommission
     /// reply handed over before it is on its way.
     fn note<E>(&mut self, outcome: &Result<(), E>) {
-        if outcome.is_ok() && self.unflushed {
-            self.unflushed = false;
+        if outcome.is_ok() && self.staged {
+            self.staged = false;
+            self.flushed = true;
+        }
+    }
+}
+
+impl<T> Drop for AnswerWatch<T> {
+    /// The connection is over (its serving loop returned).
+    fn drop(&mut self) {
+        if self.flushed {
             self.answered.send_replace(true);
         }
     }
@@ -781,14 +804,15 @@ mod tests {
         let rx = answered.subscribe();
         let w = AnswerWatch {
             inner: wire,
-            unflushed: false,
+            staged: false,
+            flushed: false,
             answered,
         };
         (w, rx)
     }
 
     #[tokio::test]
-    async fn the_stop_event_fires_once_a_decommission_reply_is_flushed() {
+    async fn the_stop_event_is_the_end_of_a_connection_that_flushed_a_decommission_reply() {
         use crate::rpc::ReplicaResponse;
         use futures::SinkExt;
         let ok = || {
@@ -796,39 +820,46 @@ mod tests {
                 HandoverReport::default(),
             ))))
         };
-        let (mut w, rx) = watch(Wire::default());
-        // Other replies, and a refused decommission, are not the event.
-        w.feed(answer(Ok(ReplicaResponse::Status(Err(
-            RemoteError::ShuttingDown { id: "n".into() },
-        )))))
-        .await
-        .unwrap();
-        w.feed(answer(Ok(ReplicaResponse::Decommission(Err(
-            RemoteError::ShuttingDown { id: "n".into() },
-        )))))
-        .await
-        .unwrap();
-        w.flush().await.unwrap();
-        assert!(!*rx.borrow(), "no successful decommission reply went out");
-        // Handed to the transport is not enough: it must be flushed.
-        w.feed(ok()).await.unwrap();
-        assert!(!*rx.borrow(), "staged, not flushed");
-        assert_eq!(w.inner.sent.len(), 2);
-        w.flush().await.unwrap();
-        assert!(*rx.borrow(), "flushed");
-        assert_eq!(w.inner.sent.len(), 3);
+        let refused = |id: &str| RemoteError::ShuttingDown { id: id.into() };
 
-        // A flush that fails is not the event either.
+        // Other replies, and a refused decommission, are not the event.
+        let (mut w, rx) = watch(Wire::default());
+        w.feed(answer(Ok(ReplicaResponse::Status(Err(refused("n"))))))
+            .await
+            .unwrap();
+        w.feed(answer(Ok(ReplicaResponse::Decommission(Err(refused("n"))))))
+            .await
+            .unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(w.inner.sent.len(), 2);
+        drop(w);
+        assert!(!*rx.borrow(), "no successful decommission reply went out");
+
+        // Flushed, the reply is on its way; the connection's end is the event.
+        let (mut w, rx) = watch(Wire::default());
+        w.feed(ok()).await.unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(w.inner.sent.len(), 1);
+        assert!(!*rx.borrow(), "flushed, but the connection is still open");
+        drop(w);
+        assert!(*rx.borrow(), "flushed, then the connection ended");
+
+        // Handed to the transport but never flushed: not the event.
+        let (mut w, rx) = watch(Wire::default());
+        w.feed(ok()).await.unwrap();
+        drop(w);
+        assert!(!*rx.borrow(), "staged only");
+
+        // A flush that fails is not a delivery; closing flushes.
         let (mut w, rx) = watch(Wire {
             fail_flush: true,
             ..Wire::default()
         });
         w.feed(ok()).await.unwrap();
         assert!(w.flush().await.is_err());
-        assert!(!*rx.borrow());
-        // Closing flushes.
         w.inner.fail_flush = false;
         w.close().await.unwrap();
+        drop(w);
         assert!(*rx.borrow());
     }
 

@@ -398,12 +398,12 @@ async fn hints_for_a_member_that_left_go_to_the_current_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decommissioned_node_answers_then_asks_to_stop_and_the_request_is_kept() {
-    // The stop follows the decommission's reply (flushed to the caller's
-    // connection), and it is a state, not a message: a watcher that comes
-    // after it (the binary's select, a test) still sees it. It used to be
-    // a `watch::send` 200 ms after the reply, lost when nobody was watching
-    // at that instant.
+async fn a_decommissioned_node_stops_once_its_caller_has_the_reply_and_the_request_is_kept() {
+    // The stop follows the decommission's reply: once it was flushed and the
+    // caller hung up with it, not after a guessed delay. And it is a state,
+    // not a message: a watcher that comes after it (the binary's select, a
+    // test) still sees it. It used to be a `watch::send` 200 ms after the
+    // reply, lost when nobody was watching at that instant.
     let dir = tempfile::tempdir().unwrap();
     let fast = |id: &str, seeds: &[String]| {
         let mut c = config(id, dir.path(), seeds);
@@ -412,9 +412,9 @@ async fn a_decommissioned_node_answers_then_asks_to_stop_and_the_request_is_kept
         c
     };
     let mut nodes = common::start_cluster(4, fast).await;
-    let pool = pool();
     let leaving = nodes.pop().unwrap();
-    let report = pool
+    let caller = pool();
+    let report = caller
         .call(leaving.advertise(), WAIT, |c, ctx| async move {
             c.decommission(ctx, false).await
         })
@@ -422,12 +422,15 @@ async fn a_decommissioned_node_answers_then_asks_to_stop_and_the_request_is_kept
         .expect("the decommission reply reaches its caller")
         .expect("four nodes, N = 3: the decommission proceeds");
     assert_eq!(report.node, leaving.id());
-    // Longer than the old delay, so that the stop is already requested
-    // before anyone watches for it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::time::timeout(WAIT, leaving.stop_requested())
+    // The caller hangs up, as shoal-admin does when it has the reply.
+    drop(caller);
+    // Well past the hang-up and well short of the 5 s bound for callers
+    // that stay connected: the stop was requested by the hang-up, before
+    // anyone watched for it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::timeout(Duration::from_millis(100), leaving.stop_requested())
         .await
-        .expect("the stop request is seen by a watcher that comes late");
+        .expect("the stop, requested at the hang-up, is seen by a watcher that comes late");
     leaving.shutdown().await;
     for n in nodes {
         n.shutdown().await;
