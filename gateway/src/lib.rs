@@ -192,7 +192,17 @@ impl Gateway {
         tasks.extend(
             member.run(rpc_listener, stop_rx, move |transport, connection| {
                 let service = service.clone();
-                async move { shoal_node::serve_connection!(transport, service, connection) }
+                shoal_node::serve::serve_connection(
+                    transport,
+                    move |ctx, request| {
+                        tarpc::server::Serve::serve(
+                            shoal_node::rpc::Replica::serve(service),
+                            ctx,
+                            request,
+                        )
+                    },
+                    connection,
+                )
             }),
         );
 

@@ -23,28 +23,49 @@
 //! crash of the source makes it continue from another replica at the same
 //! cursor (the cursor is a position in the shared key layout).
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_ring::{RangeChange, RingConfig};
 use shoal_vclock::SiblingSet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::anti_entropy::wire_size;
-use crate::node::Inner;
-use crate::rpc::{HandoverReport, RemoteError, ScanRequest};
-use crate::store::ScanCursor;
+use crate::env::Env;
+use crate::membership::{SharedMembership, Uptime};
+use crate::pool::Pool;
+use crate::rpc::{HandoverReport, RemoteError};
+use crate::scan::PagedScan;
+use crate::store::{ScanCursor, Store};
 
 /// Keys per streamed batch.
 const BATCH_KEYS: u32 = 1_000;
-/// Upper bound on one streaming RPC.
+/// Deadline of one streaming RPC: a `scan` page of up to [`BATCH_KEYS`]
+/// states (up to half a frame, about 2.5 MiB with the default limits) read
+/// off the source's disk, or a `merge_batch` of one such page written
+/// durably on the target. That is the largest unit of work a node RPC
+/// carries, and it runs while the cluster also serves clients, so it gets
+/// three times anti-entropy's 10 s; past it the attempt counts as failed and
+/// is retried (from the same cursor, possibly on another replica), so a
+/// slow peer costs time, never data.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts per range before a join or decommission gives up on it.
 const MAX_ATTEMPTS: u32 = 60;
 /// How long a joining node waits to hear of a current replica before it
 /// concludes it is the first node (nothing to receive).
 const FIND_PEERS_FOR: Duration = Duration::from_secs(30);
+
+/// How long a finished decommission waits for its caller to hang up with
+/// the reply before the node stops anyway. `shoal-admin` exits as soon as it
+/// has the reply, so its connection ends within a round trip; a caller that
+/// keeps its connection open (a pooled client) or hung up before the reply
+/// would otherwise keep the node from ever stopping. A few seconds are far
+/// more than a reply takes to arrive, and let a caller that retries after
+/// its own timeout still pick up the report (a second call answers with it
+/// at once) before the node is gone.
+const ANSWER_LIMIT: Duration = Duration::from_secs(5);
 
 use crate::store::meta::{join_progress, DECOMMISSIONED, JOINED};
 
@@ -69,6 +90,10 @@ pub enum HandoverError {
         /// The range.
         range: shoal_ring::TokenRange,
     },
+    /// A source's scan pages did not advance their cursor (a faulty peer):
+    /// asking it again would never end.
+    #[error(transparent)]
+    Stalled(#[from] crate::scan::StalledCursor),
     /// Streaming a gained range failed on every attempt.
     #[error(
         "streaming range {range:?} failed {MAX_ATTEMPTS} times, last from {source_id}: {last}"
@@ -127,6 +152,17 @@ pub fn lost_ranges(
     shoal_ring::view::lost_ranges(current, me, n, RingConfig::default())
 }
 
+/// How long a decommissioning node spends pushing its `left` announcement
+/// to peers before it stops: five gossip rounds (of at least 100 ms). One
+/// push is a gossip exchange of up to three hops (Syn, Ack, Ack2) with the
+/// peers this round picks, each hop a round trip well within one interval,
+/// so five leave room for a slow peer; the bound keeps a peer that does not
+/// answer from holding the decommission's reply, and any peer that missed
+/// the push learns of the leave by gossip from those that got it.
+fn leave_timeout(config: &crate::Config) -> Duration {
+    Duration::from_millis(config.gossip.interval_ms.max(100).saturating_mul(5))
+}
+
 /// Whether this node still has a join to finish (configured to join and no
 /// completion marker in its store).
 pub(crate) fn join_pending(
@@ -148,157 +184,243 @@ pub(crate) fn was_decommissioned(
 /// Every ring member by id: its address and whether it is up.
 type Addresses = std::collections::HashMap<String, crate::membership::Reachable>;
 
-/// Non-joining storage members other than this one, `(id, weight)`, and
-/// every member's address.
-fn current_members(inner: &Inner) -> (crate::membership::MemberList, Addresses) {
-    let members = crate::membership::lock(&inner.membership).ring_members();
-    let (current, _) = crate::membership::member_lists(&members);
-    let current = current
-        .into_iter()
-        .filter(|(id, _)| *id != inner.id)
-        .collect();
-    let addresses = crate::membership::reachable(&members, |m| m.status.is_up());
-    (current, addresses)
+/// Join streaming and decommission for one node: the handles they use, the
+/// reports they leave, and the node's request to be stopped.
+pub(crate) struct Handover {
+    id: String,
+    /// The weight this node serves with once joined (flag bits cleared).
+    weight: u32,
+    /// Replicas per key (`replication.n`).
+    n: usize,
+    /// `gossip.interval_ms`: the pace of retries and of waiting for peers.
+    gossip_interval: Duration,
+    /// See [`settle`].
+    settle: Duration,
+    /// See [`leave_timeout`].
+    leave_timeout: Duration,
+    /// Half a frame: what one pushed page of states may carry.
+    budget: usize,
+    store: Arc<Store>,
+    env: Env,
+    membership: SharedMembership,
+    pool: Arc<Pool>,
+    uptime: Uptime,
+    /// The address peers dial (announced with `left`).
+    advertise: String,
+    /// Set when the node stops: a join gives up between ranges.
+    shutting_down: Arc<AtomicBool>,
+    /// Held for the whole of a decommission; its report, once there is one.
+    decommissioned: tokio::sync::Mutex<Option<HandoverReport>>,
+    /// What the join streamed, once it finished.
+    join_report: Mutex<Option<HandoverReport>>,
+    /// Set when the node must stop on its own (after a decommission).
+    stop_requested: Arc<watch::Sender<bool>>,
+    /// Set once a successful decommission's reply was flushed to its
+    /// connection and that connection ended (see [`AnswerWatch`]): the stop
+    /// waits for it.
+    answered: Arc<watch::Sender<bool>>,
 }
 
-/// Runs a pending join: waits for peers and for the announcement to spread,
-/// streams every gained range, then clears the joining flag. Returns the
-/// report (also kept for [`crate::node::NodeHandle::join_report`]).
-pub(crate) async fn join(inner: Arc<Inner>) -> Result<HandoverReport, HandoverError> {
-    let weight = inner.config.member.weight;
-    let found_by = Instant::now() + FIND_PEERS_FOR;
-    let gossip_interval = Duration::from_millis(inner.config.gossip.interval_ms);
-    let current = loop {
-        let (current, _) = current_members(&inner);
-        if !current.is_empty() {
-            break current;
-        }
-        if Instant::now() >= found_by {
-            tracing::info!("no current replica found: this node starts the ring");
-            break Vec::new();
-        }
-        tokio::time::sleep(gossip_interval).await;
-    };
-    let mut started = Instant::now();
-    let mut report = HandoverReport {
-        node: inner.id.clone(),
-        ..HandoverReport::default()
-    };
-    if !current.is_empty() {
-        tokio::time::sleep(settle(&inner.config)).await;
-        // The report times the streaming, not the settle wait.
-        started = Instant::now();
-        // Members seen since the first look count too.
-        let (current, _) = current_members(&inner);
-        let changes = gained_ranges(&current, &inner.id, weight, inner.config.replication.n)?;
-        tracing::info!(
-            ranges = changes.len(),
-            "join: streaming the ranges this node gains"
-        );
-        for change in &changes {
-            if inner.shutting_down.load(Ordering::SeqCst) {
-                return Err(HandoverError::ShuttingDown);
-            }
-            pull_range(&inner, change, &mut report).await?;
-            report.ranges += 1;
+/// Where a [`Handover`] gets its handles from (the node's start-up).
+pub(crate) struct Handles {
+    pub(crate) store: Arc<Store>,
+    pub(crate) env: Env,
+    pub(crate) membership: SharedMembership,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) uptime: Uptime,
+    pub(crate) advertise: String,
+    pub(crate) shutting_down: Arc<AtomicBool>,
+}
+
+impl Handover {
+    pub(crate) fn new(config: &crate::Config, handles: Handles) -> Self {
+        Self {
+            id: config.member.id.clone(),
+            weight: config.member.weight,
+            n: config.replication.n,
+            gossip_interval: Duration::from_millis(config.gossip.interval_ms),
+            settle: settle(config),
+            leave_timeout: leave_timeout(config),
+            budget: config.max_frame_bytes() / 2,
+            store: handles.store,
+            env: handles.env,
+            membership: handles.membership,
+            pool: handles.pool,
+            uptime: handles.uptime,
+            advertise: handles.advertise,
+            shutting_down: handles.shutting_down,
+            decommissioned: tokio::sync::Mutex::new(None),
+            join_report: Mutex::new(None),
+            stop_requested: Arc::new(watch::channel(false).0),
+            answered: Arc::new(watch::channel(false).0),
         }
     }
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    let store = inner.store.clone();
-    inner
-        .env
-        .spawn_blocking(move || store.put_meta(JOINED, b"1"))
-        .await??;
-    crate::membership::lock(&inner.membership).set_weight(weight);
-    let secs = (report.elapsed_ms as f64 / 1000.0).max(0.001);
-    tracing::info!(
-        ranges = report.ranges,
-        keys = report.keys,
-        bytes = report.bytes,
-        elapsed_ms = report.elapsed_ms,
-        keys_per_sec = (report.keys as f64 / secs) as u64,
-        mb_per_sec = format!("{:.1}", report.bytes as f64 / secs / 1e6),
-        "join complete: serving reads for the gained ranges"
-    );
-    *inner
-        .join_report
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
-    Ok(report)
-}
 
-/// Streams one gained range from its old replicas, resuming from the cursor
-/// saved in the store.
-async fn pull_range(
-    inner: &Arc<Inner>,
-    change: &RangeChange,
-    report: &mut HandoverReport,
-) -> Result<(), HandoverError> {
-    let key = join_progress(&change.range);
-    let saved = {
-        let store = inner.store.clone();
-        let key = key.clone();
-        inner
-            .env
-            .spawn_blocking(move || store.get_meta(&key))
-            .await??
-    };
-    let mut cursor = match saved.as_deref() {
-        Some(b"done") => return Ok(()),
-        Some(after) if !after.is_empty() => Some(ScanCursor {
-            range: 0,
-            after: after.to_vec(),
-        }),
-        _ => None,
-    };
-    let gossip_interval = Duration::from_millis(inner.config.gossip.interval_ms);
-    let mut attempts = 0;
-    let mut source = 0usize;
-    loop {
-        let (_, addresses) = current_members(inner);
-        let sources: Vec<(String, String)> = change
-            .old_replicas
-            .iter()
-            .filter(|id| **id != inner.id)
-            .filter_map(|id| {
-                addresses
-                    .get(id)
-                    .filter(|r| r.up)
-                    .map(|r| (id.clone(), r.address.clone()))
-            })
-            .collect();
-        if sources.is_empty() {
-            attempts += 1;
-            if attempts > MAX_ATTEMPTS {
-                return Err(HandoverError::NoSource {
-                    range: change.range,
-                });
-            }
-            tokio::time::sleep(gossip_interval * 5).await;
-            continue;
+    /// What the join streamed, once it finished.
+    pub(crate) fn join_report(&self) -> Option<HandoverReport> {
+        self.join_report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Turns true when the node asks to be stopped (a decommission
+    /// finished).
+    pub(crate) fn stop_requested(&self) -> watch::Receiver<bool> {
+        self.stop_requested.subscribe()
+    }
+
+    /// `transport`, reporting to this node's stop when a decommission's
+    /// reply was flushed on it and the connection then ended.
+    pub(crate) fn watch_answers<T>(&self, transport: T) -> AnswerWatch<T> {
+        AnswerWatch {
+            inner: transport,
+            staged: false,
+            flushed: false,
+            answered: self.answered.clone(),
         }
-        let (source_id, address) = &sources[source % sources.len()];
-        let request = ScanRequest {
-            ranges: vec![change.range],
-            cursor: cursor.clone(),
-            max_keys: BATCH_KEYS,
-            values: true,
+    }
+
+    /// Non-joining storage members other than this one, `(id, weight)`, and
+    /// every member's address.
+    fn current_members(&self) -> (crate::membership::MemberList, Addresses) {
+        let members = crate::membership::lock(&self.membership).ring_members();
+        let (current, _) = crate::membership::member_lists(&members);
+        let current = current
+            .into_iter()
+            .filter(|(id, _)| *id != self.id)
+            .collect();
+        let addresses = crate::membership::reachable(&members, |m| m.status.is_up());
+        (current, addresses)
+    }
+
+    /// Runs a pending join: waits for peers and for the announcement to
+    /// spread, streams every gained range, then clears the joining flag.
+    /// Returns the report (also kept for [`Handover::join_report`]).
+    pub(crate) async fn join(self: Arc<Self>) -> Result<HandoverReport, HandoverError> {
+        let found_by = Instant::now() + FIND_PEERS_FOR;
+        let current = loop {
+            let (current, _) = self.current_members();
+            if !current.is_empty() {
+                break current;
+            }
+            if Instant::now() >= found_by {
+                tracing::info!("no current replica found: this node starts the ring");
+                break Vec::new();
+            }
+            tokio::time::sleep(self.gossip_interval).await;
         };
-        let page = inner
-            .pool
-            .call(address, CALL_TIMEOUT, |c, ctx| async move {
-                c.scan(ctx, request).await
-            })
-            .await;
-        let page = match page {
-            Ok(Ok(page)) => page,
-            failed => {
-                attempts += 1;
-                let error = match failed {
+        let mut started = Instant::now();
+        let mut report = HandoverReport {
+            node: self.id.clone(),
+            ..HandoverReport::default()
+        };
+        if !current.is_empty() {
+            tokio::time::sleep(self.settle).await;
+            // The report times the streaming, not the settle wait.
+            started = Instant::now();
+            // Members seen since the first look count too.
+            let (current, _) = self.current_members();
+            let changes = gained_ranges(&current, &self.id, self.weight, self.n)?;
+            tracing::info!(
+                ranges = changes.len(),
+                "join: streaming the ranges this node gains"
+            );
+            for change in &changes {
+                if self.shutting_down.load(Ordering::SeqCst) {
+                    return Err(HandoverError::ShuttingDown);
+                }
+                self.pull_range(change, &mut report).await?;
+                report.ranges += 1;
+            }
+        }
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        let store = self.store.clone();
+        self.env
+            .spawn_blocking(move || store.put_meta(JOINED, b"1"))
+            .await??;
+        crate::membership::lock(&self.membership).set_weight(self.weight);
+        let secs = (report.elapsed_ms as f64 / 1000.0).max(0.001);
+        tracing::info!(
+            ranges = report.ranges,
+            keys = report.keys,
+            bytes = report.bytes,
+            elapsed_ms = report.elapsed_ms,
+            keys_per_sec = (report.keys as f64 / secs) as u64,
+            mb_per_sec = format!("{:.1}", report.bytes as f64 / secs / 1e6),
+            "join complete: serving reads for the gained ranges"
+        );
+        *self
+            .join_report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
+        Ok(report)
+    }
+
+    /// Streams one gained range from its old replicas, resuming from the
+    /// cursor saved in the store.
+    async fn pull_range(
+        &self,
+        change: &RangeChange,
+        report: &mut HandoverReport,
+    ) -> Result<(), HandoverError> {
+        let key = join_progress(&change.range);
+        let saved = {
+            let store = self.store.clone();
+            let key = key.clone();
+            self.env
+                .spawn_blocking(move || store.get_meta(&key))
+                .await??
+        };
+        let start = match saved.as_deref() {
+            Some(b"done") => return Ok(()),
+            Some(after) if !after.is_empty() => Some(ScanCursor {
+                range: 0,
+                after: after.to_vec(),
+            }),
+            _ => None,
+        };
+        let mut attempts = 0;
+        let mut source = 0usize;
+        let mut scan = PagedScan::new(&[change.range], start, BATCH_KEYS, true);
+        while let Some(request) = scan.next_request() {
+            let page = loop {
+                let (_, addresses) = self.current_members();
+                let sources: Vec<(String, String)> = change
+                    .old_replicas
+                    .iter()
+                    .filter(|id| **id != self.id)
+                    .filter_map(|id| {
+                        addresses
+                            .get(id)
+                            .filter(|r| r.up)
+                            .map(|r| (id.clone(), r.address.clone()))
+                    })
+                    .collect();
+                if sources.is_empty() {
+                    attempts += 1;
+                    if attempts > MAX_ATTEMPTS {
+                        return Err(HandoverError::NoSource {
+                            range: change.range,
+                        });
+                    }
+                    tokio::time::sleep(self.gossip_interval * 5).await;
+                    continue;
+                }
+                let (source_id, address) = &sources[source % sources.len()];
+                let asked = request.clone();
+                let page = self
+                    .pool
+                    .call(address, CALL_TIMEOUT, |c, ctx| async move {
+                        c.scan(ctx, asked).await
+                    })
+                    .await;
+                let error = match page {
+                    Ok(Ok(page)) => break page,
                     Ok(Err(e)) => e.to_string(),
                     Err(e) => e.to_string(),
-                    Ok(Ok(_)) => String::new(),
                 };
+                attempts += 1;
                 if attempts > MAX_ATTEMPTS {
                     return Err(HandoverError::Pull {
                         range: change.range,
@@ -308,230 +430,319 @@ async fn pull_range(
                 }
                 tracing::warn!(source = %source_id, %error, "join: stream failed, trying the next replica");
                 source += 1;
-                tokio::time::sleep(gossip_interval).await;
-                continue;
-            }
-        };
-        report.bytes += wire_size(&page);
-        let items: Vec<(Vec<u8>, SiblingSet)> = page
-            .entries
-            .into_iter()
-            .filter_map(|e| Some((e.key, e.siblings?)))
-            .collect();
-        report.keys += items.len() as u64;
-        let next = page.next;
-        let progress = match &next {
-            Some(c) => c.after.clone(),
-            None => b"done".to_vec(),
-        };
-        let store = inner.store.clone();
-        let meta_key = key.clone();
-        inner
-            .env
-            .spawn_blocking(move || {
-                store.merge_many(&items)?;
-                store.put_meta(&meta_key, &progress)
-            })
-            .await??;
-        match next {
-            Some(c) => cursor = Some(c),
-            None => return Ok(()),
-        }
-    }
-}
-
-/// The decommission RPC: announce leaving, settle, push every lost range to
-/// the members that gain it, announce `left`, and stop the node.
-pub(crate) async fn decommission(
-    inner: &Arc<Inner>,
-    force: bool,
-) -> Result<HandoverReport, RemoteError> {
-    let mut done = inner.decommissioned.lock().await;
-    if let Some(report) = done.as_ref() {
-        return Ok(report.clone());
-    }
-    let report = decommission_once(inner, force).await?;
-    *done = Some(report.clone());
-    Ok(report)
-}
-
-async fn decommission_once(inner: &Arc<Inner>, force: bool) -> Result<HandoverReport, RemoteError> {
-    let fail = |message: String| RemoteError::Membership {
-        operation: "decommission".into(),
-        node: inner.id.clone(),
-        message,
-    };
-    let current = {
-        let mut m = crate::membership::lock(&inner.membership);
-        let n = inner.config.replication.n;
-        let remaining = m
-            .ring_members()
-            .iter()
-            .filter(|i| {
-                i.id.as_str() != inner.id
-                    && i.status == shoal_gossip::Status::Alive
-                    && !crate::membership::split_weight(i.weight).1
-            })
-            .count();
-        if remaining < n && !force {
-            return Err(fail(format!(
-                "only {remaining} other live storage member(s) would remain, fewer than N = {n}: \
-                 writes could no longer reach N replicas (force it to proceed anyway)"
-            )));
-        }
-        m.start_leaving();
-        crate::membership::member_lists(&m.ring_members()).0
-    };
-    if !current.iter().any(|(id, _)| *id == inner.id) {
-        return Err(fail("this node is not on the ring (still joining?)".into()));
-    }
-    if current.len() <= 1 {
-        return Err(fail(
-            "the last node on the ring cannot hand its data to anyone".into(),
-        ));
-    }
-    tracing::info!(
-        "decommission: leaving; waiting for the cluster to route writes to the new owners"
-    );
-    tokio::time::sleep(settle(&inner.config)).await;
-    let started = Instant::now();
-    let changes = lost_ranges(&current, &inner.id, inner.config.replication.n)
-        .map_err(|e| fail(format!("cannot build the ring: {e}")))?;
-    let mut report = HandoverReport {
-        node: inner.id.clone(),
-        ..HandoverReport::default()
-    };
-    for change in &changes {
-        push_range(inner, change, &mut report)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        report.ranges += 1;
-    }
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(
-        ranges = report.ranges,
-        keys = report.keys,
-        bytes = report.bytes,
-        elapsed_ms = report.elapsed_ms,
-        "decommission: ranges handed over; leaving"
-    );
-    // Recorded before announcing `left`: a restart on this directory would
-    // otherwise rejoin with a stale copy of ranges others now own.
-    let store = inner.store.clone();
-    inner
-        .env
-        .spawn_blocking(move || store.put_meta(DECOMMISSIONED, b"1"))
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(e.to_string()))?;
-    let hints = inner.store.hint_count().unwrap_or(0);
-    if hints > 0 {
-        tracing::warn!(
-            hints,
-            "leaving with undelivered hints; anti-entropy repairs their owners"
-        );
-    }
-    let timeout = Duration::from_millis(inner.config.gossip.interval_ms.max(100) * 5);
-    crate::membership::announce_leave(
-        &inner.membership,
-        &inner.pool,
-        inner.uptime,
-        &inner.advertise,
-        timeout,
-    )
-    .await;
-    // Stop after the answer has gone out.
-    let stop = inner.stop_requested.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let _ = stop.send(true);
-    });
-    Ok(report)
-}
-
-/// Sends one lost range to every member that gains it.
-async fn push_range(
-    inner: &Arc<Inner>,
-    change: &RangeChange,
-    report: &mut HandoverReport,
-) -> Result<(), HandoverError> {
-    let ranges = vec![change.range];
-    // A page of states must fit one merge_batch frame.
-    let budget = inner.config.max_frame_bytes() / 2;
-    let mut cursor: Option<ScanCursor> = None;
-    loop {
-        let (scan_ranges, from) = (ranges.clone(), cursor.clone());
-        let store = inner.store.clone();
-        let page = inner
-            .env
-            .spawn_blocking(move || {
-                store.scan_ranges(
-                    &scan_ranges,
-                    from.as_ref(),
-                    BATCH_KEYS as usize,
-                    budget,
-                    true,
-                )
-            })
-            .await??;
-        let items: Vec<(Vec<u8>, SiblingSet)> = page
-            .entries
-            .into_iter()
-            .filter_map(|e| Some((e.key, e.siblings?)))
-            .collect();
-        if !items.is_empty() {
-            for target in &change.gained {
-                send_batch(inner, target, &items, report).await?;
-            }
+                tokio::time::sleep(self.gossip_interval).await;
+            };
+            scan.advance(&page)?;
+            report.bytes += wire_size(&page);
+            let items: Vec<(Vec<u8>, SiblingSet)> = page
+                .entries
+                .into_iter()
+                .filter_map(|e| Some((e.key, e.siblings?)))
+                .collect();
             report.keys += items.len() as u64;
+            let progress = match &page.next {
+                Some(c) => c.after.clone(),
+                None => b"done".to_vec(),
+            };
+            let store = self.store.clone();
+            let meta_key = key.clone();
+            self.env
+                .spawn_blocking(move || {
+                    store.merge_many(&items)?;
+                    store.put_meta(&meta_key, &progress)
+                })
+                .await??;
         }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return Ok(()),
+        Ok(())
+    }
+
+    /// The decommission RPC: announce leaving, settle, push every lost range
+    /// to the members that gain it, announce `left`, and stop the node.
+    pub(crate) async fn decommission(&self, force: bool) -> Result<HandoverReport, RemoteError> {
+        let mut done = self.decommissioned.lock().await;
+        if let Some(report) = done.as_ref() {
+            return Ok(report.clone());
+        }
+        let report = self.decommission_once(force).await?;
+        *done = Some(report.clone());
+        Ok(report)
+    }
+
+    async fn decommission_once(&self, force: bool) -> Result<HandoverReport, RemoteError> {
+        let fail = |message: String| RemoteError::Membership {
+            operation: "decommission".into(),
+            node: self.id.clone(),
+            message,
+        };
+        let current = {
+            let mut m = crate::membership::lock(&self.membership);
+            let n = self.n;
+            let remaining = m
+                .ring_members()
+                .iter()
+                .filter(|i| {
+                    i.id.as_str() != self.id
+                        && i.status == shoal_gossip::Status::Alive
+                        && !crate::membership::split_weight(i.weight).1
+                })
+                .count();
+            if remaining < n && !force {
+                return Err(fail(format!(
+                    "only {remaining} other live storage member(s) would remain, fewer than N = {n}: \
+                     writes could no longer reach N replicas (force it to proceed anyway)"
+                )));
+            }
+            m.start_leaving();
+            crate::membership::member_lists(&m.ring_members()).0
+        };
+        if !current.iter().any(|(id, _)| *id == self.id) {
+            return Err(fail("this node is not on the ring (still joining?)".into()));
+        }
+        if current.len() <= 1 {
+            return Err(fail(
+                "the last node on the ring cannot hand its data to anyone".into(),
+            ));
+        }
+        tracing::info!(
+            "decommission: leaving; waiting for the cluster to route writes to the new owners"
+        );
+        tokio::time::sleep(self.settle).await;
+        let started = Instant::now();
+        let changes = lost_ranges(&current, &self.id, self.n)
+            .map_err(|e| fail(format!("cannot build the ring: {e}")))?;
+        let mut report = HandoverReport {
+            node: self.id.clone(),
+            ..HandoverReport::default()
+        };
+        for change in &changes {
+            self.push_range(change, &mut report)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            report.ranges += 1;
+        }
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            ranges = report.ranges,
+            keys = report.keys,
+            bytes = report.bytes,
+            elapsed_ms = report.elapsed_ms,
+            "decommission: ranges handed over; leaving"
+        );
+        // Recorded before announcing `left`: a restart on this directory would
+        // otherwise rejoin with a stale copy of ranges others now own.
+        let store = self.store.clone();
+        self.env
+            .spawn_blocking(move || store.put_meta(DECOMMISSIONED, b"1"))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let hints = self.store.hint_count().unwrap_or(0);
+        if hints > 0 {
+            tracing::warn!(
+                hints,
+                "leaving with undelivered hints; anti-entropy repairs their owners"
+            );
+        }
+        crate::membership::announce_leave(
+            &self.membership,
+            &self.pool,
+            self.uptime,
+            &self.advertise,
+            self.leave_timeout,
+        )
+        .await;
+        // Stop once this reply has been flushed and its connection has
+        // ended (the caller hung up with it), or after a bound if that does
+        // not happen (a caller that keeps its connection, or left before the
+        // reply). `send_replace`: the request is kept even if nobody watches
+        // for it yet.
+        let (stop, mut answered) = (self.stop_requested.clone(), self.answered.subscribe());
+        tokio::spawn(async move {
+            if tokio::time::timeout(ANSWER_LIMIT, answered.wait_for(|a| *a))
+                .await
+                .is_err()
+            {
+                tracing::info!("decommission caller still connected (or gone before the reply); stopping anyway");
+            }
+            stop.send_replace(true);
+        });
+        Ok(report)
+    }
+
+    /// Sends one lost range to every member that gains it.
+    async fn push_range(
+        &self,
+        change: &RangeChange,
+        report: &mut HandoverReport,
+    ) -> Result<(), HandoverError> {
+        // A page of states must fit one merge_batch frame.
+        let budget = self.budget;
+        let mut scan = PagedScan::new(&[change.range], None, BATCH_KEYS, true);
+        while let Some(request) = scan.next_request() {
+            let store = self.store.clone();
+            let page = self
+                .env
+                .spawn_blocking(move || {
+                    store.scan_ranges(
+                        &request.ranges,
+                        request.cursor.as_ref(),
+                        request.max_keys as usize,
+                        budget,
+                        request.values,
+                    )
+                })
+                .await??;
+            scan.advance(&page)?;
+            let items: Vec<(Vec<u8>, SiblingSet)> = page
+                .entries
+                .into_iter()
+                .filter_map(|e| Some((e.key, e.siblings?)))
+                .collect();
+            if !items.is_empty() {
+                for target in &change.gained {
+                    self.send_batch(target, &items, report).await?;
+                }
+                report.keys += items.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_batch(
+        &self,
+        target: &str,
+        items: &[(Vec<u8>, SiblingSet)],
+        report: &mut HandoverReport,
+    ) -> Result<(), HandoverError> {
+        let mut last = String::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let address = crate::membership::lock(&self.membership)
+                .member(target)
+                .filter(|m| m.status.is_up())
+                .map(|m| m.address);
+            let Some(address) = address else {
+                last = format!("{target} is not up");
+                tokio::time::sleep(self.gossip_interval * 5).await;
+                continue;
+            };
+            let batch = items.to_vec();
+            let size = wire_size(&batch);
+            match self
+                .pool
+                .call(&address, CALL_TIMEOUT, |c, ctx| async move {
+                    c.merge_batch(ctx, batch).await
+                })
+                .await
+            {
+                Ok(Ok(_)) => {
+                    report.bytes += size;
+                    return Ok(());
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(self.gossip_interval).await;
+        }
+        Err(HandoverError::Push {
+            target: target.to_string(),
+            last,
+        })
+    }
+}
+
+/// A served connection's transport that notices when a successful
+/// decommission reply was flushed on it and the connection then ended (the
+/// caller hung up, having read it, or the connection was closed for it):
+/// the event the node's stop waits for, so that the reply has reached its
+/// caller before shutdown closes anything (instead of guessing with a
+/// sleep).
+///
+/// The connection's end, not the flush alone: a flushed reply is still in
+/// flight, and a node that stopped at once would race it with its own
+/// shutdown (in the simulation, the order in which the host's tasks drop
+/// their sockets would reach the network and change the trace).
+pub(crate) struct AnswerWatch<T> {
+    inner: T,
+    /// A decommission reply was handed to `inner` and not yet flushed.
+    staged: bool,
+    /// A decommission reply was flushed: its connection's end is the event.
+    flushed: bool,
+    answered: Arc<watch::Sender<bool>>,
+}
+
+type Answer = tarpc::Response<crate::rpc::ReplicaResponse>;
+
+impl<T: futures::Stream + Unpin> futures::Stream for AnswerWatch<T> {
+    type Item = T::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T::Item>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_next(cx)
+    }
+}
+
+impl<T: futures::Sink<Answer> + Unpin> futures::Sink<Answer> for AnswerWatch<T> {
+    type Error = T::Error;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), T::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_ready(cx)
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: Answer) -> Result<(), T::Error> {
+        let this = self.get_mut();
+        let decommissioned = matches!(
+            &item.message,
+            Ok(crate::rpc::ReplicaResponse::Decommission(Ok(_)))
+        );
+        std::pin::Pin::new(&mut this.inner).start_send(item)?;
+        this.staged |= decommissioned;
+        Ok(())
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), T::Error>> {
+        let this = self.get_mut();
+        let flushed = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_flush(cx));
+        this.note(&flushed);
+        std::task::Poll::Ready(flushed)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), T::Error>> {
+        let this = self.get_mut();
+        let closed = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_close(cx));
+        this.note(&closed);
+        std::task::Poll::Ready(closed)
+    }
+}
+
+impl<T> AnswerWatch<T> {
+    /// After a successful flush (or close, which flushes), a decommission
+    /// reply handed over before it is on its way.
+    fn note<E>(&mut self, outcome: &Result<(), E>) {
+        if outcome.is_ok() && self.staged {
+            self.staged = false;
+            self.flushed = true;
         }
     }
 }
 
-async fn send_batch(
-    inner: &Arc<Inner>,
-    target: &str,
-    items: &[(Vec<u8>, SiblingSet)],
-    report: &mut HandoverReport,
-) -> Result<(), HandoverError> {
-    let gossip_interval = Duration::from_millis(inner.config.gossip.interval_ms);
-    let mut last = String::new();
-    for _ in 0..MAX_ATTEMPTS {
-        let address = crate::membership::lock(&inner.membership)
-            .member(target)
-            .filter(|m| m.status.is_up())
-            .map(|m| m.address);
-        let Some(address) = address else {
-            last = format!("{target} is not up");
-            tokio::time::sleep(gossip_interval * 5).await;
-            continue;
-        };
-        let batch = items.to_vec();
-        let size = wire_size(&batch);
-        match inner
-            .pool
-            .call(&address, CALL_TIMEOUT, |c, ctx| async move {
-                c.merge_batch(ctx, batch).await
-            })
-            .await
-        {
-            Ok(Ok(_)) => {
-                report.bytes += size;
-                return Ok(());
-            }
-            Ok(Err(e)) => last = e.to_string(),
-            Err(e) => last = e.to_string(),
+impl<T> Drop for AnswerWatch<T> {
+    /// The connection is over (its serving loop returned).
+    fn drop(&mut self) {
+        if self.flushed {
+            self.answered.send_replace(true);
         }
-        tokio::time::sleep(gossip_interval).await;
     }
-    Err(HandoverError::Push {
-        target: target.to_string(),
-        last,
-    })
 }
 
 #[cfg(test)]
@@ -540,6 +751,116 @@ mod tests {
 
     fn members(ids: &[&str]) -> Vec<(String, u32)> {
         ids.iter().map(|id| (id.to_string(), 1)).collect()
+    }
+
+    /// A sink that holds what it was sent until flushed.
+    #[derive(Default)]
+    struct Wire {
+        staged: Vec<Answer>,
+        sent: Vec<Answer>,
+        fail_flush: bool,
+    }
+
+    impl futures::Sink<Answer> for Wire {
+        type Error = std::io::Error;
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, item: Answer) -> Result<(), Self::Error> {
+            self.get_mut().staged.push(item);
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            let this = self.get_mut();
+            if this.fail_flush {
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            this.sent.append(&mut this.staged);
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    fn answer(message: Result<crate::rpc::ReplicaResponse, tarpc::ServerError>) -> Answer {
+        tarpc::Response {
+            request_id: 1,
+            message,
+        }
+    }
+
+    fn watch(wire: Wire) -> (AnswerWatch<Wire>, watch::Receiver<bool>) {
+        let answered = Arc::new(watch::channel(false).0);
+        let rx = answered.subscribe();
+        let w = AnswerWatch {
+            inner: wire,
+            staged: false,
+            flushed: false,
+            answered,
+        };
+        (w, rx)
+    }
+
+    #[tokio::test]
+    async fn the_stop_event_is_the_end_of_a_connection_that_flushed_a_decommission_reply() {
+        use crate::rpc::ReplicaResponse;
+        use futures::SinkExt;
+        let ok = || {
+            answer(Ok(ReplicaResponse::Decommission(Ok(
+                HandoverReport::default(),
+            ))))
+        };
+        let refused = |id: &str| RemoteError::ShuttingDown { id: id.into() };
+
+        // Other replies, and a refused decommission, are not the event.
+        let (mut w, rx) = watch(Wire::default());
+        w.feed(answer(Ok(ReplicaResponse::Status(Err(refused("n"))))))
+            .await
+            .unwrap();
+        w.feed(answer(Ok(ReplicaResponse::Decommission(Err(refused("n"))))))
+            .await
+            .unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(w.inner.sent.len(), 2);
+        drop(w);
+        assert!(!*rx.borrow(), "no successful decommission reply went out");
+
+        // Flushed, the reply is on its way; the connection's end is the event.
+        let (mut w, rx) = watch(Wire::default());
+        w.feed(ok()).await.unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(w.inner.sent.len(), 1);
+        assert!(!*rx.borrow(), "flushed, but the connection is still open");
+        drop(w);
+        assert!(*rx.borrow(), "flushed, then the connection ended");
+
+        // Handed to the transport but never flushed: not the event.
+        let (mut w, rx) = watch(Wire::default());
+        w.feed(ok()).await.unwrap();
+        drop(w);
+        assert!(!*rx.borrow(), "staged only");
+
+        // A flush that fails is not a delivery; closing flushes.
+        let (mut w, rx) = watch(Wire {
+            fail_flush: true,
+            ..Wire::default()
+        });
+        w.feed(ok()).await.unwrap();
+        assert!(w.flush().await.is_err());
+        w.inner.fail_flush = false;
+        w.close().await.unwrap();
+        drop(w);
+        assert!(*rx.borrow());
     }
 
     #[test]

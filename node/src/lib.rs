@@ -37,7 +37,9 @@
 //!   on demand (the `repair` RPC);
 //! - `handoff`: hinted handoff, delivering held hints to their owners;
 //! - [`handover`]: range streaming when a node joins or is decommissioned;
-//! - [`node`]: start-up, the service implementation, hinted handoff, shutdown;
+//! - `scan`: the one paged-scan loop the three above share;
+//! - [`node`]: start-up, the service implementation, shutdown (it builds
+//!   anti-entropy, handoff and handover, none of which imports it);
 //! - [`logging`]: log setup and signals for the binaries.
 //!
 //! Durability: a write is acknowledged only after the engine accepted it under
@@ -54,14 +56,9 @@ pub mod membership;
 pub mod node;
 pub mod pool;
 pub mod rpc;
+mod scan;
 pub mod secure;
 pub mod serve;
 pub mod store;
 
 pub use config::Config;
-
-#[doc(hidden)]
-pub mod __private {
-    pub use futures::{pin_mut, StreamExt};
-    pub use tarpc::server::{BaseChannel, Channel};
-}

@@ -133,7 +133,7 @@ impl Member {
             .collect();
         let rng = StdRng::seed_from_u64(env.clock.now_millis() ^ fnv1a(&id));
         let membership = Membership::new(
-            crate::node::gossip_config(config),
+            crate::membership::gossip_config(config),
             LocalMember {
                 id: id.clone().into(),
                 address: advertise.clone(),

@@ -108,6 +108,26 @@ pub fn lock(membership: &SharedMembership) -> std::sync::MutexGuard<'_, Membersh
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Gossip settings derived from a member's config (nodes and gateways
+/// alike).
+pub fn gossip_config(config: &crate::Config) -> shoal_gossip::Config {
+    let interval = Duration::from_millis(config.gossip.interval_ms);
+    let down = Duration::from_millis(config.gossip.failure_timeout_ms);
+    shoal_gossip::Config {
+        fanout: config.gossip.fanout,
+        interval,
+        detector: shoal_gossip::Detector::Timeout {
+            suspect_after: down / 2,
+            down_after: down,
+        },
+        // The joining flag rides in the weight; only the rest is checked
+        // against the bound.
+        weight_flags: JOINING_FLAG,
+        max_weight: config.gossip.max_weight,
+        ..shoal_gossip::Config::default()
+    }
+}
+
 /// Hops of one exchange (Syn, Ack, Ack2): replies to replies are carried at
 /// most this many times, so a misbehaving peer cannot loop us.
 const MAX_HOPS: usize = 3;
@@ -167,6 +187,16 @@ async fn exchange(
     }
 }
 
+/// Deadline of one gossip hop: two rounds. A hop is one small message each
+/// way, answered within a round trip by a live peer; an answer later than
+/// that is stale anyway (the next round has sent fresher state). The loop
+/// waits for every exchange of a round before it ticks again, so the bound
+/// is also how long one silent peer can delay this member's next
+/// heartbeats to the others (per hop, at most [`MAX_HOPS`] of them).
+fn hop_timeout(interval: Duration) -> Duration {
+    interval * 2
+}
+
 /// Ticks the membership every `interval` and carries its messages until
 /// `shutdown` turns true.
 pub async fn run(
@@ -192,9 +222,16 @@ pub async fn run(
         log_refusals(&events);
         // Rounds run concurrently so that one unreachable peer's connect
         // timeout does not delay heartbeats to the others.
-        let rounds = outgoing
-            .into_iter()
-            .map(|out| exchange(&membership, &pool, uptime, &self_addr, out, interval * 2));
+        let rounds = outgoing.into_iter().map(|out| {
+            exchange(
+                &membership,
+                &pool,
+                uptime,
+                &self_addr,
+                out,
+                hop_timeout(interval),
+            )
+        });
         futures::future::join_all(rounds).await;
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_gossip::{Message, Role};
@@ -12,10 +12,12 @@ use tarpc::context::Context as RpcContext;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::anti_entropy::AntiEntropy;
 use crate::config::Config;
 use crate::env::Env;
+use crate::handoff::Handoff;
+use crate::handover::Handover;
 use crate::membership::{self, SharedMembership, Uptime};
-use crate::pool::Pool;
 use crate::rpc::{
     CoordinateRequest, HandoverReport, KeyReport, MerkleRequest, MerkleResponse, NodeStatus,
     RemoteError, RepairReport, Replica, ReplicateRequest, ScanPage, ScanRequest, StoredView,
@@ -55,31 +57,23 @@ pub enum NodeError {
     Member(#[from] crate::member::MemberError),
 }
 
-/// What the service, the loops and the RPC handlers share.
+/// What the RPC handlers share: the request path's handles, and the two
+/// components whose work an RPC starts (anti-entropy's repair, handover's
+/// decommission). Handoff runs on its own and is not here.
 pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) env: Env,
-    pub(crate) id: String,
-    pub(crate) store: Arc<Store>,
-    pub(crate) membership: SharedMembership,
-    pub(crate) uptime: Uptime,
-    pub(crate) pool: Arc<Pool>,
-    pub(crate) shutting_down: AtomicBool,
+    config: Config,
+    env: Env,
+    id: String,
+    store: Arc<Store>,
+    membership: SharedMembership,
+    uptime: Uptime,
+    /// Set by a graceful stop or an abort; shared with handover, whose join
+    /// gives up between ranges once it is set.
+    shutting_down: Arc<AtomicBool>,
     /// Node-wide bound on data requests in flight (`rpc.max_in_flight`).
-    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
-    /// Held for the whole of a decommission; its report, once there is one.
-    pub(crate) decommissioned: tokio::sync::Mutex<Option<HandoverReport>>,
-    /// One anti-entropy pass at a time (periodic or the repair RPC), so that
-    /// two never sync the same keys against each other.
-    pub(crate) anti_entropy_lock: tokio::sync::Mutex<()>,
-    /// Paces all anti-entropy traffic of this node.
-    pub(crate) anti_entropy_limiter: crate::anti_entropy::RateLimiter,
-    /// The address peers dial (announced in gossip).
-    pub(crate) advertise: String,
-    /// Set when the node must stop on its own (after a decommission).
-    pub(crate) stop_requested: Arc<watch::Sender<bool>>,
-    /// What the join streamed, once it finished.
-    pub(crate) join_report: Mutex<Option<HandoverReport>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    anti_entropy: Arc<AntiEntropy>,
+    handover: Arc<Handover>,
 }
 
 /// The RPC face of a node (cheap to clone: one per connection).
@@ -154,7 +148,7 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
                 config.member.weight
             },
             incarnation: store.incarnation(),
-            connect_timeout: Duration::from_millis(config.gossip.interval_ms.max(200) * 5),
+            connect_timeout: connect_timeout(&config),
         },
     )?;
     let (membership, pool, uptime) = (
@@ -163,46 +157,70 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         member.uptime,
     );
     let advertise = member.advertise.clone();
+    let store = Arc::new(store);
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let anti_entropy = Arc::new(AntiEntropy::new(
+        &config,
+        store.clone(),
+        env.clone(),
+        membership.clone(),
+        pool.clone(),
+    ));
+    let handover = Arc::new(Handover::new(
+        &config,
+        crate::handover::Handles {
+            store: store.clone(),
+            env: env.clone(),
+            membership: membership.clone(),
+            pool: pool.clone(),
+            uptime,
+            advertise: advertise.clone(),
+            shutting_down: shutting_down.clone(),
+        },
+    ));
+    let handoff = Handoff::new(
+        &config,
+        store.clone(),
+        env.clone(),
+        membership.clone(),
+        pool.clone(),
+    );
     let inner = Arc::new(Inner {
         config: config.clone(),
         env,
         id: id.clone(),
-        store: Arc::new(store),
-        membership: membership.clone(),
+        store,
+        membership,
         uptime,
-        pool: pool.clone(),
-        shutting_down: AtomicBool::new(false),
+        shutting_down,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.rpc.max_in_flight)),
-        decommissioned: tokio::sync::Mutex::new(None),
-        anti_entropy_lock: tokio::sync::Mutex::new(()),
-        anti_entropy_limiter: crate::anti_entropy::RateLimiter::new(
-            config.anti_entropy.max_keys_per_sec,
-            config.anti_entropy.max_bytes_per_sec,
-        ),
-        advertise: advertise.clone(),
-        stop_requested: Arc::new(watch::channel(false).0),
-        join_report: Mutex::new(None),
+        anti_entropy: anti_entropy.clone(),
+        handover: handover.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
     let service = NodeService(inner.clone());
+    let answers = handover.clone();
     tasks.extend(member.run(
         listener,
         shutdown_rx.clone(),
         move |transport, connection| {
             let service = service.clone();
-            async move { crate::serve_connection!(transport, service, connection) }
+            crate::serve::serve_connection(
+                answers.watch_answers(transport),
+                move |ctx, request| tarpc::server::Serve::serve(service.serve(), ctx, request),
+                connection,
+            )
         },
     ));
     if joining {
-        let inner = inner.clone();
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => {}
-                result = crate::handover::join(inner) => {
+                result = handover.join() => {
                     if let Err(e) = result {
                         tracing::error!(error = %e, "join did not finish; restart the node to resume it");
                     }
@@ -211,16 +229,10 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         }));
     }
     if config.anti_entropy.enabled {
-        tasks.push(tokio::spawn(crate::anti_entropy::run(
-            inner.clone(),
-            shutdown_rx.clone(),
-        )));
+        tasks.push(tokio::spawn(anti_entropy.run(shutdown_rx.clone())));
     }
     if config.handoff.enabled {
-        tasks.push(tokio::spawn(crate::handoff::handoff_loop(
-            inner.clone(),
-            shutdown_rx,
-        )));
+        tasks.push(tokio::spawn(handoff.run(shutdown_rx)));
     }
     tracing::info!(%id, %addr, %advertise, incarnation = inner.store.incarnation(), "node started");
     Ok(NodeHandle {
@@ -232,24 +244,19 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     })
 }
 
-/// Gossip settings derived from the node config.
-pub fn gossip_config(config: &Config) -> shoal_gossip::Config {
-    let interval = Duration::from_millis(config.gossip.interval_ms);
-    let down = Duration::from_millis(config.gossip.failure_timeout_ms);
-    shoal_gossip::Config {
-        fanout: config.gossip.fanout,
-        interval,
-        detector: shoal_gossip::Detector::Timeout {
-            suspect_after: down / 2,
-            down_after: down,
-        },
-        // The joining flag rides in the weight; only the rest is checked
-        // against the bound.
-        weight_flags: crate::membership::JOINING_FLAG,
-        max_weight: config.gossip.max_weight,
-        ..shoal_gossip::Config::default()
-    }
+/// How long dialing a peer, handshake included, may take: five gossip
+/// rounds, and never under one second (rounds of at least 200 ms). A dial is
+/// a TCP connect plus two 48-byte handshake messages, one round trip each,
+/// so a reachable peer answers far sooner; the bound is what an
+/// unreachable one costs each caller (a gossip round, a hint delivery, a
+/// streaming attempt), so it stays within a few rounds, and the failure
+/// detector (`gossip.failure_timeout_ms`) still decides whether the peer is
+/// down.
+fn connect_timeout(config: &Config) -> Duration {
+    Duration::from_millis(config.gossip.interval_ms.max(200).saturating_mul(5))
 }
+
+pub use crate::membership::gossip_config;
 
 impl NodeHandle {
     /// The bound RPC address.
@@ -284,17 +291,13 @@ impl NodeHandle {
     /// What the join streamed, once it finished (`None` while joining, or
     /// when the node did not join).
     pub fn join_report(&self) -> Option<HandoverReport> {
-        self.inner
-            .join_report
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.inner.handover.join_report()
     }
 
     /// Resolves when the node asks to be stopped (a decommission finished);
     /// the binary then shuts it down. Never resolves otherwise.
     pub async fn stop_requested(&self) {
-        let mut rx = self.inner.stop_requested.subscribe();
+        let mut rx = self.inner.handover.stop_requested();
         if rx.wait_for(|s| *s).await.is_err() {
             futures::future::pending::<()>().await;
         }
@@ -669,12 +672,12 @@ impl Replica for NodeService {
 
     async fn repair(self, _: RpcContext) -> Result<RepairReport, RemoteError> {
         self.check_running()?;
-        Ok(crate::anti_entropy::repair(&self.0).await)
+        Ok(self.0.anti_entropy.repair().await)
     }
 
     async fn decommission(self, _: RpcContext, force: bool) -> Result<HandoverReport, RemoteError> {
         self.check_running()?;
-        crate::handover::decommission(&self.0, force).await
+        self.0.handover.decommission(force).await
     }
 
     async fn status(self, _: RpcContext) -> Result<NodeStatus, RemoteError> {

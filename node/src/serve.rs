@@ -182,7 +182,7 @@ impl ServeLimits {
     }
 }
 
-/// What [`serve_connection!`](crate::serve_connection) needs of the
+/// What [`serve_connection`] needs of the
 /// connection it serves besides the transport.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -346,47 +346,80 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Serves one connection with a concrete service: the future to return from
-/// the `on_connection` callback of [`accept_loop`]. Ends on shutdown, when
-/// the peer closes, or after [`Connection::idle_timeout`] with nothing in
-/// flight.
-#[macro_export]
-macro_rules! serve_connection {
-    ($transport:expr, $service:expr, $connection:expr) => {{
-        use $crate::__private::{BaseChannel, Channel, StreamExt};
-        let connection: $crate::serve::Connection = $connection;
-        let mut stop = connection.shutdown;
-        let in_flight = $crate::serve::InFlight::default();
-        let channel = BaseChannel::with_defaults($transport)
-            .max_concurrent_requests($crate::serve::MAX_IN_FLIGHT_PER_CONNECTION);
-        let requests = channel.execute($crate::rpc::Replica::serve($service));
-        $crate::__private::pin_mut!(requests);
-        let idle = tokio::time::sleep(connection.idle_timeout);
-        $crate::__private::pin_mut!(idle);
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => break,
-                next = requests.next() => match next {
-                    Some(request) => {
-                        let guard = in_flight.start();
-                        tokio::spawn(async move {
-                            request.await;
-                            drop(guard);
-                        });
-                        idle.as_mut().reset(tokio::time::Instant::now() + connection.idle_timeout);
-                    }
-                    None => break,
-                },
-                _ = &mut idle => {
-                    if in_flight.is_idle() {
-                        break;
-                    }
-                    idle.as_mut().reset(tokio::time::Instant::now() + connection.idle_timeout);
+/// Serves one connection: the future to return from the `on_connection`
+/// callback of [`accept_loop`]. Each request runs on its own task, answered
+/// by `handler`; the connection ends on shutdown, when the peer closes, or
+/// after [`Connection::idle_timeout`] with nothing in flight.
+///
+/// `handler` answers one request, usually by handing it to the
+/// tarpc-generated server of a [`Replica`](crate::rpc::Replica)
+/// implementation:
+///
+/// ```no_run
+/// use shoal_node::node::NodeService;
+/// use shoal_node::rpc::Replica;
+/// use shoal_node::serve::{serve_connection, Connection, ServerTransport};
+///
+/// fn on_connection(
+///     service: NodeService,
+/// ) -> impl Fn(ServerTransport, Connection) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+///     move |transport, connection| {
+///         let service = service.clone();
+///         Box::pin(serve_connection(
+///             transport,
+///             move |ctx, request| tarpc::server::Serve::serve(service.serve(), ctx, request),
+///             connection,
+///         ))
+///     }
+/// }
+/// ```
+///
+/// It takes that closure rather than the service itself because a request's
+/// future must be `Send` to run on its own task, and Rust cannot yet state
+/// that of a generic service's `async fn`s; a closure written where the
+/// service is a concrete type names a future the compiler can check.
+pub async fn serve_connection<T, H, Fut>(transport: T, handler: H, connection: Connection)
+where
+    T: tarpc::Transport<Out, In> + Send + 'static,
+    H: FnOnce(tarpc::context::Context, crate::rpc::ReplicaRequest) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<crate::rpc::ReplicaResponse, tarpc::ServerError>> + Send + 'static,
+{
+    use futures::StreamExt;
+    use tarpc::server::{BaseChannel, Channel};
+    let Connection {
+        shutdown: mut stop,
+        idle_timeout,
+    } = connection;
+    let in_flight = InFlight::default();
+    let channel =
+        BaseChannel::with_defaults(transport).max_concurrent_requests(MAX_IN_FLIGHT_PER_CONNECTION);
+    let requests = channel.execute(tarpc::server::serve(handler));
+    futures::pin_mut!(requests);
+    let idle = tokio::time::sleep(idle_timeout);
+    futures::pin_mut!(idle);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            next = requests.next() => match next {
+                Some(request) => {
+                    let guard = in_flight.start();
+                    tokio::spawn(async move {
+                        request.await;
+                        drop(guard);
+                    });
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 }
+                None => break,
+            },
+            _ = &mut idle => {
+                if in_flight.is_idle() {
+                    break;
+                }
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
             }
         }
-    }};
+    }
 }
 
 #[cfg(test)]

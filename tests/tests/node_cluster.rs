@@ -404,3 +404,43 @@ async fn hints_for_a_member_that_left_go_to_the_current_replicas() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_node_stops_once_its_caller_has_the_reply_and_the_request_is_kept() {
+    // The stop follows the decommission's reply: once it was flushed and the
+    // caller hung up with it, not after a guessed delay. And it is a state,
+    // not a message: a watcher that comes after it (the binary's select, a
+    // test) still sees it. It used to be a `watch::send` 200 ms after the
+    // reply, lost when nobody was watching at that instant.
+    let dir = tempfile::tempdir().unwrap();
+    let fast = |id: &str, seeds: &[String]| {
+        let mut c = config(id, dir.path(), seeds);
+        // Settle = 5 gossip rounds + the request timeout.
+        c.http.request_timeout_ms = 100;
+        c
+    };
+    let mut nodes = shoal_tests::cluster::start_nodes(4, fast).await;
+    let leaving = nodes.pop().unwrap();
+    let caller = pool();
+    let report = caller
+        .call(leaving.advertise(), WAIT, |c, ctx| async move {
+            c.decommission(ctx, false).await
+        })
+        .await
+        .expect("the decommission reply reaches its caller")
+        .expect("four nodes, N = 3: the decommission proceeds");
+    assert_eq!(report.node, leaving.id());
+    // The caller hangs up, as shoal-admin does when it has the reply.
+    drop(caller);
+    // Well past the hang-up and well short of the 5 s bound for callers
+    // that stay connected: the stop was requested by the hang-up, before
+    // anyone watched for it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::timeout(Duration::from_millis(100), leaving.stop_requested())
+        .await
+        .expect("the stop, requested at the hang-up, is seen by a watcher that comes late");
+    leaving.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -50,6 +50,13 @@ const MAX_HANDSHAKE_MESSAGE: usize = 256;
 
 /// How long a new connection may take to complete the handshake before it is
 /// dropped (`rpc.handshake_timeout_ms`; both sides apply it).
+///
+/// The handshake is two 48-byte messages, one round trip plus an X25519
+/// exchange per side (about 250 us, BENCHMARKS.md), so an honest peer is
+/// done in milliseconds even across a slow link; the bound is what a peer
+/// that connects and then says nothing (or trickles bytes) can hold one of
+/// the `rpc.max_connections` slots for, and 5 s keeps that short while
+/// leaving ample room for a peer that is busy or paused by a GC-like stall.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What each end of a connection needs for the handshake.

@@ -126,6 +126,12 @@ impl HintBook {
     fn total(&self) -> u64 {
         self.lock().total
     }
+
+    /// Every owner with at least one hint held (bounded by
+    /// `handoff.max_hints`, since each has a hint).
+    fn owners(&self) -> Vec<String> {
+        self.lock().per_owner.keys().cloned().collect()
+    }
 }
 
 /// A hint's stored value.
@@ -203,12 +209,22 @@ impl Store {
         Ok(merged)
     }
 
-    /// The hints held for `key`, by owner.
+    /// The hints held for `key`, by owner, in the hint space's key order.
+    ///
+    /// One point read per owner this node holds any hint for (the in-memory
+    /// counts know them all): a hint's storage key is the owner followed by
+    /// the key, so this never reads another key's hints, however many the
+    /// node holds for an owner that was down a long time. The debug endpoint
+    /// asks every node for this, per request.
     pub fn hints_for_key(&self, key: &[u8]) -> Result<Vec<(String, SiblingSet)>, StoreError> {
+        let mut owners = self.hints.owners();
+        // The order a scan of the hint space gives: owner length, then bytes.
+        owners.sort_by(|a, b| (a.len(), a.as_bytes()).cmp(&(b.len(), b.as_bytes())));
         let mut out = Vec::new();
-        for hint in self.hints(usize::MAX)? {
-            if hint.key == key {
-                out.push((hint.owner, hint.siblings));
+        for owner in owners {
+            let hk = hint_key(&owner, key)?;
+            if let Some((siblings, _)) = self.read_hint(&hk, key)? {
+                out.push((owner, siblings));
             }
         }
         Ok(out)

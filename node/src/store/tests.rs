@@ -505,3 +505,55 @@ fn clocks_stay_bounded_on_write_merge_and_repair() {
     // The pruned actors' counters stay below every new dot.
     assert!(written.counter_floor() >= 1);
 }
+
+#[test]
+fn hints_for_a_key_are_found_without_reading_other_keys_hints() {
+    // The debug endpoint asks every node for one key's hints; a node with a
+    // large hint backlog must answer from that key's entries alone. An
+    // unreadable hint of another key stands in for "any other hint": a
+    // lookup that read it would fail.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut set = SiblingSet::new();
+    set.update(&Context::empty(), "w#1", value("v"), 1).unwrap();
+    let mut other = SiblingSet::new();
+    other
+        .update(&Context::empty(), "w#1", value("other"), 2)
+        .unwrap();
+    for owner in ["a", "bb", "c", "d"] {
+        for i in 0..50 {
+            s.put_hint(owner, format!("k{i}").as_bytes(), &other)
+                .unwrap();
+        }
+    }
+    // Held for three owners, in the key order of the hint space (owner
+    // length first).
+    for owner in ["bb", "c", "a"] {
+        s.put_hint(owner, b"wanted", &set).unwrap();
+    }
+    for owner in ["a", "d"] {
+        s.engine
+            .put(&hint_key(owner, b"unrelated").unwrap(), b"\xffnot a hint")
+            .unwrap();
+    }
+    let found = s.hints_for_key(b"wanted").unwrap();
+    let owners: Vec<&str> = found.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(owners, ["a", "c", "bb"]);
+    assert!(found.iter().all(|(_, held)| *held == set));
+    assert_eq!(s.hints_for_key(b"absent").unwrap(), vec![]);
+    // The unreadable entries are there: a scan of all hints trips on them.
+    assert!(matches!(
+        s.hints(usize::MAX),
+        Err(StoreError::Corrupt { .. })
+    ));
+    // Deleted hints are not found, and an owner whose last hint went is
+    // not asked any more.
+    s.drop_hint("c", b"wanted").unwrap();
+    let owners: Vec<String> = s
+        .hints_for_key(b"wanted")
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(owners, ["a", "bb"]);
+}
