@@ -35,7 +35,7 @@ pub const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Longest bearer token looked at; longer ones are refused unhashed.
 pub const MAX_TOKEN_BYTES: usize = 1024;
 
-/// What a token may do. Independent of each other, as API.md lists them:
+/// What a token may do. Independent of each other, as the README lists them:
 /// `admin` does not imply `write`, so an operator's debugging token cannot
 /// overwrite data by mistake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub enum Need {
     AnyToken,
 }
 
-/// What `method path` requires, per API.md's security section.
+/// What `method path` requires (the README's "Security: clients" table).
 pub fn need_for(method: &Method, path: &str) -> Need {
     if path == "/health" || path == "/v1/openapi.json" {
         Need::Nothing

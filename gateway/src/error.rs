@@ -18,7 +18,7 @@ pub enum Operation {
 }
 
 /// A request the gateway answers with an error status and a JSON body
-/// `{"error": code, "message": ...}` (API.md's error table).
+/// `{"error": code, "message": ...}` (the README's error table).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
     /// The key is longer than `limits.max_key_bytes`.

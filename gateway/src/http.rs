@@ -1,4 +1,4 @@
-//! The HTTP API of API.md: routes, handlers, limits and the generated
+//! The HTTP API: routes, handlers, limits and the generated
 //! OpenAPI document.
 
 use std::sync::Arc;

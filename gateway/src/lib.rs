@@ -1,6 +1,6 @@
 //! `shoal-gateway`: the client-facing coordinator of a Shoal cluster.
 //!
-//! A gateway serves the HTTP API of `API.md` (`PUT`/`GET`/`DELETE
+//! A gateway serves the HTTP API of the README (`PUT`/`GET`/`DELETE
 //! /v1/kv/{key}` with causal contexts and per-request `r`/`w`, cluster and
 //! debug views, `/health`, a generated `/v1/openapi.json`) and routes each
 //! request by the consistent-hash ring. It is a gossip member with role

@@ -1,4 +1,4 @@
-//! The JSON shapes of the HTTP API (API.md), with their OpenAPI schemas.
+//! The JSON shapes of the HTTP API (README, "HTTP API"), with their OpenAPI schemas.
 //! Field names are part of the client contract; fields may be added.
 
 use std::collections::BTreeMap;
