@@ -47,6 +47,7 @@
 pub mod cluster;
 pub mod config;
 pub mod faultnet;
+pub mod forge;
 pub mod http;
 pub mod oracle;
 pub mod procs;

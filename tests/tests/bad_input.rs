@@ -94,13 +94,6 @@ fn valid_uri(path: &str) -> bool {
 /// future writes. Only the cluster's seal keeps these out; with a random
 /// 16-byte "tag" appended too, as a forger who knows the format would.
 fn hostile_context(rng: &mut StdRng) -> String {
-    fn varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8 & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
     let big = [
         u64::MAX - 1,
         u64::MAX - 2,
@@ -108,31 +101,23 @@ fn hostile_context(rng: &mut StdRng) -> String {
         (1 << 48) + 1,
         1_000_000,
     ];
-    let mut bytes = vec![0x21];
-    varint(
-        &mut bytes,
-        if rng.gen_bool(0.3) {
-            big[rng.gen_range(0..big.len())]
-        } else {
-            0
-        },
-    );
+    let floor = if rng.gen_bool(0.3) {
+        big[rng.gen_range(0..big.len())]
+    } else {
+        0
+    };
     let actors = [1usize, 3, 50, 2_000][rng.gen_range(0..4)];
-    let mut names: Vec<String> = (0..actors)
-        .map(|i| match rng.gen_range(0..3) {
-            0 => format!("node-{}#{}", i % 5 + 1, rng.gen_range(0..4)),
-            1 => format!("a{i:05}"),
-            _ => format!("zz-attacker-{i}"),
+    let entries: Vec<(String, u64)> = (0..actors)
+        .map(|i| {
+            let name = match rng.gen_range(0..3) {
+                0 => format!("node-{}#{}", i % 5 + 1, rng.gen_range(0..4)),
+                1 => format!("a{i:05}"),
+                _ => format!("zz-attacker-{i}"),
+            };
+            (name, big[rng.gen_range(0..big.len())])
         })
         .collect();
-    names.sort();
-    names.dedup();
-    varint(&mut bytes, names.len() as u64);
-    for name in &names {
-        varint(&mut bytes, name.len() as u64);
-        bytes.extend_from_slice(name.as_bytes());
-        varint(&mut bytes, big[rng.gen_range(0..big.len())]);
-    }
+    let mut bytes = shoal_tests::forge::context_bytes(floor, &entries);
     if rng.gen_bool(0.5) {
         bytes.extend((0..16).map(|_| rng.gen::<u8>()));
     }

@@ -240,12 +240,13 @@ async fn forged_borrowed_altered_and_oversized_contexts_are_refused() {
     }
     // A made-up context in the valid encoding, claiming a million more
     // writes of every actor than the key has seen: refused.
-    let mut made_up = vec![0x21, 0x00, 0x02];
-    for actor in ["node-1#1", "node-2#1"] {
-        made_up.push(actor.len() as u8);
-        made_up.extend_from_slice(actor.as_bytes());
-        made_up.extend_from_slice(&[0xc0, 0x84, 0x3d]); // varint 1,000,000
-    }
+    let made_up = shoal_tests::forge::context_bytes(
+        0,
+        &[
+            ("node-1#1".into(), 1_000_000),
+            ("node-2#1".into(), 1_000_000),
+        ],
+    );
     let r = put_with(
         &mut client,
         "b",
@@ -262,15 +263,8 @@ async fn forged_borrowed_altered_and_oversized_contexts_are_refused() {
     let r = put_with(&mut client, "b", Some(&big), "x").await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("max_context_bytes"), "{}", r.text());
-    let mut huge = vec![0x21, 0x00];
-    let n = 60_000u64;
-    huge.extend_from_slice(&[0xe0, 0xd4, 0x03]); // varint 60,000
-    for i in 0..n {
-        let actor = format!("a{i}");
-        huge.push(actor.len() as u8);
-        huge.extend_from_slice(actor.as_bytes());
-        huge.push(1);
-    }
+    let actors: Vec<(String, u64)> = (0..60_000).map(|i| (format!("a{i}"), 1)).collect();
+    let huge = shoal_tests::forge::context_bytes(0, &actors);
     let huge = URL_SAFE_NO_PAD.encode(&huge);
     assert!(huge.len() > 400_000);
     match client
@@ -462,29 +456,21 @@ async fn with_tls_the_listener_speaks_tls_only() {
 /// every actor whose name starts with `victim`, keeping the original tag, as
 /// a client that knows the format would forge it.
 fn forge_future_writes(token: &str, victim: &str) -> String {
-    fn varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8 & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
     let raw = URL_SAFE_NO_PAD.decode(token).expect("a context token");
     let (body, tag) = raw.split_at(raw.len() - 16);
     let ctx = shoal_vclock::Context::decode(body).expect("a context");
-    let mut out = vec![0x21];
-    varint(&mut out, ctx.counter_floor());
-    varint(&mut out, ctx.entries().len() as u64);
-    for (actor, n) in ctx.entries() {
-        varint(&mut out, actor.len() as u64);
-        out.extend_from_slice(actor.as_bytes());
-        let claimed = if actor.starts_with(victim) {
-            n + 1_000_000
-        } else {
-            n
-        };
-        varint(&mut out, claimed);
-    }
+    let entries: Vec<(String, u64)> = ctx
+        .entries()
+        .map(|(actor, n)| {
+            let claimed = if actor.starts_with(victim) {
+                n + 1_000_000
+            } else {
+                n
+            };
+            (actor.to_string(), claimed)
+        })
+        .collect();
+    let mut out = shoal_tests::forge::context_bytes(ctx.counter_floor(), &entries);
     out.extend_from_slice(tag);
     URL_SAFE_NO_PAD.encode(out)
 }

@@ -40,25 +40,8 @@ fn stranger() -> Pool {
 /// A context claiming every one of `actors` at 2^64-2 (the state that
 /// erased a key before is minted from it, as a lying peer would).
 fn absurd_context(actors: &[String]) -> Context {
-    fn varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8 & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-    let mut actors = actors.to_vec();
-    actors.sort();
-    actors.dedup();
-    let mut bytes = vec![0x21];
-    varint(&mut bytes, 0);
-    varint(&mut bytes, actors.len() as u64);
-    for a in &actors {
-        varint(&mut bytes, a.len() as u64);
-        bytes.extend_from_slice(a.as_bytes());
-        varint(&mut bytes, u64::MAX - 2);
-    }
-    Context::decode(&bytes).expect("a well-formed context")
+    let entries: Vec<(String, u64)> = actors.iter().map(|a| (a.clone(), u64::MAX - 2)).collect();
+    Context::decode(&shoal_tests::forge::context_bytes(0, &entries)).expect("a well-formed context")
 }
 
 /// The state that erased a key before: every actor of the key at 2^64-2.
