@@ -4,10 +4,11 @@
 //! varint loop in every test.
 
 /// Format byte 0x21, varint floor, varint count, then per actor (sorted,
-/// deduplicated) a varint length, the name and a varint counter.
+/// deduplicated, keeping the highest counter) a varint length, the name and a varint counter.
 pub fn context_bytes(floor: u64, entries: &[(String, u64)]) -> Vec<u8> {
     let mut entries = entries.to_vec();
-    entries.sort();
+    // An actor named twice keeps its highest counter.
+    entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     entries.dedup_by(|a, b| a.0 == b.0);
     let mut out = vec![0x21];
     varint(&mut out, floor);
