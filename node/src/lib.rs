@@ -45,6 +45,7 @@
 //! Durability: a write is acknowledged only after the engine accepted it under
 //! the configured `storage.sync` (default `always`: fsynced, group-committed).
 
+mod answer_watch;
 pub mod anti_entropy;
 pub mod config;
 pub mod env;
