@@ -301,21 +301,32 @@ async fn refuse(conn: BoxConn, tls: Option<tokio_rustls::TlsAcceptor>, max: usiz
     // gets an answer before it has sent anything may take it for a broken
     // connection rather than a 503.
     let mut sink = [0u8; 1024];
-    let _ = tokio::time::timeout(
-        REFUSAL_LINGER,
-        tokio::io::AsyncReadExt::read(&mut conn, &mut sink),
-    )
-    .await;
+    let began = matches!(
+        tokio::time::timeout(
+            REFUSAL_LINGER,
+            tokio::io::AsyncReadExt::read(&mut conn, &mut sink),
+        )
+        .await,
+        Ok(Ok(n)) if n > 0
+    );
     if conn.write_all(&refusal(max)).await.is_ok() {
         let _ = conn.shutdown().await;
-        let drain = async {
-            while let Ok(n) = tokio::io::AsyncReadExt::read(&mut conn, &mut sink).await {
-                if n == 0 {
-                    break;
+        // A request that has begun was read (a small one whole), so closing
+        // now resets nothing. One that has not: its bytes may still come,
+        // and closing with them unread would reset the connection and
+        // destroy the 503 before the client reads it, so drain them a moment.
+        // Refusals stay quick either way: a flood of them must not hold the
+        // refusal slots a later client needs for its answer.
+        if !began {
+            let drain = async {
+                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut conn, &mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
                 }
-            }
-        };
-        let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+            };
+            let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+        }
     }
 }
 
