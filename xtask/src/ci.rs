@@ -29,6 +29,10 @@ pub(crate) fn run(args: &CiArgs) -> Result<(), String> {
             "warnings",
         ]))?;
     }
+    // The process tests (tests/src/procs.rs) run the real binaries from
+    // target/debug/; `cargo test` builds another package's bins only as test
+    // harnesses, so a fresh clone has none until they are built as bins.
+    run_cmd(cargo().args(["build", "-p", "shoal-node", "-p", "shoal-gateway", "--bins"]))?;
     // nextest's per-test slow-timeout (.config/nextest.toml) turns a hung test
     // into a named failure; it does not run doctests, so those run separately.
     if !args.no_nextest && has_nextest() {
