@@ -1,53 +1,60 @@
-//! `shoal-coordinator`: the quorum logic of a Dynamo-style store, without sockets.
+//! `shoal-coordinator`: the decisions of a Dynamo-style request, without
+//! sockets or clocks.
 //!
-//! A gateway (or any other caller) uses it in three steps: [`plan`] which
-//! replicas a request goes to (owners from the ring, fallbacks with hints for
-//! owners that are down); count the answers in a [`Tally`] until W or R is
-//! reached or can no longer be; and, for reads, [`reconcile`] the answers into
-//! one sibling set plus the list of stale replicas to repair. The caller owns
-//! the network and the deadline; this crate only decides.
+//! A client read or write is a state machine here ([`WriteOp`], [`ReadOp`]):
+//! it is built from the ring view and the caller's liveness and latency
+//! estimates ([`Health`]), and hands back actions ([`WriteAction`],
+//! [`ReadAction`]: coordinate, replicate, read, repair, arm a timer, answer
+//! the client) on `start` and on every reply. The caller performs them (RPCs,
+//! timers) and reports back; it makes no decision of its own, so every rule
+//! (sloppy quorum, coordinator retries, W + pending during ring changes, R
+//! replicas first with speculation, read repair) is tested here on the
+//! actions alone. Underneath are the building blocks: [`plan`] (targets and
+//! hints), [`Tally`] (W/R counting) and [`reconcile`] (merging answers).
 //!
 //! ```
-//! use shoal_coordinator::{plan, reconcile, Progress, Tally};
-//! use shoal_ring::{Member, Ring, RingConfig};
-//! use shoal_vclock::{Content, Context, SiblingSet};
+//! use std::time::Duration;
+//! use shoal_coordinator::{Health, WriteAction, WriteOp};
+//! use shoal_ring::view::{RingView, ViewMember};
+//! use shoal_ring::RingConfig;
 //!
-//! let ring = Ring::new(
-//!     ["a", "b", "c", "d"].map(|id| Member::new(id, 1)),
-//!     RingConfig::default(),
-//! ).unwrap();
+//! struct AllUp;
+//! impl Health for AllUp {
+//!     fn is_live(&self, _: &str) -> bool { true }
+//!     fn latency_us(&self, _: &str) -> f64 { 0.0 }
+//! }
+//!
+//! let members = ["a", "b", "c", "d"].map(|id| ViewMember::new(id, 1));
+//! let view = RingView::new(&members, RingConfig::default()).unwrap();
 //! let position = shoal_ring::key_position(b"user:42");
-//! let owners = ring.preference_list_at(position, 3);
-//! let down = owners[1].to_string();
 //!
-//! // One owner is down: a fallback takes its place with a hint.
-//! let p = plan(ring.walk(position), 3, |m| m != down, true);
-//! assert_eq!(p.targets.len(), 3);
-//! assert_eq!(p.fallbacks().next().unwrap().hint_for.as_deref(), Some(down.as_str()));
-//!
-//! // W = 2: the first two acknowledgements decide.
-//! let mut tally = Tally::new(2, p.targets.len());
-//! assert_eq!(tally.succeed(&p.targets[0].node, ()), Progress::Pending);
-//! assert_eq!(tally.succeed(&p.targets[1].node, ()), Progress::Reached);
-//!
-//! // A read: one replica is behind, so it is scheduled for read repair.
-//! let mut v1 = SiblingSet::new();
-//! v1.update(&Context::empty(), "a", Content::value(b"one".to_vec(), "text/plain"), 0).unwrap();
-//! let mut v2 = v1.clone();
-//! v2.update(&v1.context(), "a", Content::value(b"two".to_vec(), "text/plain"), 1).unwrap();
-//! let answers = [("a".to_string(), Some(v2.clone())), ("b".to_string(), Some(v1))].into();
-//! let r = reconcile(&answers);
-//! assert_eq!(r.merged, Some(v2));
-//! assert_eq!(r.stale, vec!["b".to_string()]);
+//! // N = 3, W = 2: the first owner coordinates (mints the version)...
+//! let mut op = WriteOp::new(&view, position, 3, 2, &AllUp);
+//! let second = Duration::from_secs(1);
+//! let WriteAction::Coordinate { target, .. } = op.start(second).remove(0) else { panic!() };
+//! // ...then the version goes to the two other owners,
+//! let sends = op.coordinated(&target.node, Ok(()), second);
+//! assert_eq!(sends.len(), 2);
+//! let WriteAction::Replicate { target: other } = &sends[0] else { panic!() };
+//! // and one more acknowledgement answers the client.
+//! assert_eq!(op.replicated(&other.node, Ok(())), [WriteAction::Verdict(Ok(()))]);
 //! ```
 //!
-//! Layout: [`plan`](mod@plan) (targets and hints), [`tally`] (W/R counting),
-//! [`reconcile`](mod@reconcile) (merge and read repair).
+//! Layout: [`write`] and [`read`] (the state machines), [`replicas`] (which
+//! members, from the ring view), [`plan`](mod@plan) (targets and hints),
+//! [`tally`] (W/R counting), [`reconcile`](mod@reconcile) (merge and read
+//! repair).
 
 pub mod plan;
+pub mod read;
 pub mod reconcile;
+pub mod replicas;
 pub mod tally;
+pub mod write;
 
 pub use plan::{plan, Plan, Target};
+pub use read::{Fanout, ReadAction, ReadOp};
 pub use reconcile::{reconcile, Reconciled};
+pub use replicas::Health;
 pub use tally::{Progress, QuorumFailure, Tally};
+pub use write::{WriteAction, WriteOp, MAX_COORDINATOR_ATTEMPTS};

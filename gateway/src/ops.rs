@@ -2,16 +2,19 @@
 //! replicate), reads (fan out, reconcile, read-repair), and the read-only
 //! views (preference list, per-replica inspection).
 //!
-//! Planning, counting and merging are `shoal_coordinator`'s; this module owns
-//! the RPCs, deadlines and background tasks.
+//! Every decision (targets, coordinator attempts, spares, when to answer,
+//! what to repair) is `shoal_coordinator`'s [`WriteOp`] and [`ReadOp`]; this
+//! module only performs the actions they return (RPCs, timers) and feeds the
+//! replies back.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use shoal_coordinator::{plan, reconcile, Plan, Progress, QuorumFailure, Reconciled, Tally};
+use shoal_coordinator::replicas::read_plan;
+use shoal_coordinator::{Fanout, ReadAction, ReadOp, Reconciled, WriteAction, WriteOp};
 use shoal_node::pool::Pool;
 use shoal_node::rpc::{CoordinateRequest, KeyReport, RemoteError, ReplicaClient, ReplicateRequest};
 use shoal_ring::key_position;
@@ -22,11 +25,6 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, Snapshot};
 use crate::error::{ApiError, Operation};
 use crate::model::{PreflistBody, ReplicaBody, ReplicaSibling};
-
-/// How many targets a write tries as its coordinator before giving up: each
-/// attempt that times out may still have stored a version, so retrying
-/// without bound could multiply siblings.
-pub const MAX_COORDINATOR_ATTEMPTS: usize = 3;
 
 /// Most nodes `/v1/debug/replicas` asks (owners first, then the walk, where
 /// hints live).
@@ -49,28 +47,29 @@ pub enum Failure {
     Unknown,
 }
 
-/// A replica to send a write to, and the owner it stands in for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Job {
-    node: String,
-    hint_for: Option<String>,
-}
-
-impl Job {
-    /// The quorum slot this job fills: the owner it is for.
-    fn slot(&self) -> String {
-        self.hint_for.clone().unwrap_or_else(|| self.node.clone())
-    }
-}
-
 /// The quorum engine of one gateway.
 #[derive(Debug)]
 pub struct Dispatcher {
     cluster: Arc<Cluster>,
     pool: Arc<Pool>,
     n: usize,
+    /// How many replicas a read asks up front.
+    fanout: Fanout,
     /// Budget of background work (read repair) started after an answer.
     background_timeout: Duration,
+}
+
+/// The engine's view of member health: gossip and local suspicion from the
+/// snapshot, latency from every call this gateway made.
+struct Health<'a>(&'a Snapshot, &'a Cluster);
+
+impl shoal_coordinator::Health for Health<'_> {
+    fn is_live(&self, node: &str) -> bool {
+        self.0.is_live(node)
+    }
+    fn latency_us(&self, node: &str) -> f64 {
+        self.1.latency_us(node)
+    }
 }
 
 impl Dispatcher {
@@ -86,6 +85,7 @@ impl Dispatcher {
             cluster,
             pool,
             n,
+            fanout: Fanout::Quorum,
             background_timeout,
         }
     }
@@ -148,97 +148,9 @@ impl Dispatcher {
         }
     }
 
-    /// Moves the fastest owner to the front of `jobs` when the first one has
-    /// become much slower than it (twice its smoothed latency plus 2 ms).
-    ///
-    /// The coordinator is on every write's critical path (the others can only
-    /// be sent its version), so one slow replica would otherwise set the
-    /// latency of every key it is the first owner of. Any owner may
-    /// coordinate: the dots it mints are its own. The margin keeps the ring
-    /// order, and with it a stable coordinator per key, while replicas are
-    /// about equally fast.
-    fn prefer_fast_coordinator(&self, jobs: &mut VecDeque<Job>) {
-        let owners = jobs.iter().take_while(|j| j.hint_for.is_none()).count();
-        if owners < 2 {
-            return;
-        }
-        let latency = |j: &Job| self.cluster.latency_us(&j.node);
-        let first = latency(&jobs[0]);
-        let (best, best_us) = (1..owners)
-            .map(|i| (i, latency(&jobs[i])))
-            .fold((0, first), |a, b| if b.1 < a.1 { b } else { a });
-        if best != 0 && first > 2.0 * best_us + 2_000.0 {
-            if let Some(job) = jobs.remove(best) {
-                jobs.push_front(job);
-            }
-        }
-    }
-
-    /// The plan for `key` and the live non-targets after it on the ring
-    /// (spares that replace targets failing mid-request).
-    fn plan(&self, snap: &Snapshot, key: &[u8]) -> Option<(Plan, VecDeque<String>)> {
-        self.plan_with(snap, key, &[])
-    }
-
-    /// The plan of a write, and how many acknowledgements it needs beyond
-    /// `w`. While members join or leave, the key's replicas under the future
-    /// ring that are not replicas under the current one (`pending`) are
-    /// added after the current owners, and the write needs `w + pending`
-    /// acknowledgements: with both replica sets of size N, that many answers
-    /// among their union include at least `w` from each set, so a read on
-    /// either ring (before or after the change completes) meets the write.
-    fn write_plan(&self, snap: &Snapshot, key: &[u8]) -> Option<(Plan, VecDeque<String>, usize)> {
-        snap.view.current()?;
-        let (_, pending) = snap.view.write_replicas(key, self.n);
-        let (plan, spares) = self.plan_with(snap, key, &pending)?;
-        Some((plan, spares, pending.len()))
-    }
-
-    fn plan_with<'s>(
-        &self,
-        snap: &'s Snapshot,
-        key: &[u8],
-        pending: &[&'s str],
-    ) -> Option<(Plan, VecDeque<String>)> {
-        let ring = snap.view.current()?;
-        let position = key_position(key);
-        let mut walk: Vec<&str> = ring.walk(position).collect();
-        if !pending.is_empty() {
-            // Current owners, then the pending ones, then the fallbacks.
-            let owners: Vec<&str> = walk.iter().copied().take(self.n).collect();
-            let rest: Vec<&str> = walk
-                .iter()
-                .copied()
-                .skip(self.n)
-                .filter(|m| !pending.contains(m))
-                .collect();
-            walk = owners
-                .into_iter()
-                .chain(pending.iter().copied())
-                .chain(rest)
-                .collect();
-        }
-        let p = plan(
-            walk.iter().copied(),
-            self.n + pending.len(),
-            |m| snap.is_live(m),
-            true,
-        );
-        let spares = walk
-            .iter()
-            .filter(|m| {
-                snap.is_live(m)
-                    && !p.owners.iter().any(|o| o == *m)
-                    && !p.targets.iter().any(|t| t.node == **m)
-            })
-            .map(|m| m.to_string())
-            .collect();
-        Some((p, spares))
-    }
-
-    /// A client write: the first target coordinates (mints the version), the
-    /// others receive the result; answers once `w` replicas stored it.
-    /// Replication to the rest goes on in the background.
+    /// A client write, as [`WriteOp`] decides it: the coordinator mints the
+    /// version, the others are sent the result; answers once W replicas
+    /// stored it. Replication to the rest goes on in the background.
     pub async fn write(
         self: &Arc<Self>,
         key: Vec<u8>,
@@ -248,181 +160,148 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<SiblingSet, ApiError> {
         let snap = self.cluster.snapshot();
-        let Some((plan, mut spares, pending)) = self.write_plan(&snap, &key) else {
-            return Err(no_nodes(Operation::Write, w));
-        };
-        let mut tally: Tally<()> = Tally::new(w + pending, plan.owners.len());
-        for owner in &plan.uncovered {
-            tally.fail(owner.clone(), "down, and no live node to stand in");
-        }
-        let mut jobs: VecDeque<Job> = plan
-            .targets
-            .iter()
-            .map(|t| Job {
-                node: t.node.clone(),
-                hint_for: t.hint_for.clone(),
-            })
-            .collect();
-
-        self.prefer_fast_coordinator(&mut jobs);
-        let mut coordinated = None;
-        for _ in 0..MAX_COORDINATOR_ATTEMPTS {
-            let Some(job) = jobs.pop_front() else { break };
-            let request = CoordinateRequest {
-                key: key.clone(),
-                context: context.clone(),
-                content: content.clone(),
-                hint_for: job.hint_for.clone(),
-            };
-            // A coordinator that hangs must leave time for the next one (and
-            // for replication), so only the last candidate gets the whole
-            // remaining budget.
-            let now = Instant::now();
-            let attempt_deadline = if jobs.is_empty() {
-                deadline
-            } else {
-                now + deadline.saturating_duration_since(now) / 2
-            };
-            let result = self
-                .call(&snap, &job.node, attempt_deadline, |c, ctx| async move {
-                    c.coordinate(ctx, request).await
-                })
-                .await;
-            match result {
-                Ok(set) => {
-                    tally.succeed(job.slot(), ());
-                    coordinated = Some(set);
-                    break;
-                }
-                Err(failure) => {
-                    if let Failure::Remote(e) = &failure {
-                        if let Some(refused) = client_error(e) {
-                            return Err(refused);
-                        }
-                    }
-                    tracing::debug!(node = %job.node, %failure, "coordinator failed; trying the next target");
-                    match spares.pop_front() {
-                        Some(spare) => jobs.push_back(Job {
-                            node: spare,
-                            hint_for: Some(job.slot()),
-                        }),
-                        None => {
-                            tally.fail(job.slot(), failure.to_string());
-                        }
-                    }
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                }
-            }
-        }
-        let Some(set) = coordinated else {
-            return Err(ApiError::QuorumFailed {
-                operation: Operation::Write,
-                failure: tally.failure(),
-            });
-        };
+        let op = WriteOp::new(
+            &snap.view,
+            key_position(&key),
+            self.n,
+            w,
+            &Health(&snap, &self.cluster),
+        );
         let (done_tx, done_rx) = oneshot::channel();
         let engine = self.clone();
-        let replicated = set.clone();
         tokio::spawn(async move {
             engine
-                .replicate_all(
-                    snap, key, replicated, jobs, spares, tally, deadline, done_tx,
-                )
+                .drive_write(op, snap, key, context, content, deadline, done_tx)
                 .await;
         });
-        match done_rx.await {
-            Ok(Progress::Reached) => Ok(set),
-            Ok(Progress::Failed(failure)) => Err(ApiError::QuorumFailed {
-                operation: Operation::Write,
-                failure,
-            }),
-            Ok(Progress::Pending) | Err(_) => Err(ApiError::Internal {
-                message: "the replication task ended without a verdict".into(),
-            }),
-        }
+        done_rx.await.unwrap_or_else(|_| {
+            Err(ApiError::Internal {
+                message: "the write task ended without a verdict".into(),
+            })
+        })
     }
 
-    /// Sends `set` to every job in parallel, replacing failed targets by
-    /// spares (with a hint for the slot's owner); reports the quorum verdict
-    /// on `done` as soon as it is known, then finishes the rest.
+    /// Performs `op`'s actions until it is finished or the deadline passes;
+    /// the verdict goes to `done` as soon as the op gives it.
     #[allow(clippy::too_many_arguments)]
-    async fn replicate_all(
+    async fn drive_write(
         self: Arc<Self>,
+        mut op: WriteOp,
         snap: Snapshot,
         key: Vec<u8>,
-        set: SiblingSet,
-        jobs: VecDeque<Job>,
-        mut spares: VecDeque<String>,
-        mut tally: Tally<()>,
+        context: Context,
+        content: Content,
         deadline: Instant,
-        done: oneshot::Sender<Progress>,
+        done: oneshot::Sender<Result<SiblingSet, ApiError>>,
     ) {
         let mut done = Some(done);
-        let report = |tally: &Tally<()>, done: &mut Option<oneshot::Sender<Progress>>| {
-            let progress = tally.progress();
-            if progress != Progress::Pending {
-                if let Some(tx) = done.take() {
-                    let _ = tx.send(progress);
-                }
-            }
-        };
-        report(&tally, &mut done);
-        let send = |job: Job| {
-            let request = ReplicateRequest {
-                key: key.clone(),
-                siblings: set.clone(),
-                hint_for: job.hint_for.clone(),
-            };
-            let engine = &self;
-            let snap = &snap;
-            async move {
-                let result = engine
-                    .call(snap, &job.node, deadline, |c, ctx| async move {
-                        c.replicate(ctx, request).await
-                    })
-                    .await;
-                (job, result)
-            }
-        };
-        let mut in_flight: FuturesUnordered<_> = jobs.into_iter().map(send).collect();
+        let mut stored: Option<SiblingSet> = None;
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        let mut actions: VecDeque<WriteAction> = op.start(remaining()).into();
+        let mut coordinating = FuturesUnordered::new();
+        let mut replicating = FuturesUnordered::new();
         let expiry = tokio::time::sleep_until(deadline);
         tokio::pin!(expiry);
+        let (engine, snap, key) = (&*self, &snap, &key);
         loop {
-            let next = tokio::select! {
-                biased;
-                next = in_flight.next() => next,
-                _ = &mut expiry => break,
-            };
-            let Some((job, result)) = next else { break };
-            match result {
-                Ok(()) => {
-                    tally.succeed(job.slot(), ());
-                }
-                Err(failure) => {
-                    tracing::debug!(node = %job.node, %failure, "replication failed");
-                    match spares.pop_front() {
-                        Some(spare) => in_flight.push(send(Job {
-                            node: spare,
-                            hint_for: Some(job.slot()),
-                        })),
-                        None => {
-                            tally.fail(job.slot(), failure.to_string());
+            while let Some(action) = actions.pop_front() {
+                match action {
+                    WriteAction::Coordinate { target, budget } => {
+                        let request = CoordinateRequest {
+                            key: key.clone(),
+                            context: context.clone(),
+                            content: content.clone(),
+                            hint_for: target.hint_for,
+                        };
+                        let node = target.node;
+                        let until = Instant::now() + budget;
+                        coordinating.push(async move {
+                            let result = engine
+                                .call(snap, &node, until, |c, ctx| async move {
+                                    c.coordinate(ctx, request).await
+                                })
+                                .await;
+                            (node, result)
+                        });
+                    }
+                    WriteAction::Replicate { target } => {
+                        let Some(set) = stored.clone() else {
+                            continue;
+                        };
+                        let request = ReplicateRequest {
+                            key: key.clone(),
+                            siblings: set,
+                            hint_for: target.hint_for,
+                        };
+                        let node = target.node;
+                        replicating.push(async move {
+                            let result = engine
+                                .call(snap, &node, deadline, |c, ctx| async move {
+                                    c.replicate(ctx, request).await
+                                })
+                                .await;
+                            (node, result)
+                        });
+                    }
+                    WriteAction::Verdict(verdict) => {
+                        let answer = match verdict {
+                            Ok(()) => stored.clone().ok_or_else(|| ApiError::Internal {
+                                message: "a write reached its quorum without a version".into(),
+                            }),
+                            Err(failure) => Err(ApiError::QuorumFailed {
+                                operation: Operation::Write,
+                                failure,
+                            }),
+                        };
+                        if let Some(tx) = done.take() {
+                            let _ = tx.send(answer);
                         }
                     }
                 }
             }
-            report(&tally, &mut done);
-        }
-        if let Some(tx) = done.take() {
-            let _ = tx.send(Progress::Failed(tally.failure()));
+            if op.finished() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                Some((node, result)) = coordinating.next(), if !coordinating.is_empty() => {
+                    let result = match result {
+                        Ok(set) => {
+                            stored = Some(set);
+                            Ok(())
+                        }
+                        // The client's fault (bad context, value too large):
+                        // any other coordinator would refuse it alike.
+                        Err(Failure::Remote(e)) if client_error(&e).is_some() => {
+                            if let Some(tx) = done.take() {
+                                let _ = tx.send(Err(client_error(&e).unwrap_or_else(|| {
+                                    ApiError::bad_request(e.to_string())
+                                })));
+                            }
+                            return;
+                        }
+                        Err(failure) => {
+                            tracing::debug!(%node, %failure, "coordinator failed");
+                            Err(failure.to_string())
+                        }
+                    };
+                    actions.extend(op.coordinated(&node, result, remaining()));
+                }
+                Some((node, result)) = replicating.next(), if !replicating.is_empty() => {
+                    let result = result.map_err(|failure| {
+                        tracing::debug!(%node, %failure, "replication failed");
+                        failure.to_string()
+                    });
+                    actions.extend(op.replicated(&node, result));
+                }
+                _ = &mut expiry => actions.extend(op.expire()),
+            }
         }
     }
 
-    /// A client read: asks every target, answers with the reconciliation of
-    /// the first `r` answers, and read-repairs stale replicas in the
-    /// background once the rest answered (or the deadline passed).
+    /// A client read, as [`ReadOp`] decides it: R replicas first, the rest on
+    /// failure or after a speculative delay; answers with the reconciliation
+    /// of the first R answers and read-repairs stale replicas afterwards.
     pub async fn read(
         self: &Arc<Self>,
         key: Vec<u8>,
@@ -430,112 +309,102 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<Reconciled, ApiError> {
         let snap = self.cluster.snapshot();
-        let Some((plan, _)) = self.plan(&snap, &key) else {
-            return Err(no_nodes(Operation::Read, r));
-        };
-        let mut tally: Tally<Option<SiblingSet>> = Tally::new(r, plan.owners.len());
-        for owner in &plan.uncovered {
-            tally.fail(owner.clone(), "down, and no live node to stand in");
-        }
+        let op = ReadOp::new(
+            &snap.view,
+            key_position(&key),
+            self.n,
+            r,
+            self.fanout,
+            &Health(&snap, &self.cluster),
+        );
         let (done_tx, done_rx) = oneshot::channel();
         let engine = self.clone();
         tokio::spawn(async move {
-            engine
-                .read_all(snap, key, plan, tally, deadline, done_tx)
-                .await;
+            engine.drive_read(op, snap, key, deadline, done_tx).await;
         });
-        match done_rx.await {
-            Ok(Ok(answers)) => Ok(reconcile(&answers)),
-            Ok(Err(failure)) => Err(ApiError::QuorumFailed {
-                operation: Operation::Read,
-                failure,
-            }),
-            Err(_) => Err(ApiError::Internal {
+        done_rx.await.unwrap_or_else(|_| {
+            Err(ApiError::Internal {
                 message: "the read task ended without a verdict".into(),
-            }),
-        }
+            })
+        })
     }
 
-    async fn read_all(
+    async fn drive_read(
         self: Arc<Self>,
+        mut op: ReadOp,
         snap: Snapshot,
         key: Vec<u8>,
-        plan: Plan,
-        mut tally: Tally<Option<SiblingSet>>,
         deadline: Instant,
-        done: oneshot::Sender<Result<BTreeMap<String, Option<SiblingSet>>, QuorumFailure>>,
+        done: oneshot::Sender<Result<Reconciled, ApiError>>,
     ) {
         let mut done = Some(done);
-        let report = |tally: &Tally<Option<SiblingSet>>, done: &mut Option<oneshot::Sender<_>>| {
-            let verdict = match tally.progress() {
-                Progress::Pending => return,
-                Progress::Reached => Ok(tally.answers().clone()),
-                Progress::Failed(f) => Err(f),
-            };
-            if let Some(tx) = done.take() {
-                let _ = tx.send(verdict);
-            }
-        };
-        report(&tally, &mut done);
-        let mut in_flight: FuturesUnordered<_> = plan
-            .targets
-            .iter()
-            .map(|t| {
-                let (snap, key, node) = (&snap, key.clone(), t.node.clone());
-                let engine = &self;
-                async move {
-                    let result = engine
-                        .call(snap, &node, deadline, |c, ctx| async move {
-                            c.read(ctx, key).await
-                        })
-                        .await;
-                    (node, result)
-                }
-            })
-            .collect();
+        let mut actions: VecDeque<ReadAction> = op.start().into();
+        let mut reads = FuturesUnordered::new();
+        let mut repairs = Vec::new();
         let expiry = tokio::time::sleep_until(deadline);
         tokio::pin!(expiry);
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
+        let mut armed = false;
+        let (engine, snap, key) = (&*self, &snap, &key);
         loop {
-            let next = tokio::select! {
-                biased;
-                next = in_flight.next() => next,
-                _ = &mut expiry => break,
-            };
-            let Some((node, result)) = next else { break };
-            match result {
-                Ok(answer) => {
-                    tally.succeed(node, answer);
-                }
-                Err(failure) => {
-                    tracing::debug!(%node, %failure, "read failed");
-                    tally.fail(node, failure.to_string());
+            while let Some(action) = actions.pop_front() {
+                match action {
+                    ReadAction::Read { node } => {
+                        let key = key.clone();
+                        reads.push(async move {
+                            let result = engine
+                                .call(snap, &node, deadline, |c, ctx| async move {
+                                    c.read(ctx, key).await
+                                })
+                                .await;
+                            (node, result)
+                        });
+                    }
+                    ReadAction::Timer { after } => {
+                        timer.as_mut().reset(Instant::now() + after);
+                        armed = true;
+                    }
+                    ReadAction::Verdict(verdict) => {
+                        let answer = verdict.map_err(|failure| ApiError::QuorumFailed {
+                            operation: Operation::Read,
+                            failure,
+                        });
+                        if let Some(tx) = done.take() {
+                            let _ = tx.send(answer);
+                        }
+                    }
+                    ReadAction::Repair { target, set } => repairs.push((target, set)),
                 }
             }
-            report(&tally, &mut done);
+            if op.finished() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some((node, result)) = reads.next(), if !reads.is_empty() => {
+                    let result = result.map_err(|failure| {
+                        tracing::debug!(%node, %failure, "read failed");
+                        failure.to_string()
+                    });
+                    actions.extend(op.answered(&node, result));
+                }
+                _ = &mut timer, if armed => {
+                    armed = false;
+                    actions.extend(op.speculate());
+                }
+                _ = &mut expiry => actions.extend(op.expire()),
+            }
         }
-        drop(in_flight);
-        if let Some(tx) = done.take() {
-            let _ = tx.send(Err(tally.failure()));
-        }
-        // Read repair: everything that answered, against the merge of all.
-        let answers = tally.into_answers();
-        let reconciled = reconcile(&answers);
-        let Some(merged) = reconciled.merged else {
-            return;
-        };
+        drop(reads);
         let repair_deadline = Instant::now() + self.background_timeout;
-        let repairs = reconciled.stale.into_iter().map(|node| {
-            let hint_for = plan
-                .targets
-                .iter()
-                .find(|t| t.node == node)
-                .and_then(|t| t.hint_for.clone());
+        let repairs = repairs.into_iter().map(|(target, set)| {
             let request = ReplicateRequest {
                 key: key.clone(),
-                siblings: merged.clone(),
-                hint_for,
+                siblings: set,
+                hint_for: target.hint_for,
             };
-            let (engine, snap) = (&self, &snap);
+            let node = target.node;
             async move {
                 let result = engine
                     .call(snap, &node, repair_deadline, |c, ctx| async move {
@@ -554,14 +423,17 @@ impl Dispatcher {
     /// The key's token, owners and the fallbacks in use now.
     pub fn preflist(&self, key: &[u8]) -> PreflistBody {
         let snap = self.cluster.snapshot();
-        let (owners, fallbacks, targets) = match self.plan(&snap, key) {
-            Some((p, _)) => (
-                p.owners.clone(),
-                p.fallbacks().map(|t| t.node.clone()).collect(),
-                p.targets.iter().map(|t| t.node.clone()).collect(),
-            ),
-            None => (Vec::new(), Vec::new(), Vec::new()),
-        };
+        let p = read_plan(
+            &snap.view,
+            key_position(key),
+            self.n,
+            &Health(&snap, &self.cluster),
+        );
+        let (owners, fallbacks, targets) = (
+            p.owners.clone(),
+            p.fallbacks().map(|t| t.node.clone()).collect(),
+            p.targets.iter().map(|t| t.node.clone()).collect(),
+        );
         PreflistBody {
             key: String::from_utf8_lossy(key).into_owned(),
             token: key_position(key),
@@ -653,20 +525,6 @@ fn client_error(e: &RemoteError) -> Option<ApiError> {
     }
 }
 
-/// The quorum failure when no storage node is known at all.
-fn no_nodes(operation: Operation, needed: usize) -> ApiError {
-    ApiError::QuorumFailed {
-        operation,
-        failure: QuorumFailure {
-            succeeded: 0,
-            needed,
-            failed: 0,
-            unknown: 0,
-            total: 0,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,10 +548,5 @@ mod tests {
         });
         assert_eq!(e.map(|e| e.code()), Some("bad_request"));
         assert!(client_error(&RemoteError::ShuttingDown { id: "a".into() }).is_none());
-        let j = Job {
-            node: "d".into(),
-            hint_for: Some("b".into()),
-        };
-        assert_eq!(j.slot(), "b");
     }
 }

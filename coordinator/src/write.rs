@@ -1,0 +1,411 @@
+//! One client write as a state machine: which replica coordinates, who gets
+//! the version after it, when the client hears back.
+//!
+//! The caller owns sockets and clocks. It calls [`WriteOp::start`], performs
+//! every [`WriteAction`] it gets back, and feeds each reply to
+//! [`WriteOp::coordinated`] or [`WriteOp::replicated`] (and the deadline to
+//! [`WriteOp::expire`]), performing the actions those return, until
+//! [`WriteOp::finished`].
+//!
+//! The rules it encodes:
+//! - exactly one replica mints the version (the coordinator); the others can
+//!   only be sent the result, so coordinate attempts are sequential and
+//!   bounded ([`MAX_COORDINATOR_ATTEMPTS`]): an attempt that timed out may
+//!   still have stored a version, and unbounded retries would multiply
+//!   siblings;
+//! - a coordinator that hangs must leave time for the next candidate, so each
+//!   attempt but the last gets half the remaining budget;
+//! - a target that fails is replaced by the next live spare on the walk, which
+//!   keeps the version as a hint for the slot's owner (sloppy quorum);
+//! - the verdict comes as soon as W (+ pending) replicas stored the version
+//!   or that can no longer happen; replication to the rest goes on after it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use shoal_ring::view::RingView;
+
+use crate::plan::Target;
+use crate::replicas::{prefer_fast_coordinator, write_plan, Health};
+use crate::tally::{Progress, QuorumFailure, Tally};
+
+/// How many targets a write tries as its coordinator before giving up.
+pub const MAX_COORDINATOR_ATTEMPTS: usize = 3;
+
+/// What the caller must do next for a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteAction {
+    /// Ask `target` to mint the new version from the client's context and
+    /// value, within `budget`. At most one is outstanding at a time.
+    Coordinate {
+        /// The replica (with the owner it stands in for, if a fallback).
+        target: Target,
+        /// How long this attempt may take.
+        budget: Duration,
+    },
+    /// Send the coordinated version to `target`.
+    Replicate {
+        /// The replica (with the owner it stands in for, if a fallback).
+        target: Target,
+    },
+    /// The client's answer. Emitted exactly once.
+    Verdict(Result<(), QuorumFailure>),
+}
+
+/// The state of one write; see the module docs.
+#[derive(Debug, Clone)]
+pub struct WriteOp {
+    tally: Tally<()>,
+    /// Targets not yet contacted, coordinator candidates first.
+    queue: VecDeque<Target>,
+    spares: VecDeque<String>,
+    attempts: usize,
+    coordinating: Option<Target>,
+    coordinated: bool,
+    replicating: Vec<Target>,
+    verdict: bool,
+}
+
+impl WriteOp {
+    /// A write of the key at `position` needing `w` acknowledgements (plus
+    /// one per pending replica while the ring changes) among `n` replicas.
+    pub fn new(view: &RingView, position: u64, n: usize, w: usize, health: &impl Health) -> Self {
+        let (plan, spares, pending) = write_plan(view, position, n, health);
+        let mut tally = Tally::new(w + pending, plan.owners.len());
+        for owner in &plan.uncovered {
+            tally.fail(owner.clone(), "down, and no live node to stand in");
+        }
+        let mut queue: VecDeque<Target> = plan.targets.into();
+        prefer_fast_coordinator(&mut queue, health);
+        Self {
+            tally,
+            queue,
+            spares,
+            attempts: 0,
+            coordinating: None,
+            coordinated: false,
+            replicating: Vec::new(),
+            verdict: false,
+        }
+    }
+
+    /// The first actions, `remaining` being the request's whole budget.
+    pub fn start(&mut self, remaining: Duration) -> Vec<WriteAction> {
+        let mut out = Vec::new();
+        self.next_coordinator(remaining, &mut out);
+        out
+    }
+
+    /// The coordinate attempt at `node` ended: `Ok` with the version stored
+    /// there, or `Err` with why not. A refusal that is the client's fault
+    /// (bad context, value too large) is the caller's to answer: retrying it
+    /// elsewhere would fail alike.
+    pub fn coordinated(
+        &mut self,
+        node: &str,
+        result: Result<(), String>,
+        remaining: Duration,
+    ) -> Vec<WriteAction> {
+        let mut out = Vec::new();
+        let Some(target) = self.coordinating.take_if(|t| t.node == node) else {
+            return out;
+        };
+        match result {
+            Ok(()) => {
+                self.coordinated = true;
+                self.tally.succeed(slot(&target), ());
+                for target in std::mem::take(&mut self.queue) {
+                    self.replicating.push(target.clone());
+                    out.push(WriteAction::Replicate { target });
+                }
+                self.report(&mut out);
+            }
+            Err(cause) => {
+                match self.spares.pop_front() {
+                    Some(spare) => self.queue.push_back(Target {
+                        node: spare,
+                        hint_for: Some(slot(&target)),
+                    }),
+                    None => {
+                        self.tally.fail(slot(&target), cause);
+                    }
+                }
+                self.next_coordinator(remaining, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The replication to `node` ended.
+    pub fn replicated(&mut self, node: &str, result: Result<(), String>) -> Vec<WriteAction> {
+        let mut out = Vec::new();
+        let Some(i) = self.replicating.iter().position(|t| t.node == node) else {
+            return out;
+        };
+        let target = self.replicating.swap_remove(i);
+        match result {
+            Ok(()) => {
+                self.tally.succeed(slot(&target), ());
+            }
+            Err(cause) => match self.spares.pop_front() {
+                Some(spare) => {
+                    let target = Target {
+                        node: spare,
+                        hint_for: Some(slot(&target)),
+                    };
+                    self.replicating.push(target.clone());
+                    out.push(WriteAction::Replicate { target });
+                }
+                None => {
+                    self.tally.fail(slot(&target), cause);
+                }
+            },
+        }
+        self.report(&mut out);
+        out
+    }
+
+    /// The request's deadline passed: replicas still outstanding are unknown
+    /// (they may yet store the version), and the caller stops waiting.
+    pub fn expire(&mut self) -> Vec<WriteAction> {
+        let mut out = Vec::new();
+        self.coordinating = None;
+        self.replicating.clear();
+        self.queue.clear();
+        if !self.verdict {
+            self.verdict = true;
+            out.push(WriteAction::Verdict(Err(self.tally.failure())));
+        }
+        out
+    }
+
+    /// Whether the verdict was given and no replica is still being awaited.
+    pub fn finished(&self) -> bool {
+        self.verdict && self.coordinating.is_none() && self.replicating.is_empty()
+    }
+
+    /// Whether a coordinator stored the version.
+    pub fn is_coordinated(&self) -> bool {
+        self.coordinated
+    }
+
+    fn next_coordinator(&mut self, remaining: Duration, out: &mut Vec<WriteAction>) {
+        let exhausted = self.attempts >= MAX_COORDINATOR_ATTEMPTS || remaining.is_zero();
+        match self.queue.pop_front() {
+            Some(target) if !exhausted => {
+                self.attempts += 1;
+                // Only the last candidate gets the whole remaining budget.
+                let last = self.queue.is_empty() || self.attempts == MAX_COORDINATOR_ATTEMPTS;
+                let budget = if last { remaining } else { remaining / 2 };
+                self.coordinating = Some(target.clone());
+                out.push(WriteAction::Coordinate { target, budget });
+            }
+            _ => {
+                self.queue.clear();
+                if !self.verdict {
+                    self.verdict = true;
+                    out.push(WriteAction::Verdict(Err(self.tally.failure())));
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, out: &mut Vec<WriteAction>) {
+        if self.verdict {
+            return;
+        }
+        match self.tally.progress() {
+            Progress::Pending => {}
+            Progress::Reached => {
+                self.verdict = true;
+                out.push(WriteAction::Verdict(Ok(())));
+            }
+            Progress::Failed(f) => {
+                self.verdict = true;
+                out.push(WriteAction::Verdict(Err(f)));
+            }
+        }
+    }
+}
+
+/// The quorum slot a target fills: the owner it is for.
+fn slot(t: &Target) -> String {
+    t.hint_for.clone().unwrap_or_else(|| t.node.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicas::tests::{five, Table};
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// The walk of the test key, so tests can name owners by rank.
+    fn walk() -> Vec<String> {
+        five()
+            .current()
+            .unwrap()
+            .walk(42)
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn show(actions: &[WriteAction]) -> String {
+        actions
+            .iter()
+            .map(|a| match a {
+                WriteAction::Coordinate { target, budget } => {
+                    format!("coordinate {} {}ms", name(target), budget.as_millis())
+                }
+                WriteAction::Replicate { target } => format!("replicate {}", name(target)),
+                WriteAction::Verdict(Ok(())) => "ok".into(),
+                WriteAction::Verdict(Err(f)) => format!("failed {}/{}", f.succeeded, f.needed),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Owners by rank (o0, o1, ...) so that expectations read the same
+    /// whatever the hash places first.
+    fn name(t: &Target) -> String {
+        let w = walk();
+        let rank = |n: &str| format!("o{}", w.iter().position(|m| m == n).unwrap());
+        match &t.hint_for {
+            Some(o) => format!("{}>{}", rank(&t.node), rank(o)),
+            None => rank(&t.node),
+        }
+    }
+
+    #[test]
+    fn coordinates_then_replicates_and_answers_at_w() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &Table::default());
+        assert_eq!(show(&op.start(SECOND)), "coordinate o0 500ms");
+        assert_eq!(
+            show(&op.coordinated(&w[0], Ok(()), SECOND)),
+            "replicate o1, replicate o2"
+        );
+        assert_eq!(show(&op.replicated(&w[2], Ok(()))), "ok");
+        assert!(!op.finished(), "o1 is still being replicated to");
+        assert_eq!(show(&op.replicated(&w[1], Ok(()))), "");
+        assert!(op.finished());
+    }
+
+    #[test]
+    fn w1_answers_when_the_coordinator_stored_it() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 1, &Table::default());
+        op.start(SECOND);
+        assert_eq!(
+            show(&op.coordinated(&w[0], Ok(()), SECOND)),
+            "replicate o1, replicate o2, ok"
+        );
+    }
+
+    #[test]
+    fn failed_coordinator_is_replaced_by_a_spare_with_a_hint() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &Table::default());
+        op.start(SECOND);
+        // o0 times out: the next owner coordinates with what is left, and the
+        // first spare takes o0's slot as a hinted target.
+        assert_eq!(
+            show(&op.coordinated(&w[0], Err("timeout".into()), SECOND / 2)),
+            "coordinate o1 250ms"
+        );
+        assert_eq!(
+            show(&op.coordinated(&w[1], Ok(()), SECOND / 4)),
+            "replicate o2, replicate o3>o0"
+        );
+        assert_eq!(show(&op.replicated(&w[3], Ok(()))), "ok");
+    }
+
+    #[test]
+    fn coordinator_attempts_are_bounded() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &Table::default());
+        assert_eq!(show(&op.start(SECOND)), "coordinate o0 500ms");
+        assert_eq!(
+            show(&op.coordinated(&w[0], Err("x".into()), SECOND)),
+            "coordinate o1 500ms"
+        );
+        // The third attempt is the last: it gets the whole budget.
+        assert_eq!(
+            show(&op.coordinated(&w[1], Err("x".into()), SECOND)),
+            "coordinate o2 1000ms"
+        );
+        assert_eq!(
+            show(&op.coordinated(&w[2], Err("x".into()), SECOND)),
+            "failed 0/2"
+        );
+        assert!(op.finished());
+    }
+
+    #[test]
+    fn failed_replica_is_replaced_then_counts_as_failed() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 3, &Table::down(&w[4]));
+        op.start(SECOND);
+        op.coordinated(&w[0], Ok(()), SECOND);
+        // o1 fails: o3 stands in for it (o4 is down, so no spare after that).
+        assert_eq!(
+            show(&op.replicated(&w[1], Err("refused".into()))),
+            "replicate o3>o1"
+        );
+        assert_eq!(
+            show(&op.replicated(&w[3], Err("refused".into()))),
+            "failed 1/3"
+        );
+        assert_eq!(show(&op.replicated(&w[2], Ok(()))), "", "one verdict only");
+        assert!(op.finished());
+    }
+
+    #[test]
+    fn down_owner_is_covered_by_a_fallback_up_front() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &Table::down(&w[0]));
+        assert_eq!(show(&op.start(SECOND)), "coordinate o1 500ms");
+        assert_eq!(
+            show(&op.coordinated(&w[1], Ok(()), SECOND)),
+            "replicate o2, replicate o3>o0"
+        );
+    }
+
+    #[test]
+    fn nothing_live_fails_at_once() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &Table::down(&w.join(" ")));
+        assert_eq!(show(&op.start(SECOND)), "failed 0/2");
+        let mut none = WriteOp::new(&RingView::default(), 42, 3, 2, &Table::default());
+        assert_eq!(show(&none.start(SECOND)), "failed 0/2");
+    }
+
+    #[test]
+    fn deadline_makes_outstanding_replicas_unknown() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 3, &Table::default());
+        op.start(SECOND);
+        op.coordinated(&w[0], Ok(()), SECOND);
+        op.replicated(&w[1], Ok(()));
+        let expired = op.expire();
+        assert_eq!(show(&expired), "failed 2/3");
+        match &expired[0] {
+            WriteAction::Verdict(Err(f)) => assert_eq!(f.unknown, 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(op.finished());
+        assert_eq!(
+            show(&op.replicated(&w[2], Ok(()))),
+            "",
+            "late replies are ignored"
+        );
+    }
+
+    #[test]
+    fn slow_first_owner_does_not_coordinate() {
+        let w = walk();
+        let health = Table::default().slow(&w[0], 20_000.0).slow(&w[1], 500.0);
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &health);
+        assert_eq!(show(&op.start(SECOND)), "coordinate o2 500ms");
+    }
+}
