@@ -43,6 +43,8 @@ pub(crate) enum LoadTarget {
         addr: SocketAddr,
         put_query: String,
         get_query: String,
+        /// `Authorization` header value sent on every request, if any.
+        auth: Option<String>,
     },
     /// One Redis server.
     Redis { addr: SocketAddr },
@@ -255,10 +257,18 @@ impl Client {
     async fn op(&mut self, op: Op, key: usize) -> Result<bool, String> {
         let name = &self.keys.names[key];
         match (&self.target, op) {
-            (LoadTarget::Shoal { put_query, .. }, Op::Put) => {
+            (
+                LoadTarget::Shoal {
+                    put_query, auth, ..
+                },
+                Op::Put,
+            ) => {
                 let path = format!("/v1/kv/{name}{put_query}");
                 let slot = key / self.clients;
                 let mut headers = vec![("Content-Type", "application/octet-stream")];
+                if let Some(auth) = auth {
+                    headers.push(("Authorization", auth));
+                }
                 if let Some(ctx) = &self.contexts[slot] {
                     headers.push(("X-Shoal-Context", ctx));
                 }
@@ -274,9 +284,16 @@ impl Client {
                     Err(http_error(r.status, &r.body))
                 }
             }
-            (LoadTarget::Shoal { get_query, .. }, Op::Get) => {
+            (
+                LoadTarget::Shoal {
+                    get_query, auth, ..
+                },
+                Op::Get,
+            ) => {
                 let path = format!("/v1/kv/{name}{get_query}");
-                let req = http::request("GET", &path, "bench", &[], b"");
+                let headers: Vec<(&str, &str)> =
+                    auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+                let req = http::request("GET", &path, "bench", &headers, b"");
                 let r = self.conn.roundtrip(&req, http::parse_response).await?;
                 if r.close {
                     self.conn.stream = None;

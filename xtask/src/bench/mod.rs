@@ -82,6 +82,10 @@ pub(crate) struct BenchArgs {
     /// Do not build the release binaries first (use those already built).
     #[arg(long)]
     no_build: bool,
+    /// With --url: the client token to send (`Authorization: Bearer`). The
+    /// bench's own cluster always gets a token of its own.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 /// Where the Shoal workload goes.
@@ -107,6 +111,7 @@ struct Plan {
     idle_samples: usize,
     threads: usize,
     no_build: bool,
+    token: Option<String>,
 }
 
 fn plan(a: &BenchArgs) -> Result<Plan, String> {
@@ -182,6 +187,7 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
         idle_samples: a.idle_samples.min(1_000_000),
         threads: a.threads,
         no_build: a.no_build,
+        token: a.token.clone(),
     })
 }
 
@@ -291,7 +297,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
     {
         let (guard, target, label, pids) = match &plan.shoal {
             ShoalAt::Own(nodes, nwr) => {
-                let (guard, addr) = servers::shoal(*nodes, *nwr, plan.no_build).await?;
+                let (guard, addr, bearer) = servers::shoal(*nodes, *nwr, plan.no_build).await?;
                 let label = format!(
                     "shoal ({nodes} nodes, N={} W={} R={}, sync=always)",
                     nwr.0, nwr.1, nwr.2
@@ -300,6 +306,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                     addr,
                     put_query: String::new(),
                     get_query: String::new(),
+                    auth: Some(bearer),
                 };
                 let pids = guard.pids();
                 (Some(guard), target, label, pids)
@@ -310,6 +317,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                     addr: *addr,
                     put_query: put_query.clone(),
                     get_query: get_query.clone(),
+                    auth: plan.token.as_ref().map(|t| format!("Bearer {t}")),
                 };
                 // Not ours: its processes may be anywhere, so no CPU accounting.
                 (

@@ -86,11 +86,20 @@ fn signal(pid: u32, sig: &str) {
 
 /// One GET on a fresh connection, bounded by `PROBE_TIMEOUT`.
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Result<http::Response, String> {
+    http_get_with(addr, path, &[]).await
+}
+
+/// [`http_get`] with extra request headers.
+pub(crate) async fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<http::Response, String> {
     let get = async {
         let mut s = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        s.write_all(&http::request("GET", path, "bench", &[], b""))
+        s.write_all(&http::request("GET", path, "bench", headers, b""))
             .await
             .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
@@ -383,7 +392,7 @@ pub(crate) async fn shoal(
     nodes: u16,
     nwr: (usize, usize, usize),
     no_build: bool,
-) -> Result<(ShoalCluster, SocketAddr), String> {
+) -> Result<(ShoalCluster, SocketAddr, String), String> {
     let dir = bench_dir().join("cluster");
     // A cluster left by an earlier bench that was killed is stopped first.
     cluster::down_at(&dir)?;
@@ -398,7 +407,35 @@ pub(crate) async fn shoal(
     let addr = http
         .parse()
         .map_err(|e| format!("gateway address {http:?}: {e}"))?;
-    Ok((guard, addr))
+    // Clients authenticate as they would in production: with a token in the
+    // file, the gateway checks one on every request (no anonymous access).
+    let token = cluster::add_token_at(&guard.dir, "bench", "read,write")?;
+    let bearer = format!("Bearer {token}");
+    wait_for_token(addr, &bearer).await?;
+    Ok((guard, addr, bearer))
+}
+
+/// Waits until the gateway has reloaded its tokens file (it does within a
+/// second or two): a request without the token is refused, one with it
+/// accepted.
+async fn wait_for_token(addr: SocketAddr, bearer: &str) -> Result<(), String> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = http_get(addr, "/v1/cluster").await.map(|r| r.status == 401);
+        let accepted = http_get_with(addr, "/v1/cluster", &[("Authorization", bearer)])
+            .await
+            .map(|r| r.status == 200);
+        if refused == Ok(true) && accepted == Ok(true) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(format!(
+                "the gateway did not take the bench's token within 10 s \
+                 (anonymous refused: {refused:?}, token accepted: {accepted:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]

@@ -225,6 +225,15 @@ pub(crate) fn up_at(
         .ok_or_else(|| "the cluster state has no gateway address".into())
 }
 
+/// `token add` for a cluster [`up_at`] started: returns the new token.
+pub(crate) fn add_token_at(dir: &Path, name: &str, permissions: &str) -> Result<String, String> {
+    let dirs = Dirs {
+        cluster: dir.to_path_buf(),
+        ..Dirs::new()
+    };
+    tokens::add(&dirs.tokens_file(), name, permissions)
+}
+
 /// `down --wipe` for a cluster [`up_at`] started.
 pub(crate) fn down_at(dir: &Path) -> Result<(), String> {
     let dirs = Dirs {
