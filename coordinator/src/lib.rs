@@ -57,4 +57,4 @@ pub use read::{Fanout, ReadAction, ReadOp};
 pub use reconcile::{reconcile, Reconciled};
 pub use replicas::Health;
 pub use tally::{Progress, QuorumFailure, Tally};
-pub use write::{WriteAction, WriteOp, MAX_COORDINATOR_ATTEMPTS};
+pub use write::{Forwarding, WriteAction, WriteOp, MAX_COORDINATOR_ATTEMPTS};

@@ -75,6 +75,16 @@ impl<T> Tally<T> {
         self.progress()
     }
 
+    /// Successes required.
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    /// Replicas counted in the denominator.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
     /// The current state.
     pub fn progress(&self) -> Progress {
         if self.needed == 0 || self.answers.len() >= self.needed {

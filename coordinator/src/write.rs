@@ -64,6 +64,28 @@ pub struct WriteOp {
     coordinated: bool,
     replicating: Vec<Target>,
     verdict: bool,
+    /// The coordinator's half of a write whose replication it was handed
+    /// ([`WriteOp::forwarded`]): its own store is one more reply, not an
+    /// attempt that another candidate could retry.
+    forwarded: bool,
+}
+
+/// What a coordinator needs to replicate a write itself: the rest of the
+/// plan, as the router's [`WriteOp`] holds it when it asks for
+/// coordination ([`WriteOp::forwarding`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    /// The targets after the coordinator.
+    pub replicas: Vec<Target>,
+    /// Live members after them, to replace targets that fail.
+    pub spares: Vec<String>,
+    /// Acknowledgements needed, the coordinator's own included.
+    pub needed: usize,
+    /// The key's owners (the quorum's denominator).
+    pub owners: usize,
+    /// Slots that already failed (down owners nobody stands in for, and
+    /// coordinators that failed before this one).
+    pub failed: Vec<String>,
 }
 
 impl WriteOp {
@@ -86,6 +108,83 @@ impl WriteOp {
             coordinated: false,
             replicating: Vec::new(),
             verdict: false,
+            forwarded: false,
+        }
+    }
+
+    /// The coordinator's side of a write it was handed with `forwarding`:
+    /// `me` is the slot its own store fills. [`WriteOp::start_forwarded`]
+    /// sends the version to every replica at once, in parallel with the
+    /// coordinator's own commit, whose outcome is fed in with
+    /// [`WriteOp::coordinated`] like any other reply.
+    pub fn forwarded(me: Target, forwarding: Forwarding) -> Self {
+        let mut tally = Tally::new(forwarding.needed, forwarding.owners);
+        for slot in forwarding.failed {
+            tally.fail(slot, "failed before this coordinator");
+        }
+        Self {
+            tally,
+            queue: forwarding.replicas.into(),
+            spares: forwarding.spares.into(),
+            attempts: MAX_COORDINATOR_ATTEMPTS,
+            coordinating: Some(me),
+            coordinated: true,
+            replicating: Vec::new(),
+            verdict: false,
+            forwarded: true,
+        }
+    }
+
+    /// The first actions of a [`WriteOp::forwarded`] op.
+    pub fn start_forwarded(&mut self) -> Vec<WriteAction> {
+        let mut out = Vec::new();
+        for target in std::mem::take(&mut self.queue) {
+            self.replicating.push(target.clone());
+            out.push(WriteAction::Replicate { target });
+        }
+        self.report(&mut out);
+        out
+    }
+
+    /// What the coordinator now being asked needs to replicate the write
+    /// itself, so that the router makes one call instead of one per
+    /// replica. `None` when no coordinate attempt is outstanding.
+    pub fn forwarding(&self) -> Option<Forwarding> {
+        self.coordinating.as_ref()?;
+        Some(Forwarding {
+            replicas: self.queue.iter().cloned().collect(),
+            spares: self.spares.iter().cloned().collect(),
+            needed: self.tally.needed(),
+            owners: self.tally.total(),
+            failed: self.tally.failures().keys().cloned().collect(),
+        })
+    }
+
+    /// The coordinator at `node`, handed the replication with
+    /// [`WriteOp::forwarding`], answered: `Ok` with its verdict (it stored
+    /// the version and counted the replicas' acknowledgements), or `Err`
+    /// when it could not coordinate at all (the next candidate is tried).
+    pub fn forwarded_reply(
+        &mut self,
+        node: &str,
+        result: Result<Result<(), QuorumFailure>, String>,
+        remaining: Duration,
+    ) -> Vec<WriteAction> {
+        match result {
+            Ok(verdict) => {
+                let mut out = Vec::new();
+                if self.coordinating.take_if(|t| t.node == node).is_none() {
+                    return out;
+                }
+                self.coordinated = true;
+                self.queue.clear();
+                if !self.verdict {
+                    self.verdict = true;
+                    out.push(WriteAction::Verdict(verdict));
+                }
+                out
+            }
+            Err(cause) => self.coordinated(node, Err(cause), remaining),
         }
     }
 
@@ -110,6 +209,14 @@ impl WriteOp {
         let Some(target) = self.coordinating.take_if(|t| t.node == node) else {
             return out;
         };
+        if self.forwarded {
+            match result {
+                Ok(()) => self.tally.succeed(slot(&target), ()),
+                Err(cause) => self.tally.fail(slot(&target), cause),
+            };
+            self.report(&mut out);
+            return out;
+        }
         match result {
             Ok(()) => {
                 self.coordinated = true;
@@ -407,5 +514,70 @@ mod tests {
         let health = Table::default().slow(&w[0], 20_000.0).slow(&w[1], 500.0);
         let mut op = WriteOp::new(&five(), 42, 3, 2, &health);
         assert_eq!(show(&op.start(SECOND)), "coordinate o2 500ms");
+    }
+
+    #[test]
+    fn a_forwarded_write_is_one_call_for_the_router() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &Table::down(&w[2]));
+        assert_eq!(show(&op.start(SECOND)), "coordinate o0 500ms");
+        let f = op
+            .forwarding()
+            .expect("a coordinate attempt is outstanding");
+        let replicas: Vec<String> = f.replicas.iter().map(name).collect();
+        assert_eq!(replicas, ["o1", "o3>o2"]);
+        assert_eq!(f.spares, [w[4].clone()]);
+        assert_eq!((f.needed, f.owners), (2, 3));
+        // The coordinator replicated and counted: its verdict is the client's.
+        assert_eq!(show(&op.forwarded_reply(&w[0], Ok(Ok(())), SECOND)), "ok");
+        assert!(op.finished());
+    }
+
+    #[test]
+    fn a_forwarded_coordinator_that_fails_is_retried_elsewhere() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &Table::default());
+        op.start(SECOND);
+        assert_eq!(
+            show(&op.forwarded_reply(&w[0], Err("timeout".into()), SECOND)),
+            "coordinate o1 500ms"
+        );
+        let f = op.forwarding().unwrap();
+        let replicas: Vec<String> = f.replicas.iter().map(name).collect();
+        assert_eq!(replicas, ["o2", "o3>o0"]);
+    }
+
+    #[test]
+    fn the_coordinator_replicates_in_parallel_with_its_own_commit() {
+        let w = walk();
+        let mut router = WriteOp::new(&five(), 42, 3, 2, &Table::default());
+        router.start(SECOND);
+        let f = router.forwarding().unwrap();
+        let me = Target {
+            node: w[0].clone(),
+            hint_for: None,
+        };
+        let mut op = WriteOp::forwarded(me, f);
+        assert_eq!(show(&op.start_forwarded()), "replicate o1, replicate o2");
+        assert_eq!(show(&op.replicated(&w[1], Ok(()))), "");
+        // Its own commit is the second acknowledgement.
+        assert_eq!(show(&op.coordinated(&w[0], Ok(()), SECOND)), "ok");
+        assert!(!op.finished(), "o2 is still being replicated to");
+        // A failed commit of its own is a failed slot, never a retry.
+        let mut op = WriteOp::forwarded(
+            Target {
+                node: w[0].clone(),
+                hint_for: None,
+            },
+            router.forwarding().unwrap(),
+        );
+        op.start_forwarded();
+        assert_eq!(show(&op.coordinated(&w[0], Err("disk".into()), SECOND)), "");
+        assert_eq!(show(&op.replicated(&w[1], Ok(()))), "");
+        assert_eq!(
+            show(&op.replicated(&w[2], Err("x".into()))),
+            "replicate o3>o2"
+        );
+        assert_eq!(show(&op.replicated(&w[3], Ok(()))), "ok");
     }
 }

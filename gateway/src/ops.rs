@@ -14,9 +14,14 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use shoal_coordinator::replicas::read_plan;
-use shoal_coordinator::{Fanout, ReadAction, ReadOp, Reconciled, WriteAction, WriteOp};
+use shoal_coordinator::{
+    Fanout, Forwarding, QuorumFailure, ReadAction, ReadOp, Reconciled, WriteAction, WriteOp,
+};
 use shoal_node::pool::Pool;
-use shoal_node::rpc::{CoordinateRequest, KeyReport, RemoteError, ReplicaClient, ReplicateRequest};
+use shoal_node::rpc::{
+    CoordinateRequest, ForwardRequest, ForwardTarget, KeyReport, RemoteError, ReplicaClient,
+    ReplicateRequest, MAX_FORWARD_BUDGET_MS, MAX_FORWARD_TARGETS,
+};
 use shoal_ring::key_position;
 use shoal_vclock::{Content, Context, SiblingSet};
 use tokio::sync::oneshot;
@@ -207,18 +212,21 @@ impl Dispatcher {
             while let Some(action) = actions.pop_front() {
                 match action {
                     WriteAction::Coordinate { target, budget } => {
-                        let request = CoordinateRequest {
-                            key: key.clone(),
-                            context: context.clone(),
-                            content: content.clone(),
-                            hint_for: target.hint_for,
+                        let request = ForwardRequest {
+                            write: CoordinateRequest {
+                                key: key.clone(),
+                                context: context.clone(),
+                                content: content.clone(),
+                                hint_for: target.hint_for,
+                            },
+                            ..forward_plan(snap, op.forwarding(), budget)
                         };
                         let node = target.node;
                         let until = Instant::now() + budget;
                         coordinating.push(async move {
                             let result = engine
                                 .call(snap, &node, until, |c, ctx| async move {
-                                    c.coordinate(ctx, request).await
+                                    c.coordinate_forward(ctx, request).await
                                 })
                                 .await;
                             (node, result)
@@ -266,9 +274,15 @@ impl Dispatcher {
                 biased;
                 Some((node, result)) = coordinating.next(), if !coordinating.is_empty() => {
                     let result = match result {
-                        Ok(set) => {
-                            stored = Some(set);
-                            Ok(())
+                        Ok(forwarded) => {
+                            stored = Some(forwarded.siblings);
+                            Ok(forwarded.verdict.map_err(|c| QuorumFailure {
+                                succeeded: c.succeeded as usize,
+                                needed: c.needed as usize,
+                                failed: c.failed as usize,
+                                unknown: c.unknown as usize,
+                                total: c.total as usize,
+                            }))
                         }
                         // The client's fault (bad context, value too large):
                         // any other coordinator would refuse it alike.
@@ -285,7 +299,7 @@ impl Dispatcher {
                             Err(failure.to_string())
                         }
                     };
-                    actions.extend(op.coordinated(&node, result, remaining()));
+                    actions.extend(op.forwarded_reply(&node, result, remaining()));
                 }
                 Some((node, result)) = replicating.next(), if !replicating.is_empty() => {
                     let result = result.map_err(|failure| {
@@ -509,6 +523,60 @@ impl Dispatcher {
             }
         }
         rows
+    }
+}
+
+/// The share of a coordinate attempt's budget the coordinator may spend on
+/// replication before it answers: the rest carries its answer back before
+/// this gateway gives up on the attempt.
+const FORWARD_SHARE: f64 = 0.8;
+
+/// The replication half of a forwarded write, from the op's plan and the
+/// addresses this gateway routes by (the write itself is filled in by the
+/// caller).
+fn forward_plan(
+    snap: &Snapshot,
+    forwarding: Option<Forwarding>,
+    budget: Duration,
+) -> ForwardRequest {
+    let f = forwarding.unwrap_or(Forwarding {
+        replicas: Vec::new(),
+        spares: Vec::new(),
+        needed: 1,
+        owners: 1,
+        failed: Vec::new(),
+    });
+    let target = |node: String, hint_for: Option<String>| ForwardTarget {
+        address: snap.address(&node).unwrap_or_default().to_string(),
+        node,
+        hint_for,
+    };
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    let room = MAX_FORWARD_TARGETS.saturating_sub(f.replicas.len());
+    ForwardRequest {
+        write: CoordinateRequest {
+            key: Vec::new(),
+            context: Context::empty(),
+            content: Content::Tombstone,
+            hint_for: None,
+        },
+        replicas: f
+            .replicas
+            .into_iter()
+            .map(|t| target(t.node, t.hint_for))
+            .collect(),
+        spares: f
+            .spares
+            .into_iter()
+            .take(room)
+            .map(|s| target(s, None))
+            .collect(),
+        needed: n(f.needed.max(1)),
+        owners: n(f.owners.max(f.needed).max(1)),
+        failed: f.failed,
+        budget_ms: u64::try_from(budget.mul_f64(FORWARD_SHARE).as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_FORWARD_BUDGET_MS),
     }
 }
 

@@ -52,6 +52,14 @@ impl Replica for GatewayService {
         Err(self.not_storage())
     }
 
+    async fn coordinate_forward(
+        self,
+        _: tarpc::context::Context,
+        _request: shoal_node::rpc::ForwardRequest,
+    ) -> Result<shoal_node::rpc::Forwarded, RemoteError> {
+        Err(self.not_storage())
+    }
+
     async fn replicate(
         self,
         _: tarpc::context::Context,

@@ -49,6 +49,7 @@ mod answer_watch;
 pub mod anti_entropy;
 pub mod config;
 pub mod env;
+mod forward;
 mod handoff;
 pub mod handover;
 pub mod logging;

@@ -18,10 +18,11 @@ use crate::env::Env;
 use crate::handoff::Handoff;
 use crate::handover::Handover;
 use crate::membership::{self, SharedMembership, Uptime};
+use crate::pool::Pool;
 use crate::rpc::{
-    CoordinateRequest, HandoverReport, KeyReport, MerkleRequest, MerkleResponse, NodeStatus,
-    RemoteError, RepairReport, Replica, ReplicateRequest, ScanPage, ScanRequest, StoredView,
-    MAX_BATCH_KEYS, MAX_SCAN_KEYS, MAX_SCAN_RANGES, PROTOCOL_VERSION,
+    CoordinateRequest, ForwardRequest, Forwarded, HandoverReport, KeyReport, MerkleRequest,
+    MerkleResponse, NodeStatus, RemoteError, RepairReport, Replica, ReplicateRequest, ScanPage,
+    ScanRequest, StoredView, MAX_BATCH_KEYS, MAX_SCAN_KEYS, MAX_SCAN_RANGES, PROTOCOL_VERSION,
 };
 use crate::store::{Store, StoreError};
 
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     in_flight: Arc<tokio::sync::Semaphore>,
     anti_entropy: Arc<AntiEntropy>,
     handover: Arc<Handover>,
+    /// Connections to peers, for the replication of forwarded writes.
+    pool: Arc<Pool>,
 }
 
 /// The RPC face of a node (cheap to clone: one per connection).
@@ -196,6 +199,7 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.rpc.max_in_flight)),
         anti_entropy: anti_entropy.clone(),
         handover: handover.clone(),
+        pool: pool.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -458,32 +462,8 @@ impl NodeService {
         }
     }
 
-    /// Runs a store operation on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, RemoteError> {
-        let store = self.0.store.clone();
-        match self.0.env.spawn_blocking(move || f(&store)).await {
-            Ok(r) => r.map_err(|e| self.remote(e)),
-            Err(e) => {
-                tracing::error!(error = %e, "store task panicked");
-                Err(RemoteError::Storage {
-                    node: self.0.id.clone(),
-                    message: "internal error in the store task".into(),
-                })
-            }
-        }
-    }
-}
-
-impl Replica for NodeService {
-    async fn coordinate(
-        self,
-        _: RpcContext,
-        request: CoordinateRequest,
-    ) -> Result<SiblingSet, RemoteError> {
-        let _admitted = self.admit()?;
+    /// Refuses a write to coordinate that no replica could accept.
+    fn check_write(&self, request: &CoordinateRequest) -> Result<(), RemoteError> {
         self.check_key(&request.key)?;
         // The same bound as on replicated states: a context claiming more
         // events than a replica mints would be minted into this node's copy,
@@ -515,6 +495,36 @@ impl Replica for NodeService {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Runs a store operation on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, RemoteError> {
+        let store = self.0.store.clone();
+        match self.0.env.spawn_blocking(move || f(&store)).await {
+            Ok(r) => r.map_err(|e| self.remote(e)),
+            Err(e) => {
+                tracing::error!(error = %e, "store task panicked");
+                Err(RemoteError::Storage {
+                    node: self.0.id.clone(),
+                    message: "internal error in the store task".into(),
+                })
+            }
+        }
+    }
+}
+
+impl Replica for NodeService {
+    async fn coordinate(
+        self,
+        _: RpcContext,
+        request: CoordinateRequest,
+    ) -> Result<SiblingSet, RemoteError> {
+        let _admitted = self.admit()?;
+        self.check_write(&request)?;
         let now = self.0.env.clock.now_millis();
         self.blocking(move |s| {
             s.coordinate(
@@ -526,6 +536,36 @@ impl Replica for NodeService {
             )
         })
         .await
+    }
+
+    async fn coordinate_forward(
+        self,
+        _: RpcContext,
+        request: ForwardRequest,
+    ) -> Result<Forwarded, RemoteError> {
+        let _admitted = self.admit()?;
+        self.check_write(&request.write)?;
+        let plan = crate::forward::Plan::from_request(&self.0.id, &request)?;
+        let write = request.write;
+        let key = write.key.clone();
+        let now = self.0.env.clock.now_millis();
+        let siblings = self
+            .blocking(move |s| {
+                s.coordinate(
+                    &write.key,
+                    &write.context,
+                    write.content,
+                    now,
+                    write.hint_for.as_deref(),
+                )
+            })
+            .await?;
+        // Stored durably above, so this node's acknowledgement is in hand;
+        // the replicas are then asked in parallel.
+        let own = std::future::ready(Ok(()));
+        let verdict =
+            crate::forward::replicate(self.0.pool.clone(), plan, key, siblings.clone(), own).await;
+        Ok(Forwarded { siblings, verdict })
     }
 
     async fn replicate(self, _: RpcContext, request: ReplicateRequest) -> Result<(), RemoteError> {

@@ -30,6 +30,13 @@ pub trait Replica {
     /// result durably, and return it for replication to the other targets.
     async fn coordinate(request: CoordinateRequest) -> Result<SiblingSet, RemoteError>;
 
+    /// [`Replica::coordinate`], then replicates the new version to the rest
+    /// of the write's targets itself, in parallel with its own commit, and
+    /// answers with the quorum's verdict: the router makes one call per
+    /// write instead of one per replica, and the coordinator's fsync overlaps
+    /// the replicas'.
+    async fn coordinate_forward(request: ForwardRequest) -> Result<Forwarded, RemoteError>;
+
     /// Merges (`vclock` sync) a sibling set into local state, durably. With
     /// `hint_for`, the set is kept in the hint space for that owner instead.
     async fn replicate(request: ReplicateRequest) -> Result<(), RemoteError>;
@@ -211,6 +218,76 @@ pub struct CoordinateRequest {
     /// coordinator (every owner that could coordinate is down): the new
     /// version is also kept as a hint for that owner.
     pub hint_for: Option<String>,
+}
+
+/// Most targets plus spares one forwarded write may name: N is at most a
+/// few, and the walk of spares is cut at this length.
+pub const MAX_FORWARD_TARGETS: usize = 64;
+
+/// Longest a coordinator works on a forwarded write before answering with
+/// the verdict it has.
+pub const MAX_FORWARD_BUDGET_MS: u64 = 60_000;
+
+/// A write the receiver coordinates and replicates; see
+/// [`Replica::coordinate_forward`]. The plan is the router's
+/// (`shoal_coordinator::Forwarding`), with the addresses it routes by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    /// The write itself.
+    pub write: CoordinateRequest,
+    /// The other targets, in the plan's order.
+    pub replicas: Vec<ForwardTarget>,
+    /// Live members after them, to replace a target that fails (with a
+    /// hint for its slot).
+    pub spares: Vec<ForwardTarget>,
+    /// Acknowledgements needed, the coordinator's own included.
+    pub needed: u32,
+    /// The key's owners (the quorum's denominator).
+    pub owners: u32,
+    /// Slots that already failed before this coordinator was asked.
+    pub failed: Vec<String>,
+    /// How long the coordinator may work before answering, in milliseconds
+    /// (at most [`MAX_FORWARD_BUDGET_MS`]).
+    pub budget_ms: u64,
+}
+
+/// One member a forwarded write goes to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardTarget {
+    /// Member id.
+    pub node: String,
+    /// Its RPC address, as the router knows it.
+    pub address: String,
+    /// The owner it stands in for, if a fallback.
+    pub hint_for: Option<String>,
+}
+
+/// The answer to a forwarded write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// The version the coordinator minted (stored locally, whatever the
+    /// verdict).
+    pub siblings: SiblingSet,
+    /// `Ok` once `needed` replicas (the coordinator included) stored it
+    /// durably, else the counts when that became impossible or the budget
+    /// ran out.
+    pub verdict: Result<(), QuorumCounts>,
+}
+
+/// Why a forwarded write missed its quorum (`shoal_coordinator::QuorumFailure`
+/// on the wire).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumCounts {
+    /// Replicas that stored it.
+    pub succeeded: u32,
+    /// Replicas required.
+    pub needed: u32,
+    /// Replicas that refused or could not be reached.
+    pub failed: u32,
+    /// Replicas that had not answered in time.
+    pub unknown: u32,
+    /// Replicas in the denominator.
+    pub total: u32,
 }
 
 /// A sibling set to merge into a replica.
