@@ -516,28 +516,38 @@ impl Replica for NodeService {
             }
         }
         let now = self.0.env.clock.now_millis();
-        self.blocking(move |s| {
-            s.coordinate(
+        // Inline on the runtime, not on the blocking pool: the read-modify-
+        // write and the append are microseconds of CPU under the key's stripe,
+        // and the fsync is awaited after the stripe is released, so no thread
+        // parks per request (the pool hand-off and the group commit's wake-ups
+        // were half of a node's CPU, BENCHMARKS.md). Answered only once durable.
+        let written = self
+            .0
+            .store
+            .coordinate_begin(
                 &request.key,
                 &request.context,
                 request.content,
                 now,
                 request.hint_for.as_deref(),
             )
-        })
-        .await
+            .map_err(|e| self.remote(e))?;
+        written.durable().await.map_err(|e| self.remote(e))
     }
 
     async fn replicate(self, _: RpcContext, request: ReplicateRequest) -> Result<(), RemoteError> {
         let _admitted = self.admit()?;
         self.check_key(&request.key)?;
         self.check_set(&request.siblings)?;
-        self.blocking(move |s| match &request.hint_for {
-            Some(owner) => s.put_hint(owner, &request.key, &request.siblings),
-            None => s.merge(&request.key, &request.siblings),
-        })
-        .await
-        .map(|_| ())
+        // Inline, as `coordinate`: append under the stripe, await the fsync.
+        let store = &self.0.store;
+        let written = match &request.hint_for {
+            Some(owner) => store.put_hint_begin(owner, &request.key, &request.siblings),
+            None => store.merge_begin(&request.key, &request.siblings),
+        }
+        .map_err(|e| self.remote(e))?;
+        written.durable().await.map_err(|e| self.remote(e))?;
+        Ok(())
     }
 
     async fn read(self, _: RpcContext, key: Vec<u8>) -> Result<Option<SiblingSet>, RemoteError> {
