@@ -3,8 +3,9 @@
 //! `cargo run -p shoal-storage --release --example group_commit [WRITERS] [SECS]`
 //! (defaults 50 writers, 3 s per case). Prints, for `SyncMode::Always` on a temp
 //! directory: a plain `write + fdatasync` loop on one file as the reference (what
-//! one fsync costs on this disk in this run), then the writers, each a thread
-//! calling `Engine::put`. CPU is user + system time of the whole process from
+//! one fsync costs on this disk in this run), then the writers: threads calling the
+//! blocking `Engine::put`, then tokio tasks on a 2-worker runtime calling
+//! `Engine::append` and awaiting the `Commit` (how the node writes). CPU is user + system time of the whole process from
 //! `/proc/self/stat` (in USER_HZ ticks, 10 ms; runs last seconds, so the tick is
 //! well below the spread) divided by the writes: `perf stat -e instructions` is
 //! not available on the machine the figures in BENCHMARKS.md come from.
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_storage::{Engine, Options, SyncMode};
+use shoal_storage::{Engine, Options, SyncMode, WriteBatch};
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -115,6 +116,55 @@ fn threads(dir: &std::path::Path, writers: usize, secs: u64) -> AnyResult<Measur
     Ok(m)
 }
 
+/// `writers` tokio tasks on a 2-worker runtime, each appending and awaiting its
+/// commit in a loop, for `secs`.
+fn tasks(dir: &std::path::Path, writers: usize, secs: u64) -> AnyResult<Measured> {
+    let engine = open(dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let (start, cpu0) = (Instant::now(), cpu_us()?);
+    let m = rt.block_on(async {
+        let hs: Vec<_> = (0..writers)
+            .map(|t| {
+                let (engine, stop, count) = (engine.clone(), stop.clone(), count.clone());
+                tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut batch = WriteBatch::new();
+                        batch.put(format!("t{t:04}-{i:010}"), vec![7u8; 100]);
+                        engine.append(batch)?.await?;
+                        count.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    Ok::<_, shoal_storage::Error>(())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        for h in hs {
+            h.await??;
+        }
+        Ok::<_, Box<dyn std::error::Error>>(Measured {
+            writes: count.load(Ordering::Relaxed),
+            wall: start.elapsed(),
+            cpu_us: cpu_us()? - cpu0,
+        })
+    })?;
+    let syncs = engine.stats().commit_syncs;
+    println!(
+        "  ({} fsyncs, {:.1} writes per fsync)",
+        syncs,
+        m.writes as f64 / syncs.max(1) as f64
+    );
+    engine.close()?;
+    Ok(m)
+}
+
 fn main() -> AnyResult<()> {
     let mut args = std::env::args().skip(1);
     let writers: usize = args.next().map_or(Ok(50), |a| a.parse())?;
@@ -124,5 +174,7 @@ fn main() -> AnyResult<()> {
     fsync_loop(root.path(), secs)?.print("reference: write+fdatasync loop");
     threads(&root.path().join("threads"), writers, secs)?
         .print(&format!("{writers} threads, Engine::put"));
+    let m = tasks(&root.path().join("tasks"), writers, secs)?;
+    m.print(&format!("{writers} tokio tasks, append().await"));
     Ok(())
 }
