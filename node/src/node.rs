@@ -516,6 +516,21 @@ impl Replica for NodeService {
             }
         }
         let now = self.0.env.clock.now_millis();
+        if self.0.store.write_would_block() {
+            // The append would wait for flushes (up to the engine's write
+            // timeout): not on one of the runtime's few threads.
+            return self
+                .blocking(move |s| {
+                    s.coordinate(
+                        &request.key,
+                        &request.context,
+                        request.content,
+                        now,
+                        request.hint_for.as_deref(),
+                    )
+                })
+                .await;
+        }
         // Inline on the runtime, not on the blocking pool: the read-modify-
         // write and the append are microseconds of CPU under the key's stripe,
         // and the fsync is awaited after the stripe is released, so no thread
@@ -539,6 +554,16 @@ impl Replica for NodeService {
         let _admitted = self.admit()?;
         self.check_key(&request.key)?;
         self.check_set(&request.siblings)?;
+        if self.0.store.write_would_block() {
+            // As in `coordinate`: back-pressure waits on the blocking pool.
+            return self
+                .blocking(move |s| match &request.hint_for {
+                    Some(owner) => s.put_hint(owner, &request.key, &request.siblings),
+                    None => s.merge(&request.key, &request.siblings),
+                })
+                .await
+                .map(|_| ());
+        }
         // Inline, as `coordinate`: append under the stripe, await the fsync.
         let store = &self.0.store;
         let written = match &request.hint_for {

@@ -414,6 +414,17 @@ impl Engine {
         Shared::write(&self.inner, batch.ops)
     }
 
+    /// Whether a write now would wait for memtable flushes (the backlog of frozen
+    /// memtables is full, usually because flushes fail or lag). `append` then
+    /// blocks up to `Options::write_timeout`, so an async caller sends its writes
+    /// to a blocking thread while this holds rather than stall its runtime.
+    /// Never under `Background::Inline`, whose writes flush or refuse at once.
+    pub fn backlogged(&self) -> bool {
+        !self.inner.inline()
+            && self.inner.immutables.load(Ordering::Acquire)
+                >= self.inner.opts.max_immutable_memtables.max(1)
+    }
+
     /// A [`Commit`] that resolves once every write appended before this call is
     /// durable. A caller that read a value some other writer appended and is
     /// still waiting for (so possibly not durable yet) awaits this before it

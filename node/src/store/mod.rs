@@ -326,6 +326,12 @@ impl Store {
         }
     }
 
+    /// Whether a write would block now on the engine's back-pressure (see
+    /// `Engine::backlogged`): the RPCs then take the blocking pool.
+    pub fn write_would_block(&self) -> bool {
+        self.engine.backlogged()
+    }
+
     /// The incarnation of this run (rises on every open).
     pub fn incarnation(&self) -> u64 {
         self.incarnation

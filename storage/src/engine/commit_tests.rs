@@ -31,6 +31,8 @@ struct GateState {
     entered: usize,
     /// Whether a gated fsync fails once let through.
     fail: bool,
+    /// Whether table files cannot be created (flushes fail).
+    no_tables: bool,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +121,9 @@ impl Fs for GatedFs {
         self.inner.read(path)
     }
     fn open_write(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn WritableFile>> {
+        if path.extension().is_some_and(|e| e == "sst") && self.gate.with(|s| s.no_tables) {
+            return Err(io::Error::other("no space for tables"));
+        }
         let inner = self.inner.open_write(path, mode)?;
         if path.extension().is_some_and(|e| e == "log") {
             return Ok(Box::new(GatedFile {
@@ -147,6 +152,10 @@ impl Fs for GatedFs {
 
 /// An engine whose commit log fsyncs wait at the gate (armed, no permits).
 fn gated(background: Background) -> (Engine, Arc<Gate>, MemFs) {
+    gated_with(background, Options::default())
+}
+
+fn gated_with(background: Background, base: Options) -> (Engine, Arc<Gate>, MemFs) {
     let mem = MemFs::new();
     let gate = Arc::new(Gate::default());
     let opts = Options {
@@ -157,7 +166,7 @@ fn gated(background: Background) -> (Engine, Arc<Gate>, MemFs) {
         }),
         background,
         write_timeout: BOUND,
-        ..Options::default()
+        ..base
     };
     let engine = Engine::open(DIR, opts).expect("open");
     gate.with(|s| s.armed = true);
@@ -349,4 +358,37 @@ fn inline_commits_are_durable_when_append_returns() {
     )
     .unwrap();
     assert_eq!(crashed.get(b"a").unwrap(), Some(b"v".to_vec()));
+}
+
+/// `backlogged` tells an async caller when `append` would block on flushes.
+#[test]
+fn backlogged_while_flushes_cannot_keep_up() {
+    let base = Options {
+        memtable_bytes: 1 << 10,
+        max_immutable_memtables: 1,
+        ..Options::default()
+    };
+    let (engine, gate, _) = gated_with(Background::Threads, base);
+    gate.with(|s| {
+        s.permits = usize::MAX;
+        s.no_tables = true;
+    });
+    assert!(!engine.backlogged());
+    let deadline = Instant::now() + BOUND;
+    let mut i = 0;
+    while !engine.backlogged() {
+        assert!(Instant::now() < deadline, "never backlogged");
+        engine.put(format!("k{i}").as_bytes(), &[7u8; 200]).unwrap();
+        i += 1;
+    }
+    gate.with(|s| s.no_tables = false);
+    let deadline = Instant::now() + BOUND;
+    while engine.backlogged() {
+        assert!(
+            Instant::now() < deadline,
+            "the flush thread never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    engine.close().unwrap();
 }
