@@ -330,12 +330,14 @@ impl Store {
         key: &[u8],
         delivered: &SiblingSet,
     ) -> Result<bool, StoreError> {
-        let _guard = self.lock(key);
+        let guard = self.lock(key);
         let hk = hint_key(owner, key)?;
         match self.read_hint(&hk, key)? {
             Some((current, _)) if current == *delivered => {
-                self.engine.delete(&hk)?;
+                let commit = self.append_delete(hk)?;
                 self.hints.removed(owner);
+                drop(guard);
+                commit.wait()?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -344,11 +346,13 @@ impl Store {
 
     /// Deletes a hint whatever it holds (expired past its TTL).
     pub fn drop_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
-        let _guard = self.lock(key);
+        let guard = self.lock(key);
         let hk = hint_key(owner, key)?;
         if self.engine.get(&hk)?.is_some() {
-            self.engine.delete(&hk)?;
+            let commit = self.append_delete(hk)?;
             self.hints.removed(owner);
+            drop(guard);
+            commit.wait()?;
         }
         Ok(())
     }

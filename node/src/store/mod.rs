@@ -28,7 +28,9 @@
 //! as `*_begin`, which do the read-modify-write and the append under the key's
 //! stripe and return a [`Written`]: the RPC releases the stripe, awaits the
 //! fsync on the runtime and only then answers, so neither a stripe nor a
-//! thread is held for an fsync. The service calls the rest in `spawn_blocking`.
+//! thread is held for an fsync. The blocking methods, which the service calls
+//! in `spawn_blocking`, also release their stripes before they wait for the
+//! fsync, so an inline RPC never waits on a stripe for a disk.
 
 mod hints;
 pub(crate) mod meta;
@@ -367,6 +369,14 @@ impl Store {
             .wait()
     }
 
+    /// Appends the deletion of a storage key; the caller waits for the commit
+    /// after releasing the key's stripe.
+    fn append_delete(&self, storage_key: Vec<u8>) -> Result<Commit, StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.delete(storage_key);
+        Ok(self.engine.append(batch)?)
+    }
+
     fn written<T>(&self, value: T, commit: Commit) -> Written<T> {
         Written::new(value, commit, self.write_timeout)
     }
@@ -480,7 +490,7 @@ impl Store {
         let mut stripes: Vec<usize> = items.iter().map(|(k, _)| stripe_of(k)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _guards: Vec<_> = stripes
+        let guards: Vec<_> = stripes
             .iter()
             .map(|&i| self.locks[i].lock().unwrap_or_else(|p| p.into_inner()))
             .collect();
@@ -517,15 +527,19 @@ impl Store {
             updates.push((key.to_vec(), old_digest, digest_of(&encoded)));
             batch.put(data_key(key), encoded);
         }
-        if batch.is_empty() {
+        let commit = if batch.is_empty() {
             // Unchanged states may be writes still waiting for their fsync.
-            self.engine.barrier()?.wait()?;
+            self.engine.barrier()?
         } else {
-            self.engine.write(batch)?;
-        }
+            self.engine.append(batch)?
+        };
         for (key, old, new) in updates {
             self.tree_update(&key, old.as_ref(), Some(&new));
         }
+        // The fsync is waited for without the stripes, which inline RPCs on
+        // the runtime would otherwise wait on.
+        drop(guards);
+        commit.wait()?;
         Ok((merged_all, changed))
     }
 
@@ -552,7 +566,7 @@ impl Store {
         let mut purged = 0;
         for k in candidates {
             let key = k[9..].to_vec();
-            let _guard = self.lock(&key);
+            let guard = self.lock(&key);
             // Re-read under the lock: a write may have revived the key.
             let Some(v) = self.engine.get(&k)? else {
                 continue;
@@ -560,8 +574,10 @@ impl Store {
             if keep_after_grace(&k, &v, now_ms, self.grace_ms) {
                 continue;
             }
-            self.engine.delete(&k)?;
+            let commit = self.append_delete(k.clone())?;
             self.tree_update(&key, Some(&digest_of(&v)), None);
+            drop(guard);
+            commit.wait()?;
             purged += 1;
         }
         Ok(purged)
