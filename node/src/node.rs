@@ -526,16 +526,38 @@ impl Replica for NodeService {
         let _admitted = self.admit()?;
         self.check_write(&request)?;
         let now = self.0.env.clock.now_millis();
-        self.blocking(move |s| {
-            s.coordinate(
+        if self.0.store.write_would_block() {
+            // The append would wait for flushes (up to the engine's write
+            // timeout): not on one of the runtime's few threads.
+            return self
+                .blocking(move |s| {
+                    s.coordinate(
+                        &request.key,
+                        &request.context,
+                        request.content,
+                        now,
+                        request.hint_for.as_deref(),
+                    )
+                })
+                .await;
+        }
+        // Inline on the runtime, not on the blocking pool: the read-modify-
+        // write and the append are microseconds of CPU under the key's stripe,
+        // and the fsync is awaited after the stripe is released, so no thread
+        // parks per request (the pool hand-off and the group commit's wake-ups
+        // were half of a node's CPU, BENCHMARKS.md). Answered only once durable.
+        let written = self
+            .0
+            .store
+            .coordinate_begin(
                 &request.key,
                 &request.context,
                 request.content,
                 now,
                 request.hint_for.as_deref(),
             )
-        })
-        .await
+            .map_err(|e| self.remote(e))?;
+        written.durable().await.map_err(|e| self.remote(e))
     }
 
     async fn coordinate_forward(
@@ -549,22 +571,47 @@ impl Replica for NodeService {
         let write = request.write;
         let key = write.key.clone();
         let now = self.0.env.clock.now_millis();
-        let siblings = self
-            .blocking(move |s| {
-                s.coordinate(
-                    &write.key,
-                    &write.context,
-                    write.content,
-                    now,
-                    write.hint_for.as_deref(),
-                )
-            })
-            .await?;
-        // Stored durably above, so this node's acknowledgement is in hand;
-        // the replicas are then asked in parallel.
-        let own = std::future::ready(Ok(()));
-        let verdict =
-            crate::forward::replicate(self.0.pool.clone(), plan, key, siblings.clone(), own).await;
+        let pool = self.0.pool.clone();
+        if self.0.store.write_would_block() {
+            // As in `coordinate`: not on the runtime's threads while the
+            // engine is backlogged; then the replicas are asked.
+            let siblings = self
+                .blocking(move |s| {
+                    s.coordinate(
+                        &write.key,
+                        &write.context,
+                        write.content,
+                        now,
+                        write.hint_for.as_deref(),
+                    )
+                })
+                .await?;
+            let own = std::future::ready(Ok(()));
+            let verdict = crate::forward::replicate(pool, plan, key, siblings.clone(), own).await;
+            return Ok(Forwarded { siblings, verdict });
+        }
+        let written = self
+            .0
+            .store
+            .coordinate_begin(
+                &write.key,
+                &write.context,
+                write.content,
+                now,
+                write.hint_for.as_deref(),
+            )
+            .map_err(|e| self.remote(e))?;
+        // The replicas get the version while this node's own fsync runs:
+        // the fsyncs overlap. Its durability is one more reply to the op.
+        let siblings = written.value().clone();
+        let own = async move {
+            written
+                .durable()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("the coordinator's own commit failed: {e}"))
+        };
+        let verdict = crate::forward::replicate(pool, plan, key, siblings.clone(), own).await;
         Ok(Forwarded { siblings, verdict })
     }
 
@@ -572,12 +619,25 @@ impl Replica for NodeService {
         let _admitted = self.admit()?;
         self.check_key(&request.key)?;
         self.check_set(&request.siblings)?;
-        self.blocking(move |s| match &request.hint_for {
-            Some(owner) => s.put_hint(owner, &request.key, &request.siblings),
-            None => s.merge(&request.key, &request.siblings),
-        })
-        .await
-        .map(|_| ())
+        if self.0.store.write_would_block() {
+            // As in `coordinate`: back-pressure waits on the blocking pool.
+            return self
+                .blocking(move |s| match &request.hint_for {
+                    Some(owner) => s.put_hint(owner, &request.key, &request.siblings),
+                    None => s.merge(&request.key, &request.siblings),
+                })
+                .await
+                .map(|_| ());
+        }
+        // Inline, as `coordinate`: append under the stripe, await the fsync.
+        let store = &self.0.store;
+        let written = match &request.hint_for {
+            Some(owner) => store.put_hint_begin(owner, &request.key, &request.siblings),
+            None => store.merge_begin(&request.key, &request.siblings),
+        }
+        .map_err(|e| self.remote(e))?;
+        written.durable().await.map_err(|e| self.remote(e))?;
+        Ok(())
     }
 
     async fn read(self, _: RpcContext, key: Vec<u8>) -> Result<Option<SiblingSet>, RemoteError> {

@@ -12,7 +12,10 @@
 //!   `compaction` and `group_commit`.
 //! - `flush`, `compaction`: the two jobs that write tables; `compaction` asks the
 //!   pure `compaction_policy` what to merge.
-//! - `group_commit`: one fsync for every waiting writer.
+//! - `group_commit`: one fsync for every waiting writer, on the commit thread (or
+//!   inline); uses `commit`.
+//! - `commit`: [`Commit`], the future a write's durability is, and the queue of
+//!   commits waiting for an fsync.
 //! - `recovery`: what `open` does before the engine exists.
 //! - `files`: file names and table writing, for recovery and both jobs.
 
@@ -34,6 +37,9 @@ use crate::sstable::{BlockCache, Table, TableIter};
 use crate::wal::{LogWriter, Op};
 
 mod background;
+mod commit;
+#[cfg(test)]
+mod commit_tests;
 mod compaction;
 mod compaction_policy;
 mod files;
@@ -43,6 +49,7 @@ mod recovery;
 mod resume;
 mod write;
 
+pub use commit::Commit;
 use files::parse_name;
 pub use recovery::RecoveryReport;
 
@@ -77,6 +84,9 @@ pub struct Stats {
     pub flushes: u64,
     /// Compactions since open.
     pub compactions: u64,
+    /// Group commit fsyncs of the commit log since open (`SyncMode::Always` and
+    /// `Periodic`); writes over this is how many writes one fsync covered.
+    pub commit_syncs: u64,
     /// Table lookups the Bloom filter answered "absent".
     pub bloom_negatives: u64,
     /// Table lookups the Bloom filter let through for a key the table lacked.
@@ -148,13 +158,9 @@ struct Version {
 struct WriteState {
     log: LogWriter,
     active: Arc<Memtable>,
-    /// Records appended since open; group commit compares against `SyncState::synced`.
+    /// Records appended since open: the sequence number of the latest, which
+    /// group commit compares against `Shared::synced`.
     appended: u64,
-}
-
-struct SyncState {
-    synced: u64,
-    syncing: bool,
 }
 
 #[derive(Default)]
@@ -172,6 +178,7 @@ struct Counters {
     compaction: AtomicU64,
     flushes: AtomicU64,
     compactions: AtomicU64,
+    commit_syncs: AtomicU64,
     bloom_neg: AtomicU64,
     bloom_fp: AtomicU64,
 }
@@ -199,26 +206,32 @@ struct Counters {
 ///    committed.
 /// 4. `version`. Nothing is taken under it; readers hold it only to clone the `Arc`.
 ///
-/// `sync` and `bg` are outside that chain:
+/// `sync` comes before that chain, `commits` and `bg` outside it:
 ///
-/// - `sync` is never held with another lock. The group commit leader drops it before
-///   taking `write` to drain the buffer, and a waiter drops it before building a
-///   `Stalled` error, which reads `bg`.
+/// - `sync` serialises fsync rounds of the commit log (the commit thread's, the
+///   periodic thread's, an inline writer's) with each other and with `close`. A round
+///   holds it while it takes `write` (twice, to drain the buffer and to recheck the
+///   log after its fsync) and `commits`; nothing holding a numbered lock takes it.
+/// - `commits` (the queue of commits waiting for an fsync) is a leaf: appenders take
+///   it under `write` so the queue stays in sequence order, everyone else alone.
+///   Slots are woken after it is released.
 /// - `bg` is a leaf: nothing is taken under it. A flush takes it under `flush_lock`
 ///   (to request a compaction); every other path takes it alone. `wait_for_room`
 ///   drops it before `stalled`, which takes it again (these mutexes are not
 ///   reentrant).
 ///
-/// `sync_cv` waits with `sync` and `bg_cv` with `bg`. Some conditions change outside
+/// `commits_cv` (the commit thread waiting for work) and `room_cv` (writers waiting
+/// for room in the queue) wait with `commits`, `bg_cv` with `bg`. Some conditions change outside
 /// the paired mutex (the memtable count is an atomic that `freeze` and `flush_one`
 /// change and then notify; `compact_loop` drops `bg` between checking
 /// `compact_wanted` and waiting), so a wait can miss its wakeup. Every wait therefore
 /// has a timeout and rechecks its condition: a missed wakeup costs at most one
 /// timeout, 100 ms to a writer waiting for room, 500 ms to the flush thread and 1 s
-/// to the compaction thread. `shutdown` and `synced` change only under their mutex,
+/// to the compaction and commit threads. `shutdown` and `synced` change only under their mutex,
 /// and every wait checks them under it, so those wakeups are never missed.
 ///
-/// `wal_failed` is a leaf, taken alone or under `write` (by `fail_wal`); `try_resume`
+/// `wal_failed` is a leaf, taken alone or under `write` (by `fail_wal`, which then
+/// takes `commits` after releasing it, to fail the queued commits); `try_resume`
 /// takes `write` (then `version`), releases both, and only then flushes.
 ///
 /// The locks inside a memtable, the block cache and the file system are leaves
@@ -230,8 +243,13 @@ struct Shared {
     dir: PathBuf,
     opts: Options,
     write: Mutex<WriteState>,
-    sync: Mutex<SyncState>,
-    sync_cv: Condvar,
+    sync: Mutex<()>,
+    /// The highest sequence number an fsync is known to cover; lets a round or a
+    /// barrier with nothing new to sync skip the fsync.
+    synced: AtomicU64,
+    commits: Mutex<commit::Pending>,
+    commits_cv: Condvar,
+    room_cv: Condvar,
     version: RwLock<Arc<Version>>,
     flush_lock: Mutex<()>,
     compaction_lock: Mutex<()>,
@@ -244,7 +262,7 @@ struct Shared {
     closed: AtomicBool,
     immutables: AtomicUsize,
     /// Writers between entering `write` and appending their record; a group commit
-    /// leader briefly waits for them so that one fsync covers them too.
+    /// round briefly waits for them so that one fsync covers them too.
     joining: AtomicUsize,
     /// Set by a failed commit log append or fsync (the first failure's reason),
     /// cleared by `try_resume` once a fresh segment and tables hold everything;
@@ -307,11 +325,11 @@ impl Engine {
                 active: active.clone(),
                 appended: 0,
             }),
-            sync: Mutex::new(SyncState {
-                synced: 0,
-                syncing: false,
-            }),
-            sync_cv: Condvar::new(),
+            sync: Mutex::new(()),
+            synced: AtomicU64::new(0),
+            commits: Mutex::new(commit::Pending::default()),
+            commits_cv: Condvar::new(),
+            room_cv: Condvar::new(),
             version: RwLock::new(Arc::new(Version {
                 active,
                 immutables: Vec::new(),
@@ -360,22 +378,59 @@ impl Engine {
         self.inner.get(key)
     }
 
-    /// Stores `value` under `key`.
+    /// Stores `value` under `key`; returns once it is durable under the sync mode.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.inner.write(vec![(key.to_vec(), Some(value.to_vec()))])
+        Shared::write(&self.inner, vec![(key.to_vec(), Some(value.to_vec()))])?.wait()
     }
 
-    /// Removes `key` (writes a tombstone that shadows older versions).
+    /// Removes `key` (writes a tombstone that shadows older versions); returns
+    /// once it is durable under the sync mode.
     pub fn delete(&self, key: &[u8]) -> Result<()> {
-        self.inner.write(vec![(key.to_vec(), None)])
+        Shared::write(&self.inner, vec![(key.to_vec(), None)])?.wait()
     }
 
-    /// Applies a batch atomically.
+    /// Applies a batch atomically; returns once it is durable under the sync mode.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.append(batch)?.wait()
+    }
+
+    /// Applies a batch atomically without waiting for its fsync: when this returns
+    /// the batch is in the memtable (readers see it) and in the commit log buffer,
+    /// and the [`Commit`] resolves once it is durable under the sync mode (at once
+    /// unless `SyncMode::Always` with background threads; under
+    /// `Background::Inline` the fsync ran in this call). An async caller awaits the
+    /// commit instead of parking a thread for the fsync, and may release its own
+    /// locks first: a later write's commit covers every earlier one, since the log
+    /// is fsynced in order. Acknowledge nothing before the commit resolves `Ok`.
+    ///
+    /// It may still block, as `write` does, for back-pressure (the memtable
+    /// backlog or a full commit queue, each at most `Options::write_timeout`) and
+    /// on the occasional memtable rotation, which fsyncs the old segment.
+    pub fn append(&self, batch: WriteBatch) -> Result<Commit> {
         if batch.is_empty() {
-            return Ok(());
+            self.inner.check_open()?;
+            return Ok(Commit::ready(Ok(())));
         }
-        self.inner.write(batch.ops)
+        Shared::write(&self.inner, batch.ops)
+    }
+
+    /// Whether a write now would wait for memtable flushes (the backlog of frozen
+    /// memtables is full, usually because flushes fail or lag). `append` then
+    /// blocks up to `Options::write_timeout`, so an async caller sends its writes
+    /// to a blocking thread while this holds rather than stall its runtime.
+    /// Never under `Background::Inline`, whose writes flush or refuse at once.
+    pub fn backlogged(&self) -> bool {
+        !self.inner.inline()
+            && self.inner.immutables.load(Ordering::Acquire)
+                >= self.inner.opts.max_immutable_memtables.max(1)
+    }
+
+    /// A [`Commit`] that resolves once every write appended before this call is
+    /// durable. A caller that read a value some other writer appended and is
+    /// still waiting for (so possibly not durable yet) awaits this before it
+    /// acknowledges anything based on that value.
+    pub fn barrier(&self) -> Result<Commit> {
+        Shared::barrier(&self.inner)
     }
 
     /// Live entries with keys in `range`, ascending. For a full scan use [`Engine::iter`].
@@ -460,6 +515,7 @@ impl Engine {
             compaction_bytes_written: c.compaction.load(Ordering::Relaxed),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
+            commit_syncs: c.commit_syncs.load(Ordering::Relaxed),
             bloom_negatives: c.bloom_neg.load(Ordering::Relaxed),
             bloom_false_positives: c.bloom_fp.load(Ordering::Relaxed),
             last_background_error: lock(&s.bg).last_error.clone(),
@@ -467,37 +523,58 @@ impl Engine {
     }
 
     /// Stops background work, writes and fsyncs the commit log, and rejects further
-    /// calls with [`Error::Closed`]. Idempotent; dropping the engine does the same but
-    /// can only log a failure.
+    /// calls with [`Error::Closed`]. Every pending [`Commit`] is resolved: durable
+    /// by this fsync, or failed with it (or with an earlier log failure).
+    /// Idempotent; dropping the engine does the same but can only log a failure.
     pub fn close(&self) -> Result<()> {
         let s = &self.inner;
         let synced = {
-            let mut w = lock(&s.write);
-            if s.closed.swap(true, Ordering::SeqCst) {
-                return Ok(());
+            // After any running round, and deciding the pending commits before
+            // the next: no other fsync of the log may take the write-back error
+            // this one should see, and act on it.
+            let _round = lock(&s.sync);
+            let synced = {
+                let mut w = lock(&s.write);
+                if s.closed.swap(true, Ordering::SeqCst) {
+                    return Ok(());
+                }
+                if !s.wal_broken.load(Ordering::Acquire) {
+                    w.log
+                        .drain()
+                        .and_then(|()| {
+                            w.log
+                                .file
+                                .sync_all()
+                                .map_err(io_err(&w.log.path, "fsync commit log"))
+                        })
+                        .and_then(|()| match s.opts.sync {
+                            SyncMode::Never => s.sync_unflushed_segments(&w.log.path),
+                            _ => Ok(()),
+                        })
+                } else {
+                    Ok(())
+                }
+            };
+            // No append happens after `closed`, so this decides every commit.
+            if let Err(e) = &synced {
+                s.fail_wal(e);
             }
-            if !s.wal_broken.load(Ordering::Acquire) {
-                w.log
-                    .drain()
-                    .and_then(|()| {
-                        w.log
-                            .file
-                            .sync_all()
-                            .map_err(io_err(&w.log.path, "fsync commit log"))
-                    })
-                    .and_then(|()| match s.opts.sync {
-                        SyncMode::Never => s.sync_unflushed_segments(&w.log.path),
-                        _ => Ok(()),
-                    })
-            } else {
-                Ok(())
+            match s.wal_failed() {
+                Ok(()) => s.resolve_pending(None, &commit::Outcome::Durable),
+                Err(e) => s.resolve_pending(None, &commit::Outcome::Failed(e.to_string())),
             }
+            synced
         };
         // Stop the threads even when the final sync failed: the engine is closed
         // either way, and a second close returns early.
         lock(&s.bg).shutdown = true;
         s.bg_cv.notify_all();
-        s.sync_cv.notify_all();
+        {
+            let mut p = lock(&s.commits);
+            p.shutdown = true;
+            s.commits_cv.notify_all();
+            s.room_cv.notify_all();
+        }
         for t in lock(&self.threads).drain(..) {
             if t.join().is_err() {
                 tracing::error!("a storage background thread panicked");
@@ -541,13 +618,20 @@ impl Shared {
         }
     }
 
+    /// Marks the commit log failed and fails every queued commit: none of them is
+    /// known to be durable, and none may be acknowledged (a commit an earlier fsync
+    /// covered was resolved and left the queue before).
     fn fail_wal(&self, e: &Error) {
-        let mut failed = lock(&self.wal_failed);
-        if failed.is_none() {
-            *failed = Some(e.to_string());
-            self.wal_broken.store(true, Ordering::Release);
-            tracing::error!(error = %e, "commit log failed; refusing writes until it can be resumed");
-        }
+        let reason = {
+            let mut failed = lock(&self.wal_failed);
+            if failed.is_none() {
+                *failed = Some(e.to_string());
+                self.wal_broken.store(true, Ordering::Release);
+                tracing::error!(error = %e, "commit log failed; refusing writes until it can be resumed");
+            }
+            failed.clone().unwrap_or_else(|| e.to_string())
+        };
+        self.resolve_pending(None, &commit::Outcome::Failed(reason));
     }
 
     fn last_error(&self) -> String {

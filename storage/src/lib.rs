@@ -1,7 +1,10 @@
 //! `shoal-storage` is the single-node LSM engine under every Shoal replica: a
 //! commit log, memtables, SSTables with a block index and Bloom filter, a manifest,
-//! and compaction. It is synchronous and thread-safe (`Engine: Send + Sync`); the
-//! async node calls it through `spawn_blocking`. Keys and values are opaque bytes;
+//! and compaction. It is thread-safe (`Engine: Send + Sync`) and has no runtime of
+//! its own: reads and [`Engine::append`] do their work on the caller's thread, and
+//! the durability of an append is a [`Commit`], a plain `Future` that the engine's
+//! commit thread wakes after the fsync covering it, so an async caller awaits the
+//! fsync without parking a thread. Keys and values are opaque bytes;
 //! Dynamo-level versions and tombstones are ordinary values to this crate.
 //!
 //! The cluster is tested in a deterministic simulation, so the engine reaches files
@@ -64,8 +67,12 @@
 //!    buffer, then inserted in the active memtable (both under one lock, so log order
 //!    equals memtable order). It is visible to readers from here on, before it is
 //!    durable.
-//! 2. Under [`SyncMode::Always`] the call returns only after a group commit leader
-//!    has written the buffer to the segment and `fdatasync`ed it. Under `Periodic`
+//! 2. Under [`SyncMode::Always`] the write's [`Commit`] resolves (and the blocking
+//!    `put`/`delete`/`write` return) only after the commit thread has written the
+//!    buffer to the segment and `fdatasync`ed it: one fsync for everything appended
+//!    by then, waking only the commits it covered. A failed fsync fails every
+//!    pending commit ([`Error::WalFailed`]). Under `Background::Inline` the append
+//!    fsyncs before it returns. Under `Periodic`
 //!    a background thread does that every interval; under `Never` the buffer is
 //!    written when it reaches 256 KiB and never fsynced.
 //! 3. When the memtable is full, a new segment is created and the directory
@@ -116,7 +123,7 @@ mod options;
 mod sstable;
 mod wal;
 
-pub use engine::{Engine, RecoveryReport, Stats, WriteBatch};
+pub use engine::{Commit, Engine, RecoveryReport, Stats, WriteBatch};
 pub use error::{Error, Result};
 pub use fs::{Fs, LockGuard, MemFs, OpenMode, ReadableFile, StdFs, WritableFile};
 pub use iter::Iter;

@@ -12,9 +12,10 @@ use crate::fs::{Fs, StdFs};
 /// in-memory log buffer is at risk, and that buffer is written out before every fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
-    /// Every write is fsynced before its call returns. Concurrent writers share one
-    /// fsync (group commit): one of them becomes the leader, writes everyone's
-    /// buffered records and fsyncs, the others wait for it.
+    /// Every write is fsynced before it is acknowledged: before its call returns,
+    /// or before its [`crate::Commit`] resolves. Concurrent writers share one fsync
+    /// (group commit): the engine's commit thread writes everyone's buffered
+    /// records and fsyncs once, then wakes the writers it covered.
     Always,
     /// A background thread writes and fsyncs the log every interval; a machine crash
     /// loses at most about one interval of acknowledged writes.

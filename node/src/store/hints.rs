@@ -18,10 +18,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use shoal_storage::Engine;
+use shoal_storage::{Engine, WriteBatch};
 use shoal_vclock::SiblingSet;
 
-use super::{Store, StoreError, HINT};
+use super::{Store, StoreError, Written, HINT};
 
 /// Marks a hint value that carries its receipt time.
 const RECEIVED_FORMAT: u8 = 0x48;
@@ -189,6 +189,18 @@ impl Store {
         key: &[u8],
         incoming: &SiblingSet,
     ) -> Result<SiblingSet, StoreError> {
+        self.put_hint_begin(owner, key, incoming)?.wait()
+    }
+
+    /// [`Store::put_hint`] up to the append, under the key's stripe (a
+    /// barrier behind earlier writes when the hint does not change, as in
+    /// [`Store::merge_begin`]).
+    pub fn put_hint_begin(
+        &self,
+        owner: &str,
+        key: &[u8],
+        incoming: &SiblingSet,
+    ) -> Result<Written<SiblingSet>, StoreError> {
         let hk = hint_key(owner, key)?;
         let _guard = self.lock(key);
         let held = self.read_hint(&hk, key)?;
@@ -199,14 +211,18 @@ impl Store {
             Some((set, _)) => set.sync(incoming),
             None => incoming.clone(),
         };
-        if held.as_ref().map(|(s, _)| s) != Some(&merged) {
-            let now = self.clock.now_millis();
-            self.engine.put(&hk, &encode_hint(&merged, now))?;
-            if held.is_none() {
-                self.hints.added(owner);
-            }
+        if held.as_ref().map(|(s, _)| s) == Some(&merged) {
+            let commit = self.engine.barrier()?;
+            return Ok(self.written(merged, commit));
         }
-        Ok(merged)
+        let now = self.clock.now_millis();
+        let mut batch = WriteBatch::new();
+        batch.put(hk, encode_hint(&merged, now));
+        let commit = self.engine.append(batch)?;
+        if held.is_none() {
+            self.hints.added(owner);
+        }
+        Ok(self.written(merged, commit))
     }
 
     /// The hints held for `key`, by owner, in the hint space's key order.
@@ -314,12 +330,14 @@ impl Store {
         key: &[u8],
         delivered: &SiblingSet,
     ) -> Result<bool, StoreError> {
-        let _guard = self.lock(key);
+        let guard = self.lock(key);
         let hk = hint_key(owner, key)?;
         match self.read_hint(&hk, key)? {
             Some((current, _)) if current == *delivered => {
-                self.engine.delete(&hk)?;
+                let commit = self.append_delete(hk)?;
                 self.hints.removed(owner);
+                drop(guard);
+                commit.wait()?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -328,11 +346,13 @@ impl Store {
 
     /// Deletes a hint whatever it holds (expired past its TTL).
     pub fn drop_hint(&self, owner: &str, key: &[u8]) -> Result<(), StoreError> {
-        let _guard = self.lock(key);
+        let guard = self.lock(key);
         let hk = hint_key(owner, key)?;
         if self.engine.get(&hk)?.is_some() {
-            self.engine.delete(&hk)?;
+            let commit = self.append_delete(hk)?;
             self.hints.removed(owner);
+            drop(guard);
+            commit.wait()?;
         }
         Ok(())
     }

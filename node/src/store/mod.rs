@@ -24,13 +24,21 @@
 //! under their lock and removes them from the tree, rather than by a storage
 //! compaction filter, which would drop them without telling the tree.
 //!
-//! All methods are synchronous; the service calls them in `spawn_blocking`.
+//! All methods are synchronous. The write paths of the replica RPCs also come
+//! as `*_begin`, which do the read-modify-write and the append under the key's
+//! stripe and return a [`Written`]: the RPC releases the stripe, awaits the
+//! fsync on the runtime and only then answers, so neither a stripe nor a
+//! thread is held for an fsync. The blocking methods, which the service calls
+//! in `spawn_blocking`, also release their stripes before they wait for the
+//! fsync, so an inline RPC never waits on a stripe for a disk.
 
 mod hints;
 pub(crate) mod meta;
+mod written;
 
 pub use hints::Hint;
 use hints::{decode_hint, encode_hint, hint_key, HintBook};
+pub use written::Written;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -39,7 +47,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use shoal_merkle::{MerkleTree, TokenRange, TreeShape};
-use shoal_storage::{Engine, Options, WalRecovery, WriteBatch};
+use shoal_storage::{Commit, Engine, Options, WalRecovery, WriteBatch};
 use shoal_vclock::{Content, Context, SiblingSet};
 
 use crate::config::{Config, SyncMode};
@@ -150,6 +158,8 @@ pub struct Store {
     /// good (pruning may bring back a superseded version as a sibling,
     /// never lose one; vclock's model test proves it).
     max_clock_entries: usize,
+    /// The engine's `write_timeout`: how long [`Written::durable`] waits.
+    write_timeout: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -219,6 +229,7 @@ impl Store {
             background,
             ..Options::default()
         };
+        let write_timeout = options.write_timeout;
         let engine = Engine::open(dir, options)?;
         let report = engine.recovery();
         for damage in report.torn_tails.iter().chain(report.salvaged.iter()) {
@@ -235,19 +246,22 @@ impl Store {
         engine.delete(&meta_key(meta::CLEAN_STOP.as_bytes()))?;
         let unsynced = config.storage.sync != SyncMode::Always;
         let epoch = match read_meta(&engine, meta::EPOCH.as_bytes())? {
-            // After a crash with writes that were acknowledged but never
-            // fsynced, this node's latest dots may be gone from its own disk
-            // while peers hold them: minting from what is left would hand
-            // out those dots again, for other values, and a peer would take
-            // the new value for one it already has. A new epoch is a new
-            // actor, whose dots no one has seen (Riak's vnode epoch does the
-            // same). With `sync = always` every minted dot was synced first.
-            Some(e) if unsynced && !clean => {
+            // After a crash, this node's latest dots may be gone from its
+            // own disk while peers hold them: without fsync per write they
+            // were acknowledged unsynced, and with it a forwarded write
+            // (`coordinate_forward`) sends its dot to the replicas while its
+            // own fsync is still running. Minting from what is left would
+            // hand out those dots again, for other values, and a peer would
+            // take the new value for one it already has. A new epoch is a
+            // new actor, whose dots no one has seen (Riak's vnode epoch does
+            // the same); each crash adds one actor to the clocks it touches,
+            // which `versioning.max_clock_entries` bounds.
+            Some(e) if !clean => {
                 let fresh = clock.now_millis().max(e + 1);
                 tracing::warn!(
                     old = e,
                     new = fresh,
-                    "unclean stop without fsync per write: minting under a new actor epoch"
+                    "unclean stop: minting under a new actor epoch"
                 );
                 engine.put(&meta_key(meta::EPOCH.as_bytes()), &fresh.to_be_bytes())?;
                 // Durable before any dot is minted under it: otherwise a second
@@ -281,6 +295,7 @@ impl Store {
             clock,
             hints,
             max_clock_entries: config.versioning.max_clock_entries,
+            write_timeout,
         })
     }
 
@@ -316,6 +331,12 @@ impl Store {
         }
     }
 
+    /// Whether a write would block now on the engine's back-pressure (see
+    /// `Engine::backlogged`): the RPCs then take the blocking pool.
+    pub fn write_would_block(&self) -> bool {
+        self.engine.backlogged()
+    }
+
     /// The incarnation of this run (rises on every open).
     pub fn incarnation(&self) -> u64 {
         self.incarnation
@@ -339,12 +360,6 @@ impl Store {
 
     /// Coordinates a client write: reads the local state, applies `update`
     /// with this node's actor, stores it durably and returns it.
-    ///
-    /// With `hint_for`, this node stands in for a down owner: the new version
-    /// is stored as a hint for that owner as well as in the local data. The
-    /// data copy is what keeps this actor's counters for `key` monotonic: a
-    /// hint is deleted once delivered, and minting from it alone would hand
-    /// out the same dot twice for two different values.
     pub fn coordinate(
         &self,
         key: &[u8],
@@ -353,6 +368,39 @@ impl Store {
         now: u64,
         hint_for: Option<&str>,
     ) -> Result<SiblingSet, StoreError> {
+        self.coordinate_begin(key, context, content, now, hint_for)?
+            .wait()
+    }
+
+    /// Appends the deletion of a storage key; the caller waits for the commit
+    /// after releasing the key's stripe.
+    fn append_delete(&self, storage_key: Vec<u8>) -> Result<Commit, StoreError> {
+        let mut batch = WriteBatch::new();
+        batch.delete(storage_key);
+        Ok(self.engine.append(batch)?)
+    }
+
+    fn written<T>(&self, value: T, commit: Commit) -> Written<T> {
+        Written::new(value, commit, self.write_timeout)
+    }
+
+    /// [`Store::coordinate`] up to the append: the counter is minted and the
+    /// new state appended under the key's stripe, so that only one writer at
+    /// a time mints for a key on this replica; the fsync is awaited after.
+    ///
+    /// With `hint_for`, this node stands in for a down owner: the new version
+    /// is stored as a hint for that owner as well as in the local data. The
+    /// data copy is what keeps this actor's counters for `key` monotonic: a
+    /// hint is deleted once delivered, and minting from it alone would hand
+    /// out the same dot twice for two different values.
+    pub fn coordinate_begin(
+        &self,
+        key: &[u8],
+        context: &Context,
+        content: Content,
+        now: u64,
+        hint_for: Option<&str>,
+    ) -> Result<Written<SiblingSet>, StoreError> {
         let hint_key = hint_for.map(|owner| hint_key(owner, key)).transpose()?;
         let _guard = self.lock(key);
         let held = match &hint_key {
@@ -371,8 +419,12 @@ impl Store {
         let set = self.bounded(set);
         let encoded = set.encode();
         let new_digest = digest_of(&encoded);
-        match hint_key {
-            None => self.engine.put(&data_key, &encoded)?,
+        let commit = match hint_key {
+            None => {
+                let mut batch = WriteBatch::new();
+                batch.put(data_key, encoded);
+                self.engine.append(batch)?
+            }
             Some(hint_key) => {
                 let is_new = held.is_none();
                 let hinted = match held {
@@ -382,44 +434,51 @@ impl Store {
                 let mut batch = WriteBatch::new();
                 batch.put(data_key, encoded);
                 batch.put(hint_key, encode_hint(&hinted, self.clock.now_millis()));
-                self.engine.write(batch)?;
+                let commit = self.engine.append(batch)?;
                 if let (true, Some(owner)) = (is_new, hint_for) {
                     self.hints.added(owner);
                 }
+                commit
             }
-        }
+        };
         self.tree_update(key, old_digest.as_ref(), Some(&new_digest));
-        Ok(set)
+        Ok(self.written(set, commit))
     }
 
     /// Merges `incoming` into the local state of `key`, durably; returns the
     /// merged state.
     pub fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<SiblingSet, StoreError> {
-        self.merge_at(&data_key(key), key, incoming)
+        self.merge_begin(key, incoming)?.wait()
     }
 
-    fn merge_at(
+    /// [`Store::merge`] up to the append, under the key's stripe. When the
+    /// state does not change nothing is appended, but what was read may be a
+    /// write still waiting for its fsync, so the commit is a barrier behind it.
+    pub fn merge_begin(
         &self,
-        storage_key: &[u8],
         key: &[u8],
         incoming: &SiblingSet,
-    ) -> Result<SiblingSet, StoreError> {
+    ) -> Result<Written<SiblingSet>, StoreError> {
+        let storage_key = data_key(key);
         let _guard = self.lock(key);
-        let stored = self.engine.get(storage_key)?;
+        let stored = self.engine.get(&storage_key)?;
         let old_digest = stored.as_deref().map(digest_of);
         let current = self.decode(key, stored)?;
         let merged = self.bounded(match &current {
             Some(c) => c.sync(incoming),
             None => incoming.clone(),
         });
-        if current.as_ref() != Some(&merged) {
-            let encoded = merged.encode();
-            self.engine.put(storage_key, &encoded)?;
-            if storage_key.first() == Some(&DATA) {
-                self.tree_update(key, old_digest.as_ref(), Some(&digest_of(&encoded)));
-            }
+        if current.as_ref() == Some(&merged) {
+            let commit = self.engine.barrier()?;
+            return Ok(self.written(merged, commit));
         }
-        Ok(merged)
+        let encoded = merged.encode();
+        let digest = digest_of(&encoded);
+        let mut batch = WriteBatch::new();
+        batch.put(storage_key, encoded);
+        let commit = self.engine.append(batch)?;
+        self.tree_update(key, old_digest.as_ref(), Some(&digest));
+        Ok(self.written(merged, commit))
     }
 
     /// Merges many states at once (anti-entropy and range streaming): one
@@ -434,7 +493,7 @@ impl Store {
         let mut stripes: Vec<usize> = items.iter().map(|(k, _)| stripe_of(k)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _guards: Vec<_> = stripes
+        let guards: Vec<_> = stripes
             .iter()
             .map(|&i| self.locks[i].lock().unwrap_or_else(|p| p.into_inner()))
             .collect();
@@ -471,10 +530,19 @@ impl Store {
             updates.push((key.to_vec(), old_digest, digest_of(&encoded)));
             batch.put(data_key(key), encoded);
         }
-        self.engine.write(batch)?;
+        let commit = if batch.is_empty() {
+            // Unchanged states may be writes still waiting for their fsync.
+            self.engine.barrier()?
+        } else {
+            self.engine.append(batch)?
+        };
         for (key, old, new) in updates {
             self.tree_update(&key, old.as_ref(), Some(&new));
         }
+        // The fsync is waited for without the stripes, which inline RPCs on
+        // the runtime would otherwise wait on.
+        drop(guards);
+        commit.wait()?;
         Ok((merged_all, changed))
     }
 
@@ -501,7 +569,7 @@ impl Store {
         let mut purged = 0;
         for k in candidates {
             let key = k[9..].to_vec();
-            let _guard = self.lock(&key);
+            let guard = self.lock(&key);
             // Re-read under the lock: a write may have revived the key.
             let Some(v) = self.engine.get(&k)? else {
                 continue;
@@ -509,8 +577,10 @@ impl Store {
             if keep_after_grace(&k, &v, now_ms, self.grace_ms) {
                 continue;
             }
-            self.engine.delete(&k)?;
+            let commit = self.append_delete(k.clone())?;
             self.tree_update(&key, Some(&digest_of(&v)), None);
+            drop(guard);
+            commit.wait()?;
             purged += 1;
         }
         Ok(purged)

@@ -12,7 +12,8 @@ use crate::error::{io_err, Error, Result};
 use crate::options::SyncMode;
 
 /// Starts the threads the options ask for: flushing always (writers would stall
-/// without it), compaction and periodic sync only when configured.
+/// without it), compaction when configured, and the thread that fsyncs the log:
+/// the commit thread under `Always`, the periodic one under `Periodic`.
 pub(super) fn spawn(inner: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     let spawn = |name: &str, f: fn(&Shared)| {
@@ -26,8 +27,10 @@ pub(super) fn spawn(inner: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>> {
     if inner.opts.background_compaction {
         threads.push(spawn("shoal-compact", Shared::compact_loop)?);
     }
-    if let SyncMode::Periodic(_) = inner.opts.sync {
-        threads.push(spawn("shoal-sync", Shared::sync_loop)?);
+    match inner.opts.sync {
+        SyncMode::Periodic(_) => threads.push(spawn("shoal-sync", Shared::sync_loop)?),
+        SyncMode::Always => threads.push(spawn("shoal-commit", Shared::commit_loop)?),
+        SyncMode::Never => {}
     }
     Ok(threads)
 }
@@ -141,8 +144,7 @@ impl Shared {
             return;
         };
         while self.pause(every) {
-            let target = lock(&self.write).appended;
-            if let Err(e) = self.sync_to(target) {
+            if let Err(e) = self.sync_round() {
                 self.record_error("periodic sync", &e);
             }
         }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::commit::{Commit, Slot};
 use super::{lock, Shared, Version, WriteState};
 use crate::error::{io_err, Error, Result};
 use crate::memtable::Memtable;
@@ -14,6 +15,14 @@ use crate::wal::{encode_record, LogWriter, Op};
 /// Bytes buffered in memory before the log buffer is written to the OS even when no
 /// fsync is due; bounds what a process crash loses under `Never`/`Periodic`.
 const LOG_BUFFER: usize = 256 << 10;
+
+/// What `append` did.
+enum Appended {
+    /// Appended and applied, with its commit slot when one was queued.
+    Done(Option<Arc<Slot>>),
+    /// The commit queue is full; nothing was touched and the ops come back.
+    QueueFull(Vec<Op>),
+}
 
 impl Shared {
     fn validate(&self, ops: &[Op]) -> Result<()> {
@@ -77,7 +86,11 @@ impl Shared {
         Ok(())
     }
 
-    pub(super) fn write(&self, ops: Vec<Op>) -> Result<()> {
+    /// Validates, appends and applies `ops`, and returns their [`Commit`]: resolved
+    /// already unless `SyncMode::Always` with background threads, where the commit
+    /// thread resolves it after the fsync that covers it. Under `Inline` the fsync
+    /// runs here, and a failed one is this call's error.
+    pub(super) fn write(self: &Arc<Self>, ops: Vec<Op>) -> Result<Commit> {
         self.validate(&ops)?;
         if self.inline() {
             // No flush thread retries a failed commit log here; the writer does.
@@ -97,34 +110,90 @@ impl Shared {
             .iter()
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
             .sum();
-        self.joining.fetch_add(1, Ordering::AcqRel);
-        let seq = self.append(ops, &record);
-        self.joining.fetch_sub(1, Ordering::AcqRel);
-        let seq = seq?;
+        let queued = self.opts.sync == SyncMode::Always && !self.inline();
+        let deadline = Instant::now() + self.opts.write_timeout;
+        let mut ops = ops;
+        let slot = loop {
+            self.joining.fetch_add(1, Ordering::AcqRel);
+            let appended = self.append(ops, &record, queued);
+            self.joining.fetch_sub(1, Ordering::AcqRel);
+            match appended? {
+                Appended::Done(slot) => break slot,
+                Appended::QueueFull(back) => {
+                    ops = back;
+                    self.wait_for_commit_room(deadline)?;
+                }
+            }
+        };
         self.counters.user.fetch_add(user as u64, Ordering::Relaxed);
         self.counters
             .wal
             .fetch_add(record.len() as u64, Ordering::Relaxed);
+        if let Some(slot) = slot {
+            return Ok(Commit::waiting(slot, self.clone()));
+        }
         if self.opts.sync == SyncMode::Always {
-            self.sync_to(seq)?;
+            self.sync_round()?;
         }
         if self.inline() && self.immutables.load(Ordering::Acquire) > 0 {
             // The write is already durable as the log promises; a failed flush is
             // retried by the next write and reported through `Stats`.
             self.run_inline_logged();
         }
-        Ok(())
+        Ok(Commit::ready(Ok(())))
+    }
+
+    /// A [`Commit`] that resolves once every write appended before it is durable;
+    /// see `Engine::barrier`.
+    pub(super) fn barrier(self: &Arc<Self>) -> Result<Commit> {
+        if self.opts.sync != SyncMode::Always || self.inline() {
+            // Nothing to wait for: under Always+Inline every append fsynced before
+            // it returned (or the log is failed, checked here).
+            self.check_open()?;
+            self.wal_failed()?;
+            return Ok(Commit::ready(Ok(())));
+        }
+        let deadline = Instant::now() + self.opts.write_timeout;
+        loop {
+            {
+                let w = lock(&self.write);
+                self.check_open()?;
+                self.wal_failed()?;
+                if self.synced.load(Ordering::Acquire) >= w.appended
+                    || lock(&self.commits).queue.is_empty()
+                {
+                    // Every earlier write was resolved: durable, or failed and
+                    // since written to tables by `try_resume` (the log is not
+                    // failed now), so durable as well.
+                    return Ok(Commit::ready(Ok(())));
+                }
+                if let Some(slot) = self.enqueue(w.appended) {
+                    return Ok(Commit::waiting(slot, self.clone()));
+                }
+            }
+            self.wait_for_commit_room(deadline)?;
+        }
     }
 
     /// Appends a record to the log buffer and applies it to the memtable under the
-    /// write lock, so log order equals memtable order; returns its sequence number.
-    fn append(&self, ops: Vec<Op>, record: &[u8]) -> Result<u64> {
+    /// write lock, so log order equals memtable order; with `queued`, also queues
+    /// its commit slot there, so the queue is in sequence order. Hands the ops back,
+    /// touching nothing, when the commit queue is full.
+    fn append(&self, ops: Vec<Op>, record: &[u8], queued: bool) -> Result<Appended> {
         let mut w = lock(&self.write);
         self.check_open()?;
         self.wal_failed()?;
+        let seq = w.appended + 1;
+        let slot = if queued {
+            match self.enqueue(seq) {
+                Some(slot) => Some(slot),
+                None => return Ok(Appended::QueueFull(ops)),
+            }
+        } else {
+            None
+        };
         w.log.buf.extend_from_slice(record);
-        w.appended += 1;
-        let seq = w.appended;
+        w.appended = seq;
         w.active.apply(ops);
         if w.log.buf.len() >= LOG_BUFFER {
             if let Err(e) = w.log.drain() {
@@ -140,7 +209,7 @@ impl Shared {
                 tracing::warn!(error = %e, "memtable freeze failed; will retry");
             }
         }
-        Ok(seq)
+        Ok(Appended::Done(slot))
     }
 
     /// Freezes the active memtable and starts a new log segment (caller holds the
