@@ -274,16 +274,7 @@ mod tests {
     use shoal_vclock::{Content, Context};
 
     use super::*;
-    use crate::replicas::tests::{five, Table};
-
-    fn walk() -> Vec<String> {
-        five()
-            .current()
-            .unwrap()
-            .walk(42)
-            .map(str::to_string)
-            .collect()
-    }
+    use crate::replicas::tests::{five, walk, Table};
 
     fn rank(n: &str) -> String {
         format!("o{}", walk().iter().position(|m| m == n).unwrap())

@@ -182,6 +182,17 @@ pub(crate) mod tests {
         view(&["a", "b", "c", "d", "e"].map(|id| ViewMember::new(id, 1)))
     }
 
+    /// The walk of the test key 42 on [`five`], so tests can name members
+    /// by rank whatever the hash places first.
+    pub(crate) fn walk() -> Vec<String> {
+        five()
+            .current()
+            .unwrap()
+            .walk(42)
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
     fn no_ring_plans_nothing() {
         let (p, spares, extra) = write_plan(&RingView::default(), 7, 3, &Table::default());

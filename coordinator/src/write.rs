@@ -343,19 +343,9 @@ fn slot(t: &Target) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replicas::tests::{five, Table};
+    use crate::replicas::tests::{five, walk, Table};
 
     const SECOND: Duration = Duration::from_secs(1);
-
-    /// The walk of the test key, so tests can name owners by rank.
-    fn walk() -> Vec<String> {
-        five()
-            .current()
-            .unwrap()
-            .walk(42)
-            .map(str::to_string)
-            .collect()
-    }
 
     fn show(actions: &[WriteAction]) -> String {
         actions

@@ -93,25 +93,28 @@ fn coordinate_mints_increasing_dots_and_persists() {
     assert_eq!(got.values()[0].value(), Some(&b"c"[..]));
 }
 
+/// A store of node-1 on `fs` (an in-memory disk that a test can crash),
+/// with no engine threads.
+fn open_on_mem(fs: &shoal_storage::MemFs, config: &Config) -> Store {
+    Store::open_with(
+        Path::new("/data/node-1"),
+        "node-1",
+        config,
+        Arc::new(SystemClock),
+        Arc::new(fs.clone()),
+        shoal_storage::Background::Inline,
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_crash_that_loses_unsynced_dots_moves_to_a_new_epoch() {
     // sync = never on a disk that forgets what was not fsynced: the
     // last write's dot is lost locally but a peer holds it.
     let mut config = Config::default();
     config.storage.sync = SyncMode::Never;
-    let dir = Path::new("/data/node-1");
     let fs = shoal_storage::MemFs::new();
-    let open = |fs: &shoal_storage::MemFs| {
-        Store::open_with(
-            dir,
-            "node-1",
-            &config,
-            Arc::new(SystemClock),
-            Arc::new(fs.clone()),
-            shoal_storage::Background::Inline,
-        )
-        .unwrap()
-    };
+    let open = |fs: &shoal_storage::MemFs| open_on_mem(fs, &config);
     let s = open(&fs);
     let old_actor = s.actor().to_string();
     let on_peer = s
@@ -146,19 +149,8 @@ fn an_unclean_stop_moves_to_a_new_epoch_even_with_fsync_per_write() {
     // runs, so a crash can lose a dot peers hold under sync = always too.
     let config = Config::default();
     assert_eq!(config.storage.sync, SyncMode::Always);
-    let dir = Path::new("/data/node-1");
     let fs = shoal_storage::MemFs::new();
-    let open = |fs: &shoal_storage::MemFs| {
-        Store::open_with(
-            dir,
-            "node-1",
-            &config,
-            Arc::new(SystemClock),
-            Arc::new(fs.clone()),
-            shoal_storage::Background::Inline,
-        )
-        .unwrap()
-    };
+    let open = |fs: &shoal_storage::MemFs| open_on_mem(fs, &config);
     let s = open(&fs);
     let old_actor = s.actor().to_string();
     s.coordinate(b"k", &Context::empty(), value("a"), 1, None)
