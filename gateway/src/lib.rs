@@ -6,11 +6,14 @@
 //! request by the consistent-hash ring. It is a gossip member with role
 //! `gateway`: it learns the storage nodes and their liveness from gossip,
 //! builds the ring from them, and adds its own local liveness hints when an
-//! RPC to a node fails or times out. It stores nothing: the first live owner
-//! of a key coordinates each write (mints the version), the gateway
-//! replicates the result to the other targets (fallbacks get a hint for the
-//! owner they stand in for) and answers after W acknowledgements; reads ask
-//! every target, answer after R, and repair stale replicas in the background.
+//! RPC to a node fails or times out. It stores nothing and decides nothing
+//! itself: `shoal_coordinator`'s `WriteOp` and `ReadOp` do. The first live
+//! owner of a key coordinates each write (mints the version) and replicates
+//! it to the other targets of the gateway's plan itself (fallbacks get a hint
+//! for the owner they stand in for), answering after W acknowledgements: one
+//! call per write from the gateway. Reads ask R replicas (the rest on a
+//! failure or after a speculative delay), answer after R, and repair stale
+//! replicas in the background.
 //! Several gateways can run against the same nodes.
 //!
 //! Sockets and the wall clock come from a [`shoal_node::env::Env`] given at
@@ -22,7 +25,7 @@
 //! - [`auth`] — client tokens and their permissions, the anonymous rule.
 //! - [`seal`] — context tokens MACed by the cluster and bound to their key.
 //! - [`http`] — routes, handlers, admission control, the OpenAPI document.
-//! - [`ops`] — the quorum operations (write, read + read repair, inspection).
+//! - [`ops`] — performs the coordinator's actions (write, read + read repair) and the inspection views.
 //! - [`cluster`] — membership, the cached ring, local liveness hints.
 //! - [`request`] — parsing keys, quorums and contexts (pure).
 //! - [`encode`] — what responses carry: encoded keys, contexts, values, times.
