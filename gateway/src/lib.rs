@@ -11,9 +11,8 @@
 //! owner of a key coordinates each write (mints the version) and replicates
 //! it to the other targets of the gateway's plan itself (fallbacks get a hint
 //! for the owner they stand in for), answering after W acknowledgements: one
-//! call per write from the gateway. Reads ask R replicas (the rest on a
-//! failure or after a speculative delay), answer after R, and repair stale
-//! replicas in the background.
+//! call per write from the gateway. Reads ask every replica, answer after
+//! R, and repair stale replicas in the background.
 //! Several gateways can run against the same nodes.
 //!
 //! Sockets and the wall clock come from a [`shoal_node::env::Env`] given at
