@@ -79,6 +79,12 @@ pub(crate) struct Inner {
     pool: Arc<Pool>,
 }
 
+/// A minted write: durable already, or applied with its fsync pending.
+enum Minted {
+    Durable(SiblingSet),
+    Pending(crate::store::Written<SiblingSet>),
+}
+
 /// The RPC face of a node (cheap to clone: one per connection).
 #[derive(Clone)]
 pub struct NodeService(Arc<Inner>);
@@ -498,6 +504,44 @@ impl NodeService {
         Ok(())
     }
 
+    /// Mints the client's write under the key's stripe.
+    ///
+    /// Inline on the runtime, not on the blocking pool: the read-modify-write
+    /// and the append are microseconds of CPU under the key's stripe, and the
+    /// fsync is awaited after the stripe is released, so no thread parks per
+    /// request (the pool hand-off and the group commit's wake-ups were half
+    /// of a node's CPU, BENCHMARKS.md). While the engine is backlogged the
+    /// append would wait for flushes (up to its write timeout), so then it
+    /// runs on the blocking pool and comes back durable.
+    async fn mint(&self, request: CoordinateRequest) -> Result<Minted, RemoteError> {
+        let now = self.0.env.clock.now_millis();
+        if self.0.store.write_would_block() {
+            return self
+                .blocking(move |s| {
+                    s.coordinate(
+                        &request.key,
+                        &request.context,
+                        request.content,
+                        now,
+                        request.hint_for.as_deref(),
+                    )
+                })
+                .await
+                .map(Minted::Durable);
+        }
+        self.0
+            .store
+            .coordinate_begin(
+                &request.key,
+                &request.context,
+                request.content,
+                now,
+                request.hint_for.as_deref(),
+            )
+            .map(Minted::Pending)
+            .map_err(|e| self.remote(e))
+    }
+
     /// Runs a store operation on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -525,39 +569,11 @@ impl Replica for NodeService {
     ) -> Result<SiblingSet, RemoteError> {
         let _admitted = self.admit()?;
         self.check_write(&request)?;
-        let now = self.0.env.clock.now_millis();
-        if self.0.store.write_would_block() {
-            // The append would wait for flushes (up to the engine's write
-            // timeout): not on one of the runtime's few threads.
-            return self
-                .blocking(move |s| {
-                    s.coordinate(
-                        &request.key,
-                        &request.context,
-                        request.content,
-                        now,
-                        request.hint_for.as_deref(),
-                    )
-                })
-                .await;
+        match self.mint(request).await? {
+            Minted::Durable(set) => Ok(set),
+            // Answered only once durable.
+            Minted::Pending(written) => written.durable().await.map_err(|e| self.remote(e)),
         }
-        // Inline on the runtime, not on the blocking pool: the read-modify-
-        // write and the append are microseconds of CPU under the key's stripe,
-        // and the fsync is awaited after the stripe is released, so no thread
-        // parks per request (the pool hand-off and the group commit's wake-ups
-        // were half of a node's CPU, BENCHMARKS.md). Answered only once durable.
-        let written = self
-            .0
-            .store
-            .coordinate_begin(
-                &request.key,
-                &request.context,
-                request.content,
-                now,
-                request.hint_for.as_deref(),
-            )
-            .map_err(|e| self.remote(e))?;
-        written.durable().await.map_err(|e| self.remote(e))
     }
 
     async fn coordinate_forward(
@@ -568,50 +584,32 @@ impl Replica for NodeService {
         let _admitted = self.admit()?;
         self.check_write(&request.write)?;
         let plan = crate::forward::Plan::from_request(&self.0.id, &request)?;
-        let write = request.write;
-        let key = write.key.clone();
-        let now = self.0.env.clock.now_millis();
+        let key = request.write.key.clone();
         let pool = self.0.pool.clone();
-        if self.0.store.write_would_block() {
-            // As in `coordinate`: not on the runtime's threads while the
-            // engine is backlogged; then the replicas are asked.
-            let siblings = self
-                .blocking(move |s| {
-                    s.coordinate(
-                        &write.key,
-                        &write.context,
-                        write.content,
-                        now,
-                        write.hint_for.as_deref(),
-                    )
-                })
-                .await?;
-            let own = std::future::ready(Ok(()));
-            let verdict = crate::forward::replicate(pool, plan, key, siblings.clone(), own).await;
-            return Ok(Forwarded { siblings, verdict });
-        }
-        let written = self
-            .0
-            .store
-            .coordinate_begin(
-                &write.key,
-                &write.context,
-                write.content,
-                now,
-                write.hint_for.as_deref(),
-            )
-            .map_err(|e| self.remote(e))?;
-        // The replicas get the version while this node's own fsync runs:
-        // the fsyncs overlap. Its durability is one more reply to the op.
-        let siblings = written.value().clone();
-        let own = async move {
-            written
-                .durable()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("the coordinator's own commit failed: {e}"))
+        let (siblings, verdict) = match self.mint(request.write).await? {
+            Minted::Durable(siblings) => {
+                let own = std::future::ready(Ok(()));
+                let verdict =
+                    crate::forward::replicate(pool, plan, key, siblings.clone(), own).await;
+                (siblings, verdict)
+            }
+            Minted::Pending(written) => {
+                // The replicas get the version while this node's own fsync
+                // runs: the fsyncs overlap. Its durability is one more reply
+                // to the op.
+                let siblings = written.value().clone();
+                let own = async move {
+                    written
+                        .durable()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("the coordinator's own commit failed: {e}"))
+                };
+                let verdict =
+                    crate::forward::replicate(pool, plan, key, siblings.clone(), own).await;
+                (siblings, verdict)
+            }
         };
-        let verdict = crate::forward::replicate(pool, plan, key, siblings.clone(), own).await;
         Ok(Forwarded { siblings, verdict })
     }
 
