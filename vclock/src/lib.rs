@@ -62,9 +62,11 @@ mod clock;
 mod codec;
 mod context;
 mod error;
+mod policy;
 mod siblings;
 
 pub use clock::{Causality, ClockEntry, VectorClock};
 pub use context::Context;
 pub use error::Error;
+pub use policy::Policy;
 pub use siblings::{CausalView, Content, Dot, Sibling, SiblingSet, SiblingView};

@@ -345,6 +345,17 @@ impl SiblingSet {
         }
     }
 
+    /// Both states' causal knowledge joined, holding only `winner` (one of
+    /// their siblings, so the joined clock covers it): the last-writer-wins
+    /// merge of [`crate::Policy`].
+    pub(crate) fn joined_with(&self, other: &SiblingSet, winner: Option<Sibling>) -> SiblingSet {
+        SiblingSet {
+            clock: self.clock.merged(&other.clock),
+            floor: self.floor.max(other.floor),
+            siblings: winner.into_iter().collect(),
+        }
+    }
+
     /// In-place [`sync`](SiblingSet::sync): `*self = self.sync(other)`.
     pub fn merge(&mut self, other: &SiblingSet) {
         *self = self.sync(other);
