@@ -633,7 +633,7 @@ enum ExchangeError {
 /// it again.
 fn skip(report: &mut ExchangeReport, key: &[u8], why: String) {
     report.keys_skipped += 1;
-    tracing::warn!(peer = %report.peer, key = ?String::from_utf8_lossy(key), %why,
+    tracing::warn!(peer = %report.peer, key = %crate::keys::display(key), %why,
         "anti-entropy skipped a key");
 }
 

@@ -284,7 +284,8 @@ impl Handoff {
         };
         let (mut delivered, mut failed) = (0, false);
         for hint in hints {
-            let (current, pending) = view.write_replicas(&hint.key, self.n);
+            let (current, pending) =
+                view.write_replicas_at(crate::keys::position(&hint.key), self.n);
             let targets: Vec<String> = current
                 .into_iter()
                 .chain(pending)

@@ -47,11 +47,13 @@
 
 mod answer_watch;
 pub mod anti_entropy;
+pub mod buckets;
 pub mod config;
 pub mod env;
 mod forward;
 mod handoff;
 pub mod handover;
+pub mod keys;
 pub mod logging;
 pub mod member;
 pub mod membership;

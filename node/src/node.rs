@@ -391,16 +391,16 @@ impl NodeService {
                 id: self.0.id.clone(),
             });
         }
-        if key.is_empty() {
-            return Err(RemoteError::BadRequest {
-                message: "empty key".into(),
-            });
-        }
+        // Every key below the gateway is a wire key (bucket and user key);
+        // the limit is the user key's, as the API states it.
+        let (_, user) = crate::keys::split(key).map_err(|e| RemoteError::BadRequest {
+            message: e.to_string(),
+        })?;
         let max = self.0.config.limits.max_key_bytes;
-        if key.len() > max {
+        if user.len() > max {
             return Err(RemoteError::TooLarge {
                 what: "key".into(),
-                len: key.len(),
+                len: user.len(),
                 max,
             });
         }
@@ -451,7 +451,8 @@ impl NodeService {
             StoreError::Version(_)
             | StoreError::OwnerTooLong { .. }
             | StoreError::Merkle(_)
-            | StoreError::BadCursor => RemoteError::BadRequest {
+            | StoreError::BadCursor
+            | StoreError::Encode(_) => RemoteError::BadRequest {
                 message: e.to_string(),
             },
             StoreError::HintRefused { reason } => RemoteError::HintRefused {

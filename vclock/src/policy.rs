@@ -84,9 +84,7 @@ impl SiblingSet {
     /// wins on this replica even against a version from a clock ahead of
     /// ours.
     pub fn update_newest(&mut self, actor: &str, content: Content, now: u64) -> Result<Dot, Error> {
-        let after = self
-            .newest()
-            .map_or(0, |s| s.write_time.saturating_add(1));
+        let after = self.newest().map_or(0, |s| s.write_time.saturating_add(1));
         let context = self.context();
         self.update(&context, actor, content, now.max(after))
     }

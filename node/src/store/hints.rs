@@ -1,5 +1,7 @@
 //! The hint space: states held for owners that were down, under
-//! `0x02` + owner length + owner + position + key.
+//! `0x04` + owner length + owner + position + wire key. Hints written
+//! before buckets (`0x02`, user key) are moved here once, at open, by
+//! [`migrate_legacy`].
 //!
 //! A hint's value is its receipt time and the sibling set
 //! (`0x48`, 8-byte big-endian milliseconds, then the set's encoding), so
@@ -21,7 +23,8 @@ use std::sync::Mutex;
 use shoal_storage::{Engine, WriteBatch};
 use shoal_vclock::SiblingSet;
 
-use super::{Store, StoreError, Written, HINT};
+use super::{Store, StoreError, Written, HINT, LEGACY_HINT};
+use crate::keys;
 
 /// Marks a hint value that carries its receipt time.
 const RECEIVED_FORMAT: u8 = 0x48;
@@ -164,7 +167,7 @@ pub(super) fn decode_hint(bytes: &[u8]) -> Result<(SiblingSet, u64), shoal_vcloc
 impl Store {
     fn decode_hint_value(&self, key: &[u8], bytes: &[u8]) -> Result<(SiblingSet, u64), StoreError> {
         decode_hint(bytes).map_err(|source| StoreError::Corrupt {
-            key: String::from_utf8_lossy(key).into_owned(),
+            key: crate::keys::display(key),
             source,
         })
     }
@@ -207,9 +210,10 @@ impl Store {
         if held.is_none() {
             self.hints.check_room(owner)?;
         }
+        let policy = self.props.policy(key);
         let merged = match &held {
-            Some((set, _)) => set.sync(incoming),
-            None => incoming.clone(),
+            Some((set, _)) => policy.sync(set, incoming),
+            None => policy.sync(&SiblingSet::new(), incoming),
         };
         if held.as_ref().map(|(s, _)| s) == Some(&merged) {
             let commit = self.engine.barrier()?;
@@ -365,9 +369,44 @@ pub(super) fn hint_key(owner: &str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
     k.push(HINT);
     k.push(len);
     k.extend_from_slice(owner.as_bytes());
-    k.extend_from_slice(&shoal_ring::key_position(key).to_be_bytes());
+    k.extend_from_slice(&keys::position(key).to_be_bytes());
     k.extend_from_slice(key);
     Ok(k)
+}
+
+/// Moves every hint of the layout before buckets (`0x02`, user key of the
+/// default bucket) to the wire-key layout, a batch at a time. Each batch
+/// deletes what it rewrites, so a crash part-way leaves only hints not yet
+/// moved under the old prefix, and the next open moves those. Returns how
+/// many moved.
+pub(super) fn migrate_legacy(engine: &Engine) -> Result<u64, StoreError> {
+    const BATCH: usize = 1024;
+    let mut moved = 0u64;
+    loop {
+        let mut batch = WriteBatch::new();
+        let mut n = 0;
+        for item in engine
+            .scan([LEGACY_HINT].as_slice()..[LEGACY_HINT + 1].as_slice())?
+            .take(BATCH)
+        {
+            let (k, v) = item?;
+            n += 1;
+            if let Some((owner, key)) = parse_hint_key(&k).filter(|(_, key)| !key.is_empty()) {
+                batch.put(
+                    hint_key(&owner, &keys::wire(keys::DEFAULT_BUCKET, &key))?,
+                    v,
+                );
+            } else {
+                tracing::warn!(key = ?k, "dropping a malformed hint of the old layout");
+            }
+            batch.delete(k);
+        }
+        if n == 0 {
+            return Ok(moved);
+        }
+        engine.append(batch)?.wait()?;
+        moved += n as u64;
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix`.

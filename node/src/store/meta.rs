@@ -21,3 +21,7 @@ pub(crate) const DECOMMISSIONED: &str = "decommissioned";
 pub(crate) fn join_progress(range: &shoal_ring::TokenRange) -> String {
     format!("join/{:016x}-{:016x}", range.start, range.end)
 }
+
+/// A bucket's properties with their version (bincode of
+/// [`crate::buckets::VersionedProps`]), one entry per bucket that has any.
+pub(crate) const BUCKET_PROPS: &str = "bucket-props/";

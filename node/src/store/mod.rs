@@ -1,17 +1,23 @@
 //! The node's view of its LSM engine: key layout, per-key serialization of
 //! read-modify-write, sibling-set encoding, hints and node metadata.
 //!
-//! Layout (one engine, three key spaces distinguished by the first byte):
+//! Layout (one engine, key spaces distinguished by the first byte; keys
+//! arrive as wire keys, see [`crate::keys`]):
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `0x00` | metadata name (`incarnation`, `epoch`, `clean-stop`, `decommissioned`) | u64 big-endian (or a flag) |
-//! | `0x01` | ring position (8 bytes BE) + user key | encoded `SiblingSet` |
-//! | `0x02` | owner id length (1 byte) + owner id + position + user key | encoded `SiblingSet` |
+//! | `0x00` | metadata name (`incarnation`, `epoch`, `clean-stop`, `decommissioned`, `bucket-props/...`) | u64 big-endian, a flag, or a record |
+//! | `0x01` | ring position (8 bytes BE) + user key, bucket `default` | encoded `SiblingSet` |
+//! | `0x02` | hints as written before buckets: moved to `0x04` at open | |
+//! | `0x03` | bucket length (1 byte) + bucket + position + user key | encoded `SiblingSet` |
+//! | `0x04` | owner id length (1 byte) + owner id + position + wire key | receipt time + encoded `SiblingSet` |
 //!
-//! Data keys start with their ring position, so a token range is one ordered
-//! scan (anti-entropy and range streaming read them that way). Hints live in
-//! their own space, grouped by the owner they are for, and never mix with the
+//! Within a bucket, data keys start with their ring position, so a token
+//! range of one bucket is one ordered scan, and listing a bucket reads that
+//! bucket's keys and no other's. The default bucket keeps the layout data
+//! directories had before buckets (`0x01`), so they open unchanged; their
+//! hints are rewritten once into the wire-key layout. Hints live in their
+//! own space, grouped by the owner they are for, and never mix with the
 //! node's own data.
 //!
 //! The store also keeps the node's one [`MerkleTree`] over every data key
@@ -50,12 +56,17 @@ use shoal_merkle::{MerkleTree, TokenRange, TreeShape};
 use shoal_storage::{Commit, Engine, Options, WalRecovery, WriteBatch};
 use shoal_vclock::{Content, Context, SiblingSet};
 
+use crate::buckets::{PropsTable, VersionedProps};
 use crate::config::{Config, SyncMode};
 use crate::env::Clock;
+use crate::keys;
 
 const META: u8 = 0x00;
 const DATA: u8 = 0x01;
-pub(crate) const HINT: u8 = 0x02;
+/// Where hints were before buckets (user key, not wire key).
+const LEGACY_HINT: u8 = 0x02;
+const BUCKET: u8 = 0x03;
+pub(crate) const HINT: u8 = 0x04;
 
 /// Lock stripes for read-modify-write. A fixed array bounds memory whatever
 /// the key count; two keys sharing a stripe only wait for each other.
@@ -98,6 +109,9 @@ pub enum StoreError {
     /// A scan cursor that does not point into the data space.
     #[error("scan cursor is not a data key of one of the scanned ranges")]
     BadCursor,
+    /// A record could not be encoded.
+    #[error("cannot encode: {0}")]
+    Encode(String),
 }
 
 /// The version digest of a stored sibling set: SHA-256 of its canonical
@@ -160,6 +174,10 @@ pub struct Store {
     max_clock_entries: usize,
     /// The engine's `write_timeout`: how long [`Written::durable`] waits.
     write_timeout: Duration,
+    /// Every bucket's properties, loaded from the metadata space at open;
+    /// the merges read each key's conflict policy here.
+    props: Arc<PropsTable>,
+    props_order: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -214,7 +232,8 @@ impl Store {
                 SyncMode::Never => shoal_storage::SyncMode::Never,
             },
             memtable_bytes: config.storage.memtable_bytes,
-            max_key_len: config.limits.max_key_bytes + 300,
+            // Room for the bucket (65), a hint's owner (256) and positions.
+            max_key_len: config.limits.max_key_bytes + 400,
             max_value_len: config.limits.max_value_bytes + (1 << 20),
             // A replica repairs a lost log suffix from its peers; refusing to
             // start would turn one bad record into an outage.
@@ -281,7 +300,16 @@ impl Store {
                 e
             }
         };
+        let moved = hints::migrate_legacy(&engine)?;
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                "hints written before buckets moved to the wire-key layout"
+            );
+        }
         let hints = HintBook::open(&engine, &config.handoff)?;
+        let props = Arc::new(PropsTable::new());
+        props.merge(&load_props(&engine)?);
         let shape = TreeShape::new(config.anti_entropy.leaf_bits, 4)?;
         let tree = rebuild_tree(&engine, shape)?;
         tracing::info!(keys = tree.len(), dir = %dir.display(), "merkle tree rebuilt from storage");
@@ -296,6 +324,8 @@ impl Store {
             hints,
             max_clock_entries: config.versioning.max_clock_entries,
             write_timeout,
+            props,
+            props_order: Mutex::new(()),
         })
     }
 
@@ -321,7 +351,7 @@ impl Store {
     }
 
     fn tree_update(&self, key: &[u8], old: Option<&[u8; 32]>, new: Option<&[u8; 32]>) {
-        let position = shoal_ring::key_position(key);
+        let position = keys::position(key);
         let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = tree.update(position, key, old, new) {
             // Only a removal from an empty leaf fails, which would mean the
@@ -348,7 +378,7 @@ impl Store {
     }
 
     fn lock(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
-        let position = shoal_ring::key_position(key);
+        let position = keys::position(key);
         // The position is already a uniform hash; its low bits pick the stripe.
         let stripe = (position as usize) % STRIPES;
         // A poisoned stripe only means another write panicked mid-way; the
@@ -414,7 +444,9 @@ impl Store {
         let stored = self.engine.get(&data_key)?;
         let old_digest = stored.as_deref().map(digest_of);
         let mut set = self.decode(key, stored)?.unwrap_or_default();
-        set.update(context, &self.actor, content, now)
+        let policy = self.props.policy(key);
+        policy
+            .update(&mut set, context, &self.actor, content, now)
             .map_err(StoreError::Version)?;
         let set = self.bounded(set);
         let encoded = set.encode();
@@ -428,7 +460,7 @@ impl Store {
             Some(hint_key) => {
                 let is_new = held.is_none();
                 let hinted = match held {
-                    Some((held, _)) => self.bounded(held.sync(&set)),
+                    Some((held, _)) => self.bounded(policy.sync(&held, &set)),
                     None => set.clone(),
                 };
                 let mut batch = WriteBatch::new();
@@ -464,9 +496,10 @@ impl Store {
         let stored = self.engine.get(&storage_key)?;
         let old_digest = stored.as_deref().map(digest_of);
         let current = self.decode(key, stored)?;
+        let policy = self.props.policy(key);
         let merged = self.bounded(match &current {
-            Some(c) => c.sync(incoming),
-            None => incoming.clone(),
+            Some(c) => policy.sync(c, incoming),
+            None => policy.sync(&SiblingSet::new(), incoming),
         });
         if current.as_ref() == Some(&merged) {
             let commit = self.engine.barrier()?;
@@ -513,9 +546,10 @@ impl Store {
                     (stored.as_deref().map(digest_of), self.decode(key, stored)?)
                 }
             };
+            let policy = self.props.policy(key);
             let merged = self.bounded(match &current {
-                Some(c) => c.sync(incoming),
-                None => incoming.clone(),
+                Some(c) => policy.sync(c, incoming),
+                None => policy.sync(&SiblingSet::new(), incoming),
             });
             if current.as_ref() != Some(&merged) {
                 pending.insert(key.as_slice(), (old_digest, merged.clone()));
@@ -556,19 +590,27 @@ impl Store {
     /// `limit` keys per call and returns how many it purged.
     pub fn purge_tombstones(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let mut candidates = Vec::new();
-        for item in self
-            .engine
-            .scan([DATA].as_slice()..[DATA + 1].as_slice())?
-            .take(limit)
-        {
-            let (k, v) = item?;
-            if !keep_after_grace(&k, &v, now_ms, self.grace_ms) {
-                candidates.push(k);
+        let mut visited = 0;
+        'spaces: for space in [DATA, BUCKET] {
+            for item in self
+                .engine
+                .scan([space].as_slice()..[space + 1].as_slice())?
+            {
+                if visited >= limit {
+                    break 'spaces;
+                }
+                visited += 1;
+                let (k, v) = item?;
+                if !keep_after_grace(&k, &v, now_ms, self.grace_ms) {
+                    candidates.push(k);
+                }
             }
         }
         let mut purged = 0;
         for k in candidates {
-            let key = k[9..].to_vec();
+            let Some(key) = wire_of(&k) else {
+                continue;
+            };
             let guard = self.lock(&key);
             // Re-read under the lock: a write may have revived the key.
             let Some(v) = self.engine.get(&k)? else {
@@ -611,11 +653,14 @@ impl Store {
                 .filter(|c| c.range as usize == index)
                 .map(|c| &c.after);
             if let Some(after) = after {
-                if after.first() != Some(&DATA) || after.len() < 9 {
+                if wire_of(after).is_none() {
                     return Err(StoreError::BadCursor);
                 }
             }
-            let segments = storage_segments(*range);
+            let mut segments = Vec::new();
+            for space in self.spaces()? {
+                segments.extend(storage_segments(&space, *range));
+            }
             // Resume inside the segment that holds the cursor; earlier
             // segments are done.
             let (skip, mut from) = match after {
@@ -646,7 +691,9 @@ impl Store {
                     }
                     bytes += size;
                     last_at = Some((index as u32, k.clone()));
-                    let key = k[9..].to_vec();
+                    let Some(key) = wire_of(&k) else {
+                        continue;
+                    };
                     let siblings = if values {
                         self.decode(&key, Some(v.clone()))?
                     } else {
@@ -668,6 +715,63 @@ impl Store {
             }
         }
         Ok(page)
+    }
+
+    /// Every bucket's properties as this node knows them.
+    pub fn props(&self) -> &Arc<PropsTable> {
+        &self.props
+    }
+
+    /// Takes the props records newer than those held and stores them
+    /// durably before returning (a gateway counts this node's answer as
+    /// one copy of the change). Returns how many were taken.
+    pub fn merge_props(&self, records: &[(String, VersionedProps)]) -> Result<usize, StoreError> {
+        // Taken and appended under one lock, so the log holds a bucket's
+        // records in version order and a restart never reads an older one.
+        let guard = self.props_order.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = self.props.merge(records);
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::new();
+        for (bucket, record) in &taken {
+            let bytes =
+                bincode::serialize(record).map_err(|e| StoreError::Encode(e.to_string()))?;
+            batch.put(props_key(bucket), bytes);
+        }
+        let commit = self.engine.append(batch)?;
+        drop(guard);
+        commit.wait()?;
+        Ok(taken.len())
+    }
+
+    /// The data-space prefixes this store holds keys under: the default
+    /// bucket's, then each other bucket's in name order (one seek per
+    /// bucket, so a scan over every bucket costs the buckets it meets).
+    fn spaces(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = vec![vec![DATA]];
+        let mut from = vec![BUCKET];
+        let end = [BUCKET + 1];
+        loop {
+            let Some(item) = self.engine.scan(from.as_slice()..end.as_slice())?.next() else {
+                break;
+            };
+            let (k, _) = item?;
+            let len = k.get(1).copied().unwrap_or(0) as usize;
+            let Some(prefix) = k.get(..2 + len) else {
+                break;
+            };
+            let prefix = prefix.to_vec();
+            match hints::prefix_successor(&prefix) {
+                Some(next) => from = next,
+                None => {
+                    out.push(prefix);
+                    break;
+                }
+            }
+            out.push(prefix);
+        }
+        Ok(out)
     }
 
     /// A metadata value (join progress and the like), if set.
@@ -710,7 +814,7 @@ impl Store {
             Some(b) => SiblingSet::decode(&b)
                 .map(Some)
                 .map_err(|source| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(key).into_owned(),
+                    key: keys::display(key),
                     source,
                 }),
         }
@@ -718,39 +822,55 @@ impl Store {
 }
 
 fn stripe_of(key: &[u8]) -> usize {
-    (shoal_ring::key_position(key) as usize) % STRIPES
+    (keys::position(key) as usize) % STRIPES
 }
 
 fn rebuild_tree(engine: &Engine, shape: TreeShape) -> Result<MerkleTree, StoreError> {
     let mut entries = Vec::new();
-    for item in engine.scan([DATA].as_slice()..[DATA + 1].as_slice())? {
-        let (k, v) = match item {
-            Ok(kv) => kv,
-            Err(e) => {
-                // Serve what is intact: the keys past the damage are missing
-                // from the tree, so diffs with peers show them as differing
-                // and anti-entropy brings them back.
-                tracing::error!(error = %e, "merkle rebuild stopped at damaged data");
-                break;
-            }
-        };
-        let Some(position) = k.get(1..9).and_then(|p| <[u8; 8]>::try_from(p).ok()) else {
-            continue;
-        };
-        entries.push((u64::from_be_bytes(position), k[9..].to_vec(), digest_of(&v)));
+    for space in [DATA, BUCKET] {
+        for item in engine.scan([space].as_slice()..[space + 1].as_slice())? {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    // Serve what is intact: the keys past the damage are
+                    // missing from the tree, so diffs with peers show them as
+                    // differing and anti-entropy brings them back.
+                    tracing::error!(error = %e, "merkle rebuild stopped at damaged data");
+                    break;
+                }
+            };
+            let Some(key) = wire_of(&k) else {
+                continue;
+            };
+            entries.push((keys::position(&key), key, digest_of(&v)));
+        }
     }
     Ok(MerkleTree::rebuild(shape, entries))
 }
 
-/// The storage-key segments `[lo, hi)` of a token range, in scan order: a
-/// wrapping range is its part up to the top of the ring, then from zero.
-fn storage_segments(range: TokenRange) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The prefix of a bucket's data space: `0x01` for `default`, else `0x03`,
+/// the name's length and the name.
+fn space_of(bucket: &str) -> Vec<u8> {
+    if bucket == keys::DEFAULT_BUCKET {
+        return vec![DATA];
+    }
+    let mut p = Vec::with_capacity(2 + bucket.len());
+    p.push(BUCKET);
+    p.push(bucket.len() as u8);
+    p.extend_from_slice(bucket.as_bytes());
+    p
+}
+
+/// The storage-key segments `[lo, hi)` of a token range in one bucket's
+/// space, in scan order: a wrapping range is its part up to the top of the
+/// ring, then from zero.
+fn storage_segments(space: &[u8], range: TokenRange) -> Vec<(Vec<u8>, Vec<u8>)> {
     let at = |p: u64| {
-        let mut k = vec![DATA];
+        let mut k = space.to_vec();
         k.extend_from_slice(&p.to_be_bytes());
         k
     };
-    let top = vec![DATA + 1];
+    let top = hints::prefix_successor(space).unwrap_or_else(|| vec![u8::MAX; 9]);
     if range.start < range.end {
         vec![(at(range.start), at(range.end))]
     } else if range.end == 0 {
@@ -774,13 +894,60 @@ fn read_meta(engine: &Engine, name: &[u8]) -> Result<Option<u64>, StoreError> {
     }))
 }
 
-/// `0x01` + position + key.
-pub fn data_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + key.len());
-    k.push(DATA);
-    k.extend_from_slice(&shoal_ring::key_position(key).to_be_bytes());
+/// The storage key of a wire key: its bucket's space, its ring position,
+/// its user key. A malformed wire key (refused by every RPC before it gets
+/// here) is stored as a default key of its whole bytes.
+pub fn data_key(wire: &[u8]) -> Vec<u8> {
+    let (space, key) = match keys::split(wire) {
+        Ok((bucket, key)) => (space_of(bucket), key),
+        Err(_) => (vec![DATA], wire),
+    };
+    let mut k = Vec::with_capacity(space.len() + 8 + key.len());
+    k.extend_from_slice(&space);
+    k.extend_from_slice(&keys::position(wire).to_be_bytes());
     k.extend_from_slice(key);
     k
+}
+
+/// The wire key of a data space's storage key ([`data_key`] undone).
+fn wire_of(storage_key: &[u8]) -> Option<Vec<u8>> {
+    match storage_key.split_first()? {
+        (&DATA, rest) => {
+            let key = rest.get(8..).filter(|k| !k.is_empty())?;
+            Some(keys::wire(keys::DEFAULT_BUCKET, key))
+        }
+        (&BUCKET, rest) => {
+            let (&len, rest) = rest.split_first()?;
+            let name = std::str::from_utf8(rest.get(..len as usize)?).ok()?;
+            let key = rest.get(len as usize + 8..).filter(|k| !k.is_empty())?;
+            keys::check_bucket(name).ok()?;
+            Some(keys::wire(name, key))
+        }
+        _ => None,
+    }
+}
+
+fn props_key(bucket: &str) -> Vec<u8> {
+    meta_key(format!("{}{bucket}", meta::BUCKET_PROPS).as_bytes())
+}
+
+/// Every bucket's props record kept in the metadata space.
+fn load_props(engine: &Engine) -> Result<Vec<(String, VersionedProps)>, StoreError> {
+    let from = meta_key(meta::BUCKET_PROPS.as_bytes());
+    let to = hints::prefix_successor(&from).unwrap_or_else(|| vec![META + 1]);
+    let mut out = Vec::new();
+    for item in engine.scan(from.as_slice()..to.as_slice())? {
+        let (k, v) = item?;
+        let bucket = String::from_utf8_lossy(&k[from.len()..]).into_owned();
+        match bincode::deserialize::<VersionedProps>(&v) {
+            Ok(record) => out.push((bucket, record)),
+            // Peers hold the record too; the next pull brings it back.
+            Err(e) => {
+                tracing::error!(%bucket, error = %e, "unreadable bucket props record skipped")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Compaction filter: drop a data or hint entry whose state is only

@@ -10,6 +10,11 @@ fn open(dir: &Path) -> Store {
     Store::open(dir, "node-1", &config, Arc::new(SystemClock)).unwrap()
 }
 
+/// A key of the default bucket.
+fn w(k: &str) -> Vec<u8> {
+    keys::wire(keys::DEFAULT_BUCKET, k.as_bytes())
+}
+
 fn value(v: &str) -> Content {
     Content::value(v.as_bytes().to_vec(), "text/plain")
 }
@@ -223,45 +228,51 @@ fn incremental_tree_equals_a_rebuild_through_every_write_path_and_restart() {
     {
         let s = Store::open(dir.path(), "node-1", &config, Arc::new(SystemClock)).unwrap();
         for i in 0..200u32 {
-            let key = format!("k{i}");
-            s.coordinate(key.as_bytes(), &Context::empty(), value("a"), 1, None)
+            // Half in the default bucket, half in another: one tree over both.
+            let key = if i < 100 {
+                w(&format!("k{i}"))
+            } else {
+                keys::wire("carts", format!("k{i}").as_bytes())
+            };
+            s.coordinate(&key, &Context::empty(), value("a"), 1, None)
                 .unwrap();
         }
         // Overwrites, a stand-in write with a hint, merges, a batch with
         // a key twice, and deletes that purge.
-        let current = s.read(b"k1").unwrap().unwrap();
-        s.coordinate(b"k1", &current.context(), value("b"), 2, None)
+        let current = s.read(&w("k1")).unwrap().unwrap();
+        s.coordinate(&w("k1"), &current.context(), value("b"), 2, None)
             .unwrap();
-        s.coordinate(b"k2", &Context::empty(), value("c"), 3, Some("node-9"))
+        s.coordinate(&w("k2"), &Context::empty(), value("c"), 3, Some("node-9"))
             .unwrap();
         let mut other = SiblingSet::new();
         other
             .update(&Context::empty(), "node-2#1", value("x"), 4)
             .unwrap();
-        s.merge(b"k3", &other).unwrap();
-        s.merge(b"new", &other).unwrap();
-        s.put_hint("node-9", b"hint-only", &other).unwrap();
+        s.merge(&w("k3"), &other).unwrap();
+        s.merge(&w("new"), &other).unwrap();
+        s.put_hint("node-9", &w("hint-only"), &other).unwrap();
         let mut again = other.clone();
         again
             .update(&other.context(), "node-2#1", value("y"), 5)
             .unwrap();
         let (_, changed) = s
             .merge_many(&[
-                (b"k4".to_vec(), other.clone()),
-                (b"batch".to_vec(), other.clone()),
-                (b"batch".to_vec(), again.clone()),
+                (w("k4"), other.clone()),
+                (w("batch"), other.clone()),
+                (w("batch"), again.clone()),
             ])
             .unwrap();
         assert_eq!(changed, 2);
-        assert_eq!(s.read(b"batch").unwrap(), Some(again));
-        for key in [b"k5".as_slice(), b"k6"] {
+        assert_eq!(s.read(&w("batch")).unwrap(), Some(again));
+        for key in [w("k5"), w("k6")] {
+            let key = key.as_slice();
             let current = s.read(key).unwrap().unwrap();
             s.coordinate(key, &current.context(), Content::Tombstone, 10, None)
                 .unwrap();
         }
         // The tombstones were written at t=10 ms: long past the grace.
         assert_eq!(s.purge_tombstones(1_000_000, usize::MAX).unwrap(), 2);
-        assert_eq!(s.read(b"k5").unwrap(), None);
+        assert_eq!(s.read(&w("k5")).unwrap(), None);
         let incremental = s.with_tree(|t| t.clone());
         assert_eq!(incremental, s.rebuilt_tree().unwrap());
         assert_eq!(
@@ -286,8 +297,14 @@ fn range_scans_page_through_wrapping_ranges_and_resume() {
         Arc::new(SystemClock),
     )
     .unwrap();
+    // Three buckets' keys: a scan of a range visits every bucket's.
     let keys: Vec<Vec<u8>> = (0..300u32)
-        .map(|i| format!("key-{i}").into_bytes())
+        .map(|i| {
+            keys::wire(
+                ["default", "a", "b-2"][i as usize % 3],
+                format!("key-{i}").as_bytes(),
+            )
+        })
         .collect();
     for k in &keys {
         s.coordinate(k, &Context::empty(), value("v"), 1, None)
@@ -307,7 +324,7 @@ fn range_scans_page_through_wrapping_ranges_and_resume() {
     let mut expected: Vec<&Vec<u8>> = keys
         .iter()
         .filter(|k| {
-            let p = shoal_ring::key_position(k);
+            let p = keys::position(k);
             ranges.iter().any(|r| r.contains(p))
         })
         .collect();
@@ -669,4 +686,108 @@ fn an_unchanged_merge_is_acknowledged_only_once_durable() {
     assert_eq!(again, set);
     let (_, changed) = s.merge_many(&[(b"k".to_vec(), set.clone())]).unwrap();
     assert_eq!(changed, 0);
+}
+
+/// A data directory written before buckets: its data keys are the default
+/// bucket's, and its hints move to the wire-key layout at open.
+#[test]
+fn a_data_directory_from_before_buckets_opens_as_the_default_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut set = SiblingSet::new();
+    set.update(&Context::empty(), "node-2#1", value("old"), 1)
+        .unwrap();
+    {
+        let s = open(dir.path());
+        // Exactly the layout of before: `0x01 + position + key`, and
+        // `0x02 + owner + position + key` for a hint.
+        let mut data = vec![DATA];
+        data.extend_from_slice(&shoal_ring::key_position(b"user:1").to_be_bytes());
+        data.extend_from_slice(b"user:1");
+        s.engine.put(&data, &set.encode()).unwrap();
+        let mut hint = vec![LEGACY_HINT, 6];
+        hint.extend_from_slice(b"node-3");
+        hint.extend_from_slice(&shoal_ring::key_position(b"user:2").to_be_bytes());
+        hint.extend_from_slice(b"user:2");
+        s.engine.put(&hint, &encode_hint(&set, 5)).unwrap();
+        s.close().unwrap();
+    }
+    let s = open(dir.path());
+    assert_eq!(s.read(&w("user:1")).unwrap(), Some(set.clone()));
+    assert_eq!(
+        s.hints_for_key(&w("user:2")).unwrap(),
+        vec![("node-3".to_string(), set.clone())]
+    );
+    assert_eq!(s.hint_count().unwrap(), 1);
+    let legacy = s
+        .engine
+        .scan([LEGACY_HINT].as_slice()..[LEGACY_HINT + 1].as_slice())
+        .unwrap()
+        .count();
+    assert_eq!(legacy, 0, "every old hint moved");
+    assert_eq!(s.with_tree(|t| t.len()), 1);
+}
+
+#[test]
+fn an_lww_bucket_keeps_one_winner_on_every_path_and_its_props_survive_a_restart() {
+    use crate::buckets::{BucketProps, PropsVersion, VersionedProps};
+    let dir = tempfile::tempdir().unwrap();
+    let reg = |k: &str| keys::wire("reg", k.as_bytes());
+    let lww = VersionedProps {
+        version: PropsVersion {
+            ms: 7,
+            origin: "gw".into(),
+        },
+        props: BucketProps {
+            conflict: shoal_vclock::Policy::Lww,
+            ttl_s: None,
+        },
+    };
+    let concurrent = |actor: &str, v: &str, t: u64| {
+        let mut s = SiblingSet::new();
+        s.update(&Context::empty(), actor, value(v), t).unwrap();
+        s
+    };
+    {
+        let s = open(dir.path());
+        assert_eq!(s.merge_props(&[("reg".into(), lww.clone())]).unwrap(), 1);
+        s.coordinate(&reg("k"), &Context::empty(), value("mine"), 100, None)
+            .unwrap();
+        // A concurrent newer write arrives by replication, an older one by
+        // a batch (anti-entropy), another as a hint: one winner each time.
+        let merged = s
+            .merge(&reg("k"), &concurrent("node-2#1", "newer", 200))
+            .unwrap();
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged.values()[0].value(), Some(&b"newer"[..]));
+        let (after, _) = s
+            .merge_many(&[(reg("k"), concurrent("node-3#1", "older", 50))])
+            .unwrap();
+        assert_eq!(after[0].values()[0].value(), Some(&b"newer"[..]));
+        let hinted = s
+            .put_hint("node-4", &reg("h"), &concurrent("node-2#1", "a", 1))
+            .unwrap();
+        assert_eq!(hinted.len(), 1);
+        let hinted = s
+            .put_hint("node-4", &reg("h"), &concurrent("node-3#1", "b", 2))
+            .unwrap();
+        assert_eq!(hinted.values()[0].value(), Some(&b"b"[..]));
+        // A blind write supersedes what the replica holds, even a version
+        // from a clock ahead.
+        let written = s
+            .coordinate(&reg("k"), &Context::empty(), value("last"), 10, None)
+            .unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written.values()[0].value(), Some(&b"last"[..]));
+        // The default bucket still keeps siblings.
+        s.merge(&w("k"), &concurrent("node-2#1", "x", 1)).unwrap();
+        let both = s.merge(&w("k"), &concurrent("node-3#1", "y", 2)).unwrap();
+        assert_eq!(both.len(), 2);
+        s.close().unwrap();
+    }
+    let s = open(dir.path());
+    assert_eq!(s.props().record("reg"), Some(lww));
+    let merged = s
+        .merge(&reg("k"), &concurrent("node-5#1", "late", 1))
+        .unwrap();
+    assert_eq!(merged.values()[0].value(), Some(&b"last"[..]));
 }
