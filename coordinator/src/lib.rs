@@ -54,7 +54,7 @@ pub mod write;
 
 pub use plan::{plan, Plan, Target};
 pub use read::{Fanout, ReadAction, ReadOp};
-pub use reconcile::{reconcile, Reconciled};
+pub use reconcile::{reconcile, reconcile_with, Reconciled};
 pub use replicas::Health;
 pub use tally::{Progress, QuorumFailure, Tally};
 pub use write::{Forwarding, WriteAction, WriteOp, MAX_COORDINATOR_ATTEMPTS};

@@ -23,10 +23,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use shoal_ring::view::RingView;
-use shoal_vclock::SiblingSet;
+use shoal_vclock::{Policy, SiblingSet};
 
 use crate::plan::Target;
-use crate::reconcile::{reconcile, Reconciled};
+use crate::reconcile::{reconcile_with, Reconciled};
 use crate::replicas::{much_slower, read_plan, Health};
 use crate::tally::{Progress, QuorumFailure, Tally};
 
@@ -86,6 +86,7 @@ pub struct ReadOp {
     speculation: Duration,
     verdict: bool,
     repaired: bool,
+    policy: Policy,
 }
 
 impl ReadOp {
@@ -135,7 +136,14 @@ impl ReadOp {
             speculation,
             verdict: false,
             repaired: false,
+            policy: Policy::Siblings,
         }
+    }
+
+    /// Reconciles answers under `policy` (the key's bucket's).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The first actions.
@@ -233,7 +241,10 @@ impl ReadOp {
             }
             Progress::Reached => {
                 self.verdict = true;
-                out.push(ReadAction::Verdict(Ok(reconcile(self.tally.answers()))));
+                out.push(ReadAction::Verdict(Ok(reconcile_with(
+                    self.tally.answers(),
+                    self.policy,
+                ))));
             }
             Progress::Failed(f) => {
                 self.verdict = true;
@@ -247,7 +258,7 @@ impl ReadOp {
             return;
         }
         self.repaired = true;
-        let reconciled = reconcile(self.tally.answers());
+        let reconciled = reconcile_with(self.tally.answers(), self.policy);
         let Some(merged) = reconciled.merged else {
             return;
         };

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use shoal_vclock::SiblingSet;
+use shoal_vclock::{Policy, SiblingSet};
 
 /// The merged result of a read and the replicas that answered with less.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,12 +21,22 @@ pub struct Reconciled {
 /// Because `sync` is commutative, associative and idempotent, the result does
 /// not depend on which replicas answered first or how often.
 pub fn reconcile(answers: &BTreeMap<String, Option<SiblingSet>>) -> Reconciled {
+    reconcile_with(answers, Policy::Siblings)
+}
+
+/// [`reconcile`] under a bucket's conflict policy: with [`Policy::Lww`] the
+/// merge holds one version, the newest any replica has, and every replica
+/// that holds anything else is stale.
+pub fn reconcile_with(
+    answers: &BTreeMap<String, Option<SiblingSet>>,
+    policy: Policy,
+) -> Reconciled {
     let merged = answers
         .values()
         .flatten()
         .fold(None::<SiblingSet>, |acc, set| match acc {
-            None => Some(set.clone()),
-            Some(acc) => Some(acc.sync(set)),
+            None => Some(policy.sync(&SiblingSet::new(), set)),
+            Some(acc) => Some(policy.sync(&acc, set)),
         });
     let stale = match &merged {
         None => Vec::new(),
@@ -60,6 +70,26 @@ mod tests {
         list.iter()
             .map(|(n, s)| (n.to_string(), s.cloned()))
             .collect()
+    }
+
+    #[test]
+    fn lww_answers_the_newest_and_repairs_the_rest() {
+        let a = write(&SiblingSet::new(), &Context::empty(), "a", "one");
+        let mut b = SiblingSet::new();
+        b.update(
+            &Context::empty(),
+            "b",
+            Content::value(b"two".to_vec(), "t"),
+            5,
+        )
+        .unwrap();
+        let r = reconcile_with(&answers(&[("a", Some(&a)), ("b", Some(&b))]), Policy::Lww);
+        let merged = r.merged.unwrap();
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged.values()[0].value(), Some(&b"two"[..]));
+        assert_eq!(r.stale, vec!["a".to_string(), "b".to_string()]);
+        let siblings = reconcile(&answers(&[("a", Some(&a)), ("b", Some(&b))]));
+        assert_eq!(siblings.merged.unwrap().len(), 2);
     }
 
     #[test]

@@ -68,6 +68,17 @@ impl SiblingSet {
         self.values().iter().max_by(|a, b| rank(a).cmp(&rank(b)))
     }
 
+    /// This state with every value emptied (content types too): the same
+    /// clock, dots and write times, so merging skeletons decides which
+    /// versions survive and whether any is live exactly as merging the
+    /// states would, at the cost of the causal information alone. Listing
+    /// keys moves skeletons, not values.
+    pub fn skeleton(&self) -> SiblingSet {
+        let mut out = self.clone();
+        out.empty_values();
+        out
+    }
+
     /// The last-writer-wins merge: the clocks joined and only the newest
     /// sibling of either side kept.
     pub fn sync_newest(&self, other: &SiblingSet) -> SiblingSet {
@@ -131,6 +142,21 @@ mod tests {
         // old one.
         let other = one("b", "from-the-future", 5_000);
         assert_eq!(s.sync_newest(&other).values()[0].value(), Some(&b"now"[..]));
+    }
+
+    #[test]
+    fn skeletons_merge_to_the_skeleton_of_the_merge() {
+        let a = one("a", "x", 10);
+        let mut b = a.clone();
+        b.update(&a.context(), "b", Content::Tombstone, 20).unwrap();
+        let c = one("c", "y", 5);
+        for (x, y) in [(&a, &b), (&b, &c), (&a, &c)] {
+            let merged = x.sync(y);
+            let skel = x.skeleton().sync(&y.skeleton());
+            assert_eq!(skel, merged.skeleton());
+            assert_eq!(skel.is_tombstone_only(), merged.is_tombstone_only());
+        }
+        assert_eq!(a.skeleton().values()[0].value(), Some(&b""[..]));
     }
 
     #[test]

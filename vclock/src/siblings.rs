@@ -356,6 +356,19 @@ impl SiblingSet {
         }
     }
 
+    pub(crate) fn empty_values(&mut self) {
+        for s in &mut self.siblings {
+            if let Content::Value {
+                bytes,
+                content_type,
+            } = &mut s.content
+            {
+                bytes.clear();
+                content_type.clear();
+            }
+        }
+    }
+
     /// In-place [`sync`](SiblingSet::sync): `*self = self.sync(other)`.
     pub fn merge(&mut self, other: &SiblingSet) {
         *self = self.sync(other);
