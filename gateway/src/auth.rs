@@ -105,6 +105,15 @@ pub fn need_for(method: &Method, path: &str) -> Need {
         } else {
             Need::Permission(Permission::Write)
         }
+    } else if path.starts_with("/v1/buckets/") {
+        if method == Method::GET || method == Method::HEAD {
+            Need::Permission(Permission::Read)
+        } else if path.ends_with("/props") && !path.contains("/keys/") {
+            // A bucket's policy decides how every key in it merges.
+            Need::Permission(Permission::Admin)
+        } else {
+            Need::Permission(Permission::Write)
+        }
     } else if path == "/v1/cluster" || path.starts_with("/v1/cluster/") {
         Need::Permission(Permission::Read)
     } else if path.starts_with("/v1/debug/") || path == "/v1/debug" {

@@ -19,16 +19,20 @@ use tokio::time::Instant;
 use utoipa::OpenApi;
 
 use crate::auth::{need_for, Auth};
+use crate::buckets::ListCursor;
 use crate::cluster::lock;
+use crate::encode::encode_key;
 use crate::error::ApiError;
 use crate::model::{
-    ClusterBody, ErrorBody, HealthBody, MemberBody, PreflistBody, ReadBody, ReplicaBody,
-    ReplicaSibling, ReplicasBody, SiblingBody,
+    ClusterBody, ErrorBody, HealthBody, ListBody, MemberBody, PreflistBody, PropsBody, ReadBody,
+    ReplicaBody, ReplicaSibling, ReplicasBody, SiblingBody,
 };
 use crate::ops::Dispatcher;
 use crate::request::{parse_key, parse_quorum, wants_json};
-use crate::seal::{ContextSeal, DEFAULT_BUCKET};
+use crate::seal::ContextSeal;
 use crate::CONTEXT_HEADER;
+use shoal_node::buckets::BucketProps;
+use shoal_node::keys;
 
 /// Content type stored when a PUT names none.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -97,10 +101,13 @@ impl AppState {
         title = "Shoal gateway",
         description = "HTTP API of Shoal, a Dynamo-style key-value store: tunable quorums, vector-clock contexts, siblings."
     ),
-    paths(put_key, get_key, delete_key, cluster, preflist, replicas, health, openapi),
+    paths(
+        put_key, get_key, delete_key, put_bucket_key, get_bucket_key, delete_bucket_key,
+        list_keys, get_props, put_props, cluster, preflist, replicas, health, openapi
+    ),
     components(schemas(
         ErrorBody, ReadBody, SiblingBody, ClusterBody, MemberBody, PreflistBody,
-        ReplicasBody, ReplicaBody, ReplicaSibling, HealthBody
+        ReplicasBody, ReplicaBody, ReplicaSibling, HealthBody, ListBody, PropsBody
     )),
     tags((name = "kv", description = "Keys and values"), (name = "cluster", description = "Membership and placement"))
 )]
@@ -122,6 +129,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/kv", any(empty_key))
         .route("/v1/kv/", any(empty_key))
+        .route(
+            "/v1/buckets/{bucket}/keys/{*key}",
+            get(get_bucket_key)
+                .put(put_bucket_key)
+                .delete(delete_bucket_key),
+        )
+        .route("/v1/buckets/{bucket}/keys/", any(empty_key))
+        .route("/v1/buckets/{bucket}/keys", get(list_keys))
+        .route("/v1/buckets/{bucket}/props", get(get_props).put(put_props))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/preflist/{*key}", get(preflist))
         .route("/v1/debug/replicas/{*key}", get(replicas))
@@ -184,6 +200,44 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
 
 async fn empty_key() -> ApiError {
     ApiError::bad_request("the key is empty")
+}
+
+/// The bucket and key a key route names: `/v1/kv/{key}` is the bucket
+/// `default`, `/v1/buckets/{bucket}/keys/{key}` any other.
+fn target(uri: &Uri, max_key: usize) -> Result<(String, Vec<u8>), ApiError> {
+    let path = uri.path();
+    if let Some(raw) = path.strip_prefix("/v1/kv/") {
+        return Ok((keys::DEFAULT_BUCKET.to_string(), parse_key(raw, max_key)?));
+    }
+    let rest = path.strip_prefix("/v1/buckets/").unwrap_or_default();
+    let (bucket, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket = checked_bucket(bucket)?;
+    let raw = tail.strip_prefix("keys/").unwrap_or_default();
+    Ok((bucket, parse_key(raw, max_key)?))
+}
+
+fn checked_bucket(name: &str) -> Result<String, ApiError> {
+    keys::check_bucket(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(name.to_string())
+}
+
+/// The `bucket` query parameter of the debug and placement routes
+/// (`default` when absent).
+fn bucket_param(query: Option<&str>) -> Result<String, ApiError> {
+    match query_param(query, "bucket") {
+        None => Ok(keys::DEFAULT_BUCKET.to_string()),
+        Some(name) => checked_bucket(name),
+    }
+}
+
+/// The last value of `name` in a raw query string.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('=').or(Some((p, ""))))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .last()
 }
 
 /// The still percent-encoded key: the path after `prefix`.
@@ -269,11 +323,11 @@ async fn put_key(
     body: Body,
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.request_timeout;
-    let key = parse_key(raw_key(&uri, "/v1/kv/"), state.limits.max_key_bytes)?;
+    let (bucket, key) = target(&uri, state.limits.max_key_bytes)?;
     let w = parse_quorum(uri.query(), "w", state.replication.n, state.replication.w)?;
     let context = state
         .seal
-        .open(DEFAULT_BUCKET, &key, header_bytes(&headers, CONTEXT_HEADER))?;
+        .open(&bucket, &key, header_bytes(&headers, CONTEXT_HEADER))?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -283,6 +337,7 @@ async fn put_key(
     let value = read_body(&headers, body, state.limits.max_value_bytes, deadline).await?;
     write(
         &state,
+        &bucket,
         key,
         context,
         Content::value(value, content_type),
@@ -313,16 +368,27 @@ async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.request_timeout;
-    let key = parse_key(raw_key(&uri, "/v1/kv/"), state.limits.max_key_bytes)?;
+    let (bucket, key) = target(&uri, state.limits.max_key_bytes)?;
     let w = parse_quorum(uri.query(), "w", state.replication.n, state.replication.w)?;
     let context = state
         .seal
-        .open(DEFAULT_BUCKET, &key, header_bytes(&headers, CONTEXT_HEADER))?;
-    write(&state, key, context, Content::Tombstone, w, deadline).await
+        .open(&bucket, &key, header_bytes(&headers, CONTEXT_HEADER))?;
+    write(
+        &state,
+        &bucket,
+        key,
+        context,
+        Content::Tombstone,
+        w,
+        deadline,
+    )
+    .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write(
     state: &AppState,
+    bucket: &str,
     key: Vec<u8>,
     context: shoal_vclock::Context,
     content: Content,
@@ -331,12 +397,12 @@ async fn write(
 ) -> Result<Response, ApiError> {
     let set = state
         .engine
-        .write(key.clone(), context, content, w, deadline)
+        .write(keys::wire(bucket, &key), context, content, w, deadline)
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         CONTEXT_HEADER,
-        context_value(state.seal.seal(DEFAULT_BUCKET, &key, &set.context()))?,
+        context_value(state.seal.seal(bucket, &key, &set.context()))?,
     );
     Ok(response)
 }
@@ -350,7 +416,8 @@ async fn write(
         ("Accept" = Option<String>, Header, description = "`application/json` for the JSON form whatever the sibling count"),
     ),
     responses(
-        (status = 200, description = "One value (its own Content-Type), or the JSON form with Accept: application/json", body = ReadBody,
+        (status = 200, description = "One value, served with its own Content-Type (whatever the writer gave); the JSON form with Accept: application/json",
+         content((String = "application/octet-stream"), (ReadBody = "application/json")),
          headers(("X-Shoal-Context" = String, description = "Context covering what was read"))),
         (status = 300, description = "Concurrent values (siblings)", body = ReadBody,
          headers(("X-Shoal-Context" = String, description = "Context covering every sibling"))),
@@ -366,17 +433,20 @@ async fn get_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.request_timeout;
-    let key = parse_key(raw_key(&uri, "/v1/kv/"), state.limits.max_key_bytes)?;
+    let (bucket, key) = target(&uri, state.limits.max_key_bytes)?;
     let r = parse_quorum(uri.query(), "r", state.replication.n, state.replication.r)?;
     let json = wants_json(header_bytes(&headers, "accept"));
-    let reconciled = state.engine.read(key.clone(), r, deadline).await?;
+    let reconciled = state
+        .engine
+        .read(keys::wire(&bucket, &key), r, deadline)
+        .await?;
     let Some(merged) = reconciled.merged else {
         return Err(ApiError::NotFound {
             message: "no value stored for this key".into(),
             context: None,
         });
     };
-    let context = state.seal.seal(DEFAULT_BUCKET, &key, &merged.context());
+    let context = state.seal.seal(&bucket, &key, &merged.context());
     let live: Vec<&shoal_vclock::Sibling> = merged
         .values()
         .iter()
@@ -412,6 +482,205 @@ async fn get_key(
         .headers_mut()
         .insert(CONTEXT_HEADER, context_header);
     Ok(response)
+}
+
+/// Stores a value in a bucket: every semantics of `PUT /v1/kv/{key}`.
+#[utoipa::path(
+    put, path = "/v1/buckets/{bucket}/keys/{key}", tag = "kv",
+    params(
+        ("bucket" = String, Path, description = "1 to 64 bytes of [a-z0-9_-]"),
+        ("key" = String, Path, description = "The key, percent-encoded (any non-empty bytes)"),
+        ("w" = Option<u32>, Query, description = "Write quorum for this request, 1..=N"),
+        ("X-Shoal-Context" = Option<String>, Header, description = "Context of the versions this write supersedes (from a read of this bucket and key)"),
+    ),
+    request_body(content = String, content_type = "application/octet-stream", description = "The value; its Content-Type is stored and returned"),
+    responses(
+        (status = 204, description = "Stored on W replicas", headers(("X-Shoal-Context" = String, description = "Context of the new version"))),
+        (status = 400, description = "Bad bucket name, key encoding, w or context", body = ErrorBody),
+        (status = 413, description = "Value over the limit", body = ErrorBody),
+        (status = 414, description = "Key over the limit", body = ErrorBody),
+        (status = 503, description = "Quorum not reached, or overloaded", body = ErrorBody),
+    )
+)]
+async fn put_bucket_key(
+    state: State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    put_key(state, uri, headers, body).await
+}
+
+/// Reads a key of a bucket: every semantics of `GET /v1/kv/{key}`; in an
+/// `lww` bucket never 300.
+#[utoipa::path(
+    get, path = "/v1/buckets/{bucket}/keys/{key}", tag = "kv",
+    params(
+        ("bucket" = String, Path, description = "1 to 64 bytes of [a-z0-9_-]"),
+        ("key" = String, Path, description = "The key, percent-encoded"),
+        ("r" = Option<u32>, Query, description = "Read quorum for this request, 1..=N"),
+        ("Accept" = Option<String>, Header, description = "`application/json` for the JSON form whatever the sibling count"),
+    ),
+    responses(
+        (status = 200, description = "One value, served with its own Content-Type; the JSON form with Accept: application/json",
+         content((String = "application/octet-stream"), (ReadBody = "application/json")),
+         headers(("X-Shoal-Context" = String, description = "Context covering what was read"))),
+        (status = 300, description = "Concurrent values (siblings; never in an lww bucket)", body = ReadBody,
+         headers(("X-Shoal-Context" = String, description = "Context covering every sibling"))),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 404, description = "Absent or deleted", body = ErrorBody),
+        (status = 414, description = "Key over the limit", body = ErrorBody),
+        (status = 503, description = "Quorum not reached, or overloaded", body = ErrorBody),
+    )
+)]
+async fn get_bucket_key(
+    state: State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    get_key(state, uri, headers).await
+}
+
+/// Deletes a key of a bucket: every semantics of `DELETE /v1/kv/{key}`.
+#[utoipa::path(
+    delete, path = "/v1/buckets/{bucket}/keys/{key}", tag = "kv",
+    params(
+        ("bucket" = String, Path, description = "1 to 64 bytes of [a-z0-9_-]"),
+        ("key" = String, Path, description = "The key, percent-encoded"),
+        ("w" = Option<u32>, Query, description = "Write quorum for this request, 1..=N"),
+        ("X-Shoal-Context" = Option<String>, Header, description = "Context of the versions this delete supersedes"),
+    ),
+    responses(
+        (status = 204, description = "Tombstone stored on W replicas", headers(("X-Shoal-Context" = String, description = "Context of the tombstone"))),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 414, description = "Key over the limit", body = ErrorBody),
+        (status = 503, description = "Quorum not reached, or overloaded", body = ErrorBody),
+    )
+)]
+async fn delete_bucket_key(
+    state: State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    delete_key(state, uri, headers).await
+}
+
+/// Default and largest page of a listing.
+const LIST_DEFAULT: usize = 1000;
+const LIST_MAX: usize = 10_000;
+
+/// Lists a bucket's live keys in ring order, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/buckets/{bucket}/keys", tag = "kv",
+    params(
+        ("bucket" = String, Path, description = "1 to 64 bytes of [a-z0-9_-]"),
+        ("limit" = Option<u32>, Query, description = "Most keys in this page, 1..=10000 (default 1000)"),
+        ("cursor" = Option<String>, Query, description = "The cursor of the previous page"),
+        ("r" = Option<u32>, Query, description = "Owners of every position that must answer, 1..=N"),
+    ),
+    responses(
+        (status = 200, description = "A page of keys; `cursor` is null when the listing is done", body = ListBody),
+        (status = 400, description = "Bad bucket, limit or cursor", body = ErrorBody),
+        (status = 503, description = "Fewer than r owners of some position answered, or overloaded", body = ErrorBody),
+    )
+)]
+async fn list_keys(
+    State(state): State<AppState>,
+    axum::extract::Path(bucket): axum::extract::Path<String>,
+    uri: Uri,
+) -> Result<Json<ListBody>, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    let bucket = checked_bucket(&bucket)?;
+    let limit = match query_param(uri.query(), "limit") {
+        None => LIST_DEFAULT,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=LIST_MAX).contains(l))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be in 1..={LIST_MAX}")))?,
+    };
+    let cursor = match query_param(uri.query(), "cursor") {
+        None | Some("") => ListCursor::default(),
+        Some(token) => ListCursor::decode(token, state.limits.max_key_bytes)?,
+    };
+    let r = parse_quorum(uri.query(), "r", state.replication.n, state.replication.r)?;
+    let page = state
+        .engine
+        .list(&bucket, cursor, limit, r, deadline)
+        .await?;
+    Ok(Json(ListBody {
+        keys: page.keys.iter().map(|k| encode_key(k)).collect(),
+        cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+fn props_body(props: &BucketProps) -> PropsBody {
+    PropsBody {
+        conflict: match props.conflict {
+            shoal_vclock::Policy::Siblings => "siblings",
+            shoal_vclock::Policy::Lww => "lww",
+        }
+        .into(),
+        ttl_s: props.ttl_s,
+    }
+}
+
+/// A bucket's properties (the defaults for a bucket never set).
+#[utoipa::path(
+    get, path = "/v1/buckets/{bucket}/props", tag = "kv",
+    params(("bucket" = String, Path, description = "1 to 64 bytes of [a-z0-9_-]")),
+    responses(
+        (status = 200, description = "The bucket's properties", body = PropsBody),
+        (status = 400, description = "Bad bucket name", body = ErrorBody),
+    )
+)]
+async fn get_props(
+    State(state): State<AppState>,
+    axum::extract::Path(bucket): axum::extract::Path<String>,
+) -> Result<Json<PropsBody>, ApiError> {
+    let bucket = checked_bucket(&bucket)?;
+    Ok(Json(props_body(&state.engine.props().get(&bucket))))
+}
+
+/// Sets some of a bucket's properties; the fields not named keep their
+/// value. Every gateway and node applies the change within 5 s.
+#[utoipa::path(
+    put, path = "/v1/buckets/{bucket}/props", tag = "kv",
+    params(("bucket" = String, Path, description = "1 to 64 bytes of [a-z0-9_-]")),
+    request_body(content = PropsBody, content_type = "application/json", description = "Any of `conflict` (`siblings` or `lww`) and `ttl_s` (seconds, or null)"),
+    responses(
+        (status = 204, description = "Stored durably on W nodes"),
+        (status = 400, description = "Bad bucket name or body", body = ErrorBody),
+        (status = 503, description = "Fewer than W nodes stored it", body = ErrorBody),
+    )
+)]
+async fn put_props(
+    State(state): State<AppState>,
+    axum::extract::Path(bucket): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let deadline = Instant::now() + state.request_timeout;
+    let bucket = checked_bucket(&bucket)?;
+    let body = read_body(&headers, body, 64 << 10, deadline).await?;
+    let props = crate::buckets::apply_props_body(state.engine.props().get(&bucket), &body)?;
+    shoal_node::buckets::check(&bucket, &props)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    state
+        .engine
+        .set_props(
+            &bucket,
+            props,
+            &state.id,
+            now_ms,
+            state.replication.w,
+            deadline,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Members, quorums and ring ownership.
@@ -487,7 +756,10 @@ async fn preflist(State(state): State<AppState>, uri: Uri) -> Result<Json<Prefli
         raw_key(&uri, "/v1/cluster/preflist/"),
         state.limits.max_key_bytes,
     )?;
-    Ok(Json(state.engine.preflist(&key)))
+    let bucket = bucket_param(uri.query())?;
+    let mut body = state.engine.preflist(&keys::wire(&bucket, &key));
+    body.key = String::from_utf8_lossy(&key).into_owned();
+    Ok(Json(body))
 }
 
 /// What each replica stores for a key, without repairing anything.
@@ -506,10 +778,11 @@ async fn replicas(State(state): State<AppState>, uri: Uri) -> Result<Json<Replic
         raw_key(&uri, "/v1/debug/replicas/"),
         state.limits.max_key_bytes,
     )?;
-    let replicas = state.engine.inspect(&key, deadline).await;
+    let wire = keys::wire(&bucket_param(uri.query())?, &key);
+    let replicas = state.engine.inspect(&wire, deadline).await;
     Ok(Json(ReplicasBody {
         key: String::from_utf8_lossy(&key).into_owned(),
-        token: shoal_ring::key_position(&key),
+        token: keys::position(&wire),
         replicas,
     }))
 }

@@ -53,6 +53,7 @@
 //! ```
 
 pub mod auth;
+mod buckets;
 pub mod cluster;
 pub mod encode;
 pub mod error;
@@ -180,11 +181,13 @@ impl Gateway {
 
         let suspicion = Duration::from_millis(config.gossip.failure_timeout_ms).min(MAX_SUSPICION);
         let cluster = Arc::new(cluster::Cluster::new(membership.clone(), suspicion));
+        let props = Arc::new(shoal_node::buckets::PropsTable::new());
         let engine = Arc::new(ops::Dispatcher::new(
             cluster,
             pool.clone(),
             config.replication.n,
             request_timeout,
+            props.clone(),
         ));
 
         let (stop, stop_rx) = watch::channel(false);
@@ -219,6 +222,21 @@ impl Gateway {
             auth.clone(),
         );
         tasks.push(tokio::spawn(auth.watch(stop.subscribe())));
+        {
+            let table = props.clone();
+            let apply: shoal_node::props_sync::Apply = Arc::new(move |records| {
+                table.merge(&records);
+                Box::pin(async {})
+            });
+            tasks.push(tokio::spawn(shoal_node::props_sync::run(
+                id.clone(),
+                props,
+                apply,
+                pool.clone(),
+                membership.clone(),
+                stop.subscribe(),
+            )));
+        }
         let app = http::router(state);
         let limits = listener::Limits {
             header_timeout: Duration::from_millis(config.http.header_timeout_ms),

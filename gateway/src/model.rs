@@ -230,3 +230,21 @@ mod tests {
         assert_eq!(rows[0].clock.get("node-1"), Some(&2));
     }
 }
+
+/// `GET /v1/buckets/{bucket}/keys`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ListBody {
+    /// Live keys, percent-encoded, in ring order.
+    pub keys: Vec<String>,
+    /// Pass back as `cursor` for the next page; `null` when done.
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/buckets/{bucket}/props` (and the fields a `PUT` may set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PropsBody {
+    /// `siblings` (default) or `lww`.
+    pub conflict: String,
+    /// Seconds after which a version written without `?ttl=` expires.
+    pub ttl_s: Option<u64>,
+}

@@ -17,12 +17,13 @@ use shoal_coordinator::replicas::read_plan;
 use shoal_coordinator::{
     Fanout, Forwarding, QuorumFailure, ReadAction, ReadOp, Reconciled, WriteAction, WriteOp,
 };
+use shoal_node::buckets::PropsTable;
+use shoal_node::keys::position as key_position;
 use shoal_node::pool::Pool;
 use shoal_node::rpc::{
     CoordinateRequest, ForwardRequest, ForwardTarget, KeyReport, RemoteError, ReplicaClient,
     ReplicateRequest, MAX_FORWARD_BUDGET_MS, MAX_FORWARD_TARGETS,
 };
-use shoal_ring::key_position;
 use shoal_vclock::{Content, Context, SiblingSet};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -70,6 +71,8 @@ pub struct Dispatcher {
     fanout: Fanout,
     /// Budget of background work (read repair) started after an answer.
     background_timeout: Duration,
+    /// Every bucket's props: reads reconcile under the key's policy.
+    props: Arc<PropsTable>,
 }
 
 /// The engine's view of member health: gossip and local suspicion from the
@@ -93,6 +96,7 @@ impl Dispatcher {
         pool: Arc<Pool>,
         n: usize,
         background_timeout: Duration,
+        props: Arc<PropsTable>,
     ) -> Self {
         Self {
             cluster,
@@ -100,7 +104,13 @@ impl Dispatcher {
             n,
             fanout: Fanout::All,
             background_timeout,
+            props,
         }
+    }
+
+    /// Every bucket's props as this gateway knows them.
+    pub fn props(&self) -> &Arc<PropsTable> {
+        &self.props
     }
 
     /// The cluster view.
@@ -114,7 +124,7 @@ impl Dispatcher {
     }
 
     /// One RPC to `node` bounded by `deadline`; updates local liveness hints.
-    async fn call<T, F, Fut>(
+    pub(crate) async fn call<T, F, Fut>(
         &self,
         snap: &Snapshot,
         node: &str,
@@ -338,7 +348,8 @@ impl Dispatcher {
             r,
             self.fanout,
             &Health(&snap, &self.cluster),
-        );
+        )
+        .with_policy(self.props.policy(&key));
         let (done_tx, done_rx) = oneshot::channel();
         let engine = self.clone();
         tokio::spawn(async move {
@@ -457,7 +468,7 @@ impl Dispatcher {
             p.targets.iter().map(|t| t.node.clone()).collect(),
         );
         PreflistBody {
-            key: String::from_utf8_lossy(key).into_owned(),
+            key: shoal_node::keys::display(key),
             token: key_position(key),
             owners,
             fallbacks,

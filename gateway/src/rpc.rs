@@ -140,6 +140,30 @@ impl Replica for GatewayService {
         Err(self.not_storage())
     }
 
+    async fn bucket_props(
+        self,
+        _: tarpc::context::Context,
+        _digest: [u8; 32],
+    ) -> Result<Option<Vec<(String, shoal_node::rpc::VersionedProps)>>, RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn set_bucket_props(
+        self,
+        _: tarpc::context::Context,
+        _records: Vec<(String, shoal_node::rpc::VersionedProps)>,
+    ) -> Result<(), RemoteError> {
+        Err(self.not_storage())
+    }
+
+    async fn list_keys(
+        self,
+        _: tarpc::context::Context,
+        _request: shoal_node::rpc::ListRequest,
+    ) -> Result<shoal_node::rpc::ListPage, RemoteError> {
+        Err(self.not_storage())
+    }
+
     async fn status(self, _: tarpc::context::Context) -> Result<NodeStatus, RemoteError> {
         let incarnation = crate::cluster::lock(&self.membership).local().incarnation;
         Ok(NodeStatus {

@@ -59,6 +59,7 @@ pub mod member;
 pub mod membership;
 pub mod node;
 pub mod pool;
+pub mod props_sync;
 pub mod rpc;
 mod scan;
 pub mod secure;

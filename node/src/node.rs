@@ -20,9 +20,10 @@ use crate::handover::Handover;
 use crate::membership::{self, SharedMembership, Uptime};
 use crate::pool::Pool;
 use crate::rpc::{
-    CoordinateRequest, ForwardRequest, Forwarded, HandoverReport, KeyReport, MerkleRequest,
-    MerkleResponse, NodeStatus, RemoteError, RepairReport, Replica, ReplicateRequest, ScanPage,
-    ScanRequest, StoredView, MAX_BATCH_KEYS, MAX_SCAN_KEYS, MAX_SCAN_RANGES, PROTOCOL_VERSION,
+    CoordinateRequest, ForwardRequest, Forwarded, HandoverReport, KeyReport, ListEntry, ListPage,
+    ListRequest, MerkleRequest, MerkleResponse, NodeStatus, RemoteError, RepairReport, Replica,
+    ReplicateRequest, ScanPage, ScanRequest, StoredView, MAX_BATCH_KEYS, MAX_SCAN_KEYS,
+    MAX_SCAN_RANGES, PROTOCOL_VERSION,
 };
 use crate::store::{Store, StoreError};
 
@@ -240,6 +241,31 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     }
     if config.anti_entropy.enabled {
         tasks.push(tokio::spawn(anti_entropy.run(shutdown_rx.clone())));
+    }
+    {
+        let store = inner.store.clone();
+        let env = inner.env.clone();
+        let apply: crate::props_sync::Apply = Arc::new(move |records| {
+            let (store, env) = (store.clone(), env.clone());
+            Box::pin(async move {
+                match env
+                    .spawn_blocking(move || store.merge_props(&records))
+                    .await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "pulled bucket props not stored"),
+                    Err(e) => tracing::warn!(error = %e, "bucket props task failed"),
+                }
+            })
+        });
+        tasks.push(tokio::spawn(crate::props_sync::run(
+            id.clone(),
+            inner.store.props().clone(),
+            apply,
+            pool.clone(),
+            inner.membership.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     if config.handoff.enabled {
         tasks.push(tokio::spawn(handoff.run(shutdown_rx)));
@@ -777,6 +803,74 @@ impl Replica for NodeService {
     async fn decommission(self, _: RpcContext, force: bool) -> Result<HandoverReport, RemoteError> {
         self.check_running()?;
         self.0.handover.decommission(force).await
+    }
+
+    async fn bucket_props(
+        self,
+        _: RpcContext,
+        digest: [u8; 32],
+    ) -> Result<Option<Vec<(String, crate::buckets::VersionedProps)>>, RemoteError> {
+        let table = self.0.store.props();
+        Ok((table.digest() != digest).then(|| table.records()))
+    }
+
+    async fn set_bucket_props(
+        self,
+        _: RpcContext,
+        records: Vec<(String, crate::buckets::VersionedProps)>,
+    ) -> Result<(), RemoteError> {
+        let _admitted = self.admit()?;
+        self.check_running()?;
+        if records.len() > crate::buckets::MAX_BUCKETS_WITH_PROPS {
+            return Err(RemoteError::BadRequest {
+                message: format!(
+                    "{} props records, over the limit of {}",
+                    records.len(),
+                    crate::buckets::MAX_BUCKETS_WITH_PROPS
+                ),
+            });
+        }
+        for (bucket, record) in &records {
+            crate::buckets::check(bucket, &record.props).map_err(|e| RemoteError::BadRequest {
+                message: e.to_string(),
+            })?;
+        }
+        self.blocking(move |s| s.merge_props(&records).map(|_| ()))
+            .await
+    }
+
+    async fn list_keys(self, _: RpcContext, request: ListRequest) -> Result<ListPage, RemoteError> {
+        let _admitted = self.admit()?;
+        self.check_running()?;
+        crate::keys::check_bucket(&request.bucket).map_err(|e| RemoteError::BadRequest {
+            message: e.to_string(),
+        })?;
+        if let Some(after) = &request.after {
+            self.check_key(&crate::keys::wire(&request.bucket, after))?;
+        }
+        let limit = request.limit.clamp(1, MAX_SCAN_KEYS) as usize;
+        let max_bytes = self.0.config.max_frame_bytes() / 2;
+        self.blocking(move |s| {
+            let (entries, more) = s.list_bucket(
+                &request.bucket,
+                request.position,
+                request.after.as_deref(),
+                limit,
+                max_bytes,
+            )?;
+            Ok(ListPage {
+                entries: entries
+                    .into_iter()
+                    .map(|(position, key, skeleton)| ListEntry {
+                        position,
+                        key,
+                        skeleton,
+                    })
+                    .collect(),
+                more,
+            })
+        })
+        .await
     }
 
     async fn status(self, _: RpcContext) -> Result<NodeStatus, RemoteError> {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use shoal_gossip::Message;
 use shoal_vclock::{CausalView, Content, Context, SiblingSet};
 
+pub use crate::buckets::VersionedProps;
 pub use crate::store::{ScanCursor, ScanEntry, ScanPage};
 /// The Merkle diff messages, re-exported so other implementers of the
 /// service need not depend on `shoal-merkle` themselves.
@@ -91,6 +92,57 @@ pub trait Replica {
     /// one runs starts nothing: it waits for the running one and answers
     /// its report, so an operator's retry after a timeout is safe.
     async fn decommission(force: bool) -> Result<HandoverReport, RemoteError>;
+
+    /// Every bucket's props record this node holds, or `None` when
+    /// `digest` is already its table's ([`crate::buckets::PropsTable::digest`]):
+    /// the once-a-second pull that spreads props changes.
+    async fn bucket_props(
+        digest: [u8; 32],
+    ) -> Result<Option<Vec<(String, VersionedProps)>>, RemoteError>;
+
+    /// Takes the props records newer than this node's, durably, before
+    /// answering; a gateway counts the answer as one copy of the change.
+    async fn set_bucket_props(records: Vec<(String, VersionedProps)>) -> Result<(), RemoteError>;
+
+    /// One page of a bucket's keys this node stores, in ring order, each
+    /// with its state's skeleton (values emptied), tombstones included so
+    /// that the lister can merge replicas' answers.
+    async fn list_keys(request: ListRequest) -> Result<ListPage, RemoteError>;
+}
+
+/// Where a listing resumes: after `(position, key)` in ring order, or from
+/// `position` itself when `after` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// The bucket.
+    pub bucket: String,
+    /// Ring position to start at.
+    pub position: u64,
+    /// The last key already listed at `position`, if any.
+    pub after: Option<Vec<u8>>,
+    /// Most entries wanted (capped at [`MAX_SCAN_KEYS`]).
+    pub limit: u32,
+}
+
+/// One key of a [`ListPage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// Its ring position.
+    pub position: u64,
+    /// The user key.
+    pub key: Vec<u8>,
+    /// Its state without values ([`SiblingSet::skeleton`]).
+    pub skeleton: SiblingSet,
+}
+
+/// A page of [`Replica::list_keys`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ListPage {
+    /// Entries in `(position, key)` order.
+    pub entries: Vec<ListEntry>,
+    /// Whether the page stopped at its limit: keys after the last entry
+    /// may exist. `false`: this node holds nothing more of the bucket.
+    pub more: bool,
 }
 
 /// Largest page a [`Replica::scan`] returns, whatever the caller asks.

@@ -774,6 +774,54 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `max_keys` keys of `bucket` (or about `max_bytes` of their
+    /// skeletons) in `(position, key)` order from `position` (after the key
+    /// `after` there). Reads that bucket's space only, so listing a small
+    /// bucket costs its own keys whatever else the node holds. Returns the
+    /// entries and whether it stopped at a limit.
+    pub fn list_bucket(
+        &self,
+        bucket: &str,
+        position: u64,
+        after: Option<&[u8]>,
+        max_keys: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<(u64, Vec<u8>, SiblingSet)>, bool), StoreError> {
+        let space = space_of(bucket);
+        let mut from = space.clone();
+        from.extend_from_slice(&position.to_be_bytes());
+        let start = match after {
+            Some(key) => {
+                from.extend_from_slice(key);
+                std::ops::Bound::Excluded(from)
+            }
+            None => std::ops::Bound::Included(from),
+        };
+        let end = match hints::prefix_successor(&space) {
+            Some(end) => std::ops::Bound::Excluded(end),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.engine.scan::<Vec<u8>, _>((start, end))? {
+            if out.len() >= max_keys || bytes >= max_bytes {
+                return Ok((out, true));
+            }
+            let (k, v) = item?;
+            let Some(pos) = k
+                .get(space.len()..space.len() + 8)
+                .and_then(|p| <[u8; 8]>::try_from(p).ok())
+            else {
+                continue;
+            };
+            let key = k[space.len() + 8..].to_vec();
+            let skeleton = self.decode(&k, Some(v))?.unwrap_or_default().skeleton();
+            bytes += key.len() + 64 + skeleton.clock().len() * 32;
+            out.push((u64::from_be_bytes(pos), key, skeleton));
+        }
+        Ok((out, false))
+    }
+
     /// A metadata value (join progress and the like), if set.
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.engine.get(&meta_key(name.as_bytes()))?)
