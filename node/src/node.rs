@@ -310,6 +310,12 @@ impl NodeHandle {
         &self.inner.id
     }
 
+    /// A bucket's properties as this node holds them (tests watch a change
+    /// arrive).
+    pub fn bucket_props(&self, bucket: &str) -> crate::buckets::BucketProps {
+        self.inner.store.props().get(bucket)
+    }
+
     /// The node's current view of the membership.
     pub fn members(&self) -> Vec<shoal_gossip::MemberInfo> {
         self.inner

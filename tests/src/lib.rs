@@ -56,3 +56,10 @@ pub mod secret;
 pub mod sim;
 pub mod wait;
 pub mod workload;
+
+/// The wire key of `key` in the default bucket: what the replica RPCs
+/// carry for `/v1/kv/{key}` (see `shoal_node::keys`), for tests that talk
+/// to nodes directly.
+pub fn wire(key: impl AsRef<[u8]>) -> Vec<u8> {
+    shoal_node::keys::wire(shoal_node::keys::DEFAULT_BUCKET, key.as_ref())
+}

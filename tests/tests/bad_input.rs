@@ -346,7 +346,12 @@ async fn rpc_port_survives_random_frames() {
         .to_string();
     let pool = shoal_tests::secret::pool(Env::real().net, Duration::from_secs(2), 8 << 20);
     let valid = [
-        encode_request(1, ReplicaRequest::Read { key: b"k".to_vec() }),
+        encode_request(
+            1,
+            ReplicaRequest::Read {
+                key: shoal_tests::wire(b"k"),
+            },
+        ),
         encode_request(2, ReplicaRequest::Status {}),
         encode_request(
             3,
@@ -409,7 +414,7 @@ async fn rpc_port_survives_random_frames() {
     }
     let read = pool
         .call(&node, Duration::from_secs(2), |c, ctx| async move {
-            c.read(ctx, b"k".to_vec()).await
+            c.read(ctx, shoal_tests::wire(b"k")).await
         })
         .await;
     println!(

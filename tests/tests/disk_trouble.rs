@@ -136,7 +136,7 @@ async fn direct_write(cluster: &Cluster, i: usize, key: &str) -> (String, Durati
     )
     .expect("a fresh sibling set takes an update");
     let request = ReplicateRequest {
-        key: key.as_bytes().to_vec(),
+        key: shoal_tests::wire(key),
         siblings: set,
         hint_for: None,
     };

@@ -282,7 +282,7 @@ async fn read_repair_is_visible_in_debug_replicas(c: &Cluster) {
     let first = c.nodes.iter().find(|n| n.id() == owners[0]).unwrap();
     let pool = shoal_tests::secret::real_pool(8 << 20);
     let request = shoal_node::rpc::CoordinateRequest {
-        key: key.clone(),
+        key: shoal_tests::wire(&key),
         context: Context::empty(),
         content: Content::value(b"lonely".to_vec(), "text/plain"),
         hint_for: None,

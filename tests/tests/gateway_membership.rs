@@ -188,10 +188,13 @@ async fn join_then_decommission_under_load_keep_every_acknowledged_write_readabl
     }
     assert!(!dual.is_empty());
     wait::until(CHANGE_WAIT, "writes during the join reach node-5", || {
-        std::future::ready(
-            dual.iter()
-                .all(|k| joiner.store().read(k.as_bytes()).unwrap().is_some()),
-        )
+        std::future::ready(dual.iter().all(|k| {
+            joiner
+                .store()
+                .read(&shoal_tests::wire(k.as_bytes()))
+                .unwrap()
+                .is_some()
+        }))
     })
     .await;
     wait_for("node-5 to finish joining", addr, |v| {

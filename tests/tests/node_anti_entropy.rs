@@ -53,7 +53,7 @@ fn value(v: &str) -> Content {
 
 async fn coordinate(pool: &Pool, addr: &str, key: &[u8], ctx: Context, v: &str) -> SiblingSet {
     let request = CoordinateRequest {
-        key: key.to_vec(),
+        key: shoal_tests::wire(key),
         context: ctx,
         content: value(v),
         hint_for: None,
@@ -68,7 +68,7 @@ async fn coordinate(pool: &Pool, addr: &str, key: &[u8], ctx: Context, v: &str) 
 
 async fn replicate(pool: &Pool, addr: &str, key: &[u8], set: &SiblingSet) {
     let request = ReplicateRequest {
-        key: key.to_vec(),
+        key: shoal_tests::wire(key),
         siblings: set.clone(),
         hint_for: None,
     };
@@ -131,7 +131,11 @@ async fn missed_writes_converge_to_equal_roots_without_reads() {
     write_all(&pool, &[&nodes[0], &nodes[1]], "missed", 200).await;
     for i in 0..20 {
         let key = format!("all-{i}");
-        let current = nodes[2].store().read(key.as_bytes()).unwrap().unwrap();
+        let current = nodes[2]
+            .store()
+            .read(&shoal_tests::wire(key.as_bytes()))
+            .unwrap()
+            .unwrap();
         coordinate(
             &pool,
             nodes[2].advertise(),
@@ -159,10 +163,18 @@ async fn missed_writes_converge_to_equal_roots_without_reads() {
         first_miss.elapsed()
     );
     for n in &nodes {
-        let got = n.store().read(b"all-3").unwrap().unwrap();
+        let got = n
+            .store()
+            .read(&shoal_tests::wire(b"all-3"))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.values().len(), 1);
         assert_eq!(got.values()[0].value(), Some(&b"newer"[..]));
-        assert!(n.store().read(b"missed-150").unwrap().is_some());
+        assert!(n
+            .store()
+            .read(&shoal_tests::wire(b"missed-150"))
+            .unwrap()
+            .is_some());
         assert_eq!(
             n.store().with_tree(|t| t.clone()),
             n.store().rebuilt_tree().unwrap()
@@ -295,7 +307,7 @@ async fn joining_node_receives_exactly_its_ranges() {
     let held: BTreeSet<String> = page
         .entries
         .iter()
-        .map(|e| String::from_utf8(e.key.clone()).unwrap())
+        .map(|e| String::from_utf8(shoal_node::keys::split(&e.key).unwrap().1.to_vec()).unwrap())
         .collect();
     assert_eq!(held, expected, "exactly the gained ranges");
     assert_eq!(report.keys, expected.len() as u64);
@@ -325,7 +337,7 @@ async fn preload(pool: &Pool, nodes: &[&NodeHandle], count: usize) -> Vec<String
             let mut set = SiblingSet::new();
             set.update(&Context::empty(), "loader#1", value(k), 1)
                 .unwrap();
-            (k.clone().into_bytes(), set)
+            (shoal_tests::wire(k), set)
         })
         .collect();
     for n in nodes {
@@ -406,7 +418,7 @@ async fn join_resumes_after_the_joiner_crashes_and_survives_a_source_crash() {
     let held: BTreeSet<String> = page
         .entries
         .iter()
-        .map(|e| String::from_utf8(e.key.clone()).unwrap())
+        .map(|e| String::from_utf8(shoal_node::keys::split(&e.key).unwrap().1.to_vec()).unwrap())
         .collect();
     assert_eq!(held.len(), expected.len());
     assert_eq!(
@@ -446,8 +458,12 @@ async fn a_key_the_peer_refuses_is_skipped_not_allowed_to_stall_the_exchange() {
     let e = &report.exchanges[0];
     assert_eq!(e.error, None, "{e:?}");
     assert_eq!((e.keys_pushed, e.keys_skipped), (50, 1), "{e:?}");
-    let got = nodes[1].store().read(b"k7").unwrap();
+    let got = nodes[1].store().read(&shoal_tests::wire(b"k7")).unwrap();
     assert!(got.is_some(), "the ordinary keys reached node-2");
-    assert!(nodes[1].store().read(b"big").unwrap().is_none());
+    assert!(nodes[1]
+        .store()
+        .read(&shoal_tests::wire(b"big"))
+        .unwrap()
+        .is_none());
     stop(nodes).await;
 }

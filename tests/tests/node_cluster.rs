@@ -64,7 +64,7 @@ async fn coordinate(
     content: Content,
 ) -> SiblingSet {
     let request = CoordinateRequest {
-        key: key.to_vec(),
+        key: shoal_tests::wire(key),
         context: ctx,
         content,
         hint_for: None,
@@ -79,7 +79,7 @@ async fn coordinate(
 
 async fn replicate(pool: &Pool, addr: &str, key: &[u8], set: &SiblingSet, hint_for: Option<&str>) {
     let request = ReplicateRequest {
-        key: key.to_vec(),
+        key: shoal_tests::wire(key),
         siblings: set.clone(),
         hint_for: hint_for.map(str::to_string),
     };
@@ -92,7 +92,7 @@ async fn replicate(pool: &Pool, addr: &str, key: &[u8], set: &SiblingSet, hint_f
 }
 
 async fn read(pool: &Pool, addr: &str, key: &[u8]) -> Option<SiblingSet> {
-    let key = key.to_vec();
+    let key = shoal_tests::wire(key);
     pool.call(addr, RPC, |c, ctx| async move { c.read(ctx, key).await })
         .await
         .unwrap()
@@ -255,7 +255,7 @@ async fn malformed_and_oversized_frames_do_not_crash_the_node() {
     // Oversized values are refused with a typed error, not stored.
     let pool = pool();
     let big = CoordinateRequest {
-        key: b"k".to_vec(),
+        key: shoal_tests::wire(b"k"),
         context: Context::empty(),
         content: value(&"x".repeat(Config::default().limits.max_value_bytes + 1)),
         hint_for: None,
@@ -326,7 +326,7 @@ async fn a_corrupt_data_file_is_reported_with_its_path() {
             let addr = n.advertise().to_string();
             let mut errors = Vec::new();
             for i in 0..200 {
-                let key = format!("key-{i}").into_bytes();
+                let key = shoal_tests::wire(format!("key-{i}"));
                 let r = pool
                     .call(&addr, RPC, |c, ctx| async move { c.read(ctx, key).await })
                     .await

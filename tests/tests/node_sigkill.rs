@@ -82,7 +82,7 @@ async fn sigkill_loses_no_acknowledged_write() {
                 tokio::spawn(async move {
                     let mut i = 0u64;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 100_000 {
-                        let key = format!("r{round}-w{w}-{i}").into_bytes();
+                        let key = shoal_tests::wire(format!("r{round}-w{w}-{i}"));
                         let value = format!("value-{round}-{w}-{i}").into_bytes();
                         let request = CoordinateRequest {
                             key: key.clone(),

@@ -70,7 +70,7 @@ async fn get(client: &mut Client, key: &str) -> (u16, String) {
 }
 
 async fn actors_of(pool: &Pool, addr: &str, key: &[u8]) -> Vec<String> {
-    let k = key.to_vec();
+    let k = shoal_tests::wire(key);
     let set = pool
         .call(addr, RPC, |c, ctx| async move { c.read(ctx, k).await })
         .await
@@ -95,7 +95,7 @@ async fn without_the_secret_nothing_is_served_and_with_it_an_absurd_clock_is_ref
 
     // Another cluster's secret: refused at the handshake, for every RPC.
     let forged = ReplicateRequest {
-        key: b"victim".to_vec(),
+        key: shoal_tests::wire(b"victim"),
         siblings: absurd_state(&actors),
         hint_for: None,
     };
@@ -177,7 +177,7 @@ async fn without_the_secret_nothing_is_served_and_with_it_an_absurd_clock_is_ref
     // Nor may a coordinator mint from such a context: its copy would then
     // hold a clock every other replica refuses.
     let request = shoal_node::rpc::CoordinateRequest {
-        key: b"victim".to_vec(),
+        key: shoal_tests::wire(b"victim"),
         context: absurd_context(&actors),
         content: Content::Tombstone,
         hint_for: None,
