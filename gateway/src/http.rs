@@ -234,10 +234,10 @@ fn bucket_param(query: Option<&str>) -> Result<String, ApiError> {
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?
         .split('&')
-        .filter_map(|p| p.split_once('=').or(Some((p, ""))))
-        .filter(|(k, _)| *k == name)
+        .rev()
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-        .last()
 }
 
 /// The still percent-encoded key: the path after `prefix`.

@@ -220,8 +220,8 @@ mod tests {
         let a = ("b".to_string(), rec(10, "gw-1", Policy::Lww));
         let b = ("b".to_string(), rec(10, "gw-2", Policy::Siblings));
         let (x, y) = (PropsTable::new(), PropsTable::new());
-        x.merge(&[a.clone()]);
-        x.merge(&[b.clone()]);
+        x.merge(std::slice::from_ref(&a));
+        x.merge(std::slice::from_ref(&b));
         y.merge(&[b]);
         y.merge(&[a]);
         assert_eq!(x.records(), y.records());

@@ -20,8 +20,8 @@ use crate::handover::Handover;
 use crate::membership::{self, SharedMembership, Uptime};
 use crate::pool::Pool;
 use crate::rpc::{
-    CoordinateRequest, ForwardRequest, Forwarded, HandoverReport, KeyReport, ListEntry, ListPage,
-    ListRequest, MerkleRequest, MerkleResponse, NodeStatus, RemoteError, RepairReport, Replica,
+    CoordinateRequest, ForwardRequest, Forwarded, HandoverReport, KeyReport, ListPage, ListRequest,
+    MerkleRequest, MerkleResponse, NodeStatus, RemoteError, RepairReport, Replica,
     ReplicateRequest, ScanPage, ScanRequest, StoredView, MAX_BATCH_KEYS, MAX_SCAN_KEYS,
     MAX_SCAN_RANGES, PROTOCOL_VERSION,
 };
@@ -857,24 +857,13 @@ impl Replica for NodeService {
         let limit = request.limit.clamp(1, MAX_SCAN_KEYS) as usize;
         let max_bytes = self.0.config.max_frame_bytes() / 2;
         self.blocking(move |s| {
-            let (entries, more) = s.list_bucket(
+            s.list_bucket(
                 &request.bucket,
                 request.position,
                 request.after.as_deref(),
                 limit,
                 max_bytes,
-            )?;
-            Ok(ListPage {
-                entries: entries
-                    .into_iter()
-                    .map(|(position, key, skeleton)| ListEntry {
-                        position,
-                        key,
-                        skeleton,
-                    })
-                    .collect(),
-                more,
-            })
+            )
         })
         .await
     }

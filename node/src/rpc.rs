@@ -15,7 +15,7 @@ use shoal_gossip::Message;
 use shoal_vclock::{CausalView, Content, Context, SiblingSet};
 
 pub use crate::buckets::VersionedProps;
-pub use crate::store::{ScanCursor, ScanEntry, ScanPage};
+pub use crate::store::{ListEntry, ListPage, ScanCursor, ScanEntry, ScanPage};
 /// The Merkle diff messages, re-exported so other implementers of the
 /// service need not depend on `shoal-merkle` themselves.
 pub use shoal_merkle::{Request as MerkleRequest, Response as MerkleResponse};
@@ -122,27 +122,6 @@ pub struct ListRequest {
     pub after: Option<Vec<u8>>,
     /// Most entries wanted (capped at [`MAX_SCAN_KEYS`]).
     pub limit: u32,
-}
-
-/// One key of a [`ListPage`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListEntry {
-    /// Its ring position.
-    pub position: u64,
-    /// The user key.
-    pub key: Vec<u8>,
-    /// Its state without values ([`SiblingSet::skeleton`]).
-    pub skeleton: SiblingSet,
-}
-
-/// A page of [`Replica::list_keys`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ListPage {
-    /// Entries in `(position, key)` order.
-    pub entries: Vec<ListEntry>,
-    /// Whether the page stopped at its limit: keys after the last entry
-    /// may exist. `false`: this node holds nothing more of the bucket.
-    pub more: bool,
 }
 
 /// Largest page a [`Replica::scan`] returns, whatever the caller asks.

@@ -150,6 +150,27 @@ pub struct ScanPage {
     pub next: Option<ScanCursor>,
 }
 
+/// One key of a [`ListPage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// Its ring position.
+    pub position: u64,
+    /// The user key.
+    pub key: Vec<u8>,
+    /// Its state without values ([`SiblingSet::skeleton`]).
+    pub skeleton: SiblingSet,
+}
+
+/// A page of `Replica::list_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ListPage {
+    /// Entries in `(position, key)` order.
+    pub entries: Vec<ListEntry>,
+    /// Whether the page stopped at its limit: keys after the last entry
+    /// may exist. `false`: this node holds nothing more of the bucket.
+    pub more: bool,
+}
+
 /// The node's storage.
 pub struct Store {
     engine: Engine,
@@ -777,8 +798,7 @@ impl Store {
     /// Up to `max_keys` keys of `bucket` (or about `max_bytes` of their
     /// skeletons) in `(position, key)` order from `position` (after the key
     /// `after` there). Reads that bucket's space only, so listing a small
-    /// bucket costs its own keys whatever else the node holds. Returns the
-    /// entries and whether it stopped at a limit.
+    /// bucket costs its own keys whatever else the node holds.
     pub fn list_bucket(
         &self,
         bucket: &str,
@@ -786,7 +806,7 @@ impl Store {
         after: Option<&[u8]>,
         max_keys: usize,
         max_bytes: usize,
-    ) -> Result<(Vec<(u64, Vec<u8>, SiblingSet)>, bool), StoreError> {
+    ) -> Result<ListPage, StoreError> {
         let space = space_of(bucket);
         let mut from = space.clone();
         from.extend_from_slice(&position.to_be_bytes());
@@ -805,7 +825,10 @@ impl Store {
         let mut bytes = 0;
         for item in self.engine.scan::<Vec<u8>, _>((start, end))? {
             if out.len() >= max_keys || bytes >= max_bytes {
-                return Ok((out, true));
+                return Ok(ListPage {
+                    entries: out,
+                    more: true,
+                });
             }
             let (k, v) = item?;
             let Some(pos) = k
@@ -817,9 +840,16 @@ impl Store {
             let key = k[space.len() + 8..].to_vec();
             let skeleton = self.decode(&k, Some(v))?.unwrap_or_default().skeleton();
             bytes += key.len() + 64 + skeleton.clock().len() * 32;
-            out.push((u64::from_be_bytes(pos), key, skeleton));
+            out.push(ListEntry {
+                position: u64::from_be_bytes(pos),
+                key,
+                skeleton,
+            });
         }
-        Ok((out, false))
+        Ok(ListPage {
+            entries: out,
+            more: false,
+        })
     }
 
     /// A metadata value (join progress and the like), if set.
