@@ -15,6 +15,13 @@
 //! - `Unknown` writes may be present or absent;
 //! - `Failed` writes must be absent;
 //! - no value appears that no write in the history issued.
+//!
+//! Keys of an `lww` bucket are registers, judged by their own rule: at most
+//! one value is readable, and every `Ok` write is that value unless the
+//! value it holds is an `Ok` or `Unknown` write that may have been stamped
+//! after it, that is, one that did not end more than [`LWW_SLACK_MS`]
+//! before this one began (timestamps are milliseconds of the coordinators'
+//! clocks).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +50,22 @@ pub struct Write {
     pub covers: Vec<Vec<u8>>,
     /// How it ended.
     pub outcome: Outcome,
+    /// For a write to an `lww` bucket: when the client sent it and when it
+    /// saw the outcome (ms since the Unix epoch).
+    pub span: Option<(u64, u64)>,
+}
+
+/// How far apart two register writes must be for the later to have to win:
+/// write times are milliseconds, a coordinator may stamp a write a
+/// millisecond above what it holds, and two writes in one millisecond are
+/// ordered by the tie-break, not by the client's clock.
+pub const LWW_SLACK_MS: u64 = 5;
+
+/// Milliseconds since the Unix epoch, the clock register spans are kept in.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A concurrent record of everything the clients did.
@@ -83,19 +106,24 @@ pub struct Verdict {
     pub phantom: Vec<(String, String)>,
     /// Acknowledged writes absent because a later write superseded them.
     pub superseded: u64,
+    /// Register keys read with more than one value.
+    pub register_siblings: Vec<String>,
 }
 
 impl Verdict {
     /// Whether every rule held.
     pub fn holds(&self) -> bool {
-        self.lost.is_empty() && self.failed_present.is_empty() && self.phantom.is_empty()
+        self.lost.is_empty()
+            && self.failed_present.is_empty()
+            && self.phantom.is_empty()
+            && self.register_siblings.is_empty()
     }
 
     /// One line with every count, printed by every test.
     pub fn summary(&self) -> String {
         let c = &self.counts;
         format!(
-            "operations {} ok {} unknown {} failed {} faults {} acknowledged-writes-checked {} superseded {} lost {} failed-present {} phantom {}",
+            "operations {} ok {} unknown {} failed {} faults {} acknowledged-writes-checked {} superseded {} lost {} failed-present {} phantom {} register-siblings {}",
             c.operations,
             c.ok,
             c.unknown,
@@ -105,7 +133,8 @@ impl Verdict {
             self.superseded,
             self.lost.len(),
             self.failed_present.len(),
-            self.phantom.len()
+            self.phantom.len(),
+            self.register_siblings.len()
         )
     }
 
@@ -114,11 +143,12 @@ impl Verdict {
     pub fn assert_holds(&self, seed: u64) {
         assert!(
             self.holds(),
-            "oracle violated (seed {seed}): {}\nlost (first 10): {:?}\nfailed but present: {:?}\nphantom: {:?}",
+            "oracle violated (seed {seed}): {}\nlost (first 10): {:?}\nfailed but present: {:?}\nphantom: {:?}\nregister keys with siblings: {:?}",
             self.summary(),
             &self.lost[..self.lost.len().min(10)],
             &self.failed_present[..self.failed_present.len().min(10)],
             &self.phantom[..self.phantom.len().min(10)],
+            &self.register_siblings[..self.register_siblings.len().min(10)],
         );
     }
 }
@@ -136,6 +166,19 @@ impl History {
             value: value.to_vec(),
             covers,
             outcome,
+            span: None,
+        });
+    }
+
+    /// Records a write to an `lww` bucket: blind, sent at `started_ms`
+    /// ([`now_ms`]), its outcome seen now.
+    pub fn register_write(&self, key: &str, value: &[u8], started_ms: u64, outcome: Outcome) {
+        self.writes.lock().expect("history lock").push(Write {
+            key: key.to_string(),
+            value: value.to_vec(),
+            covers: Vec::new(),
+            outcome,
+            span: Some((started_ms, now_ms())),
         });
     }
 
@@ -211,6 +254,7 @@ impl History {
             .filter(|w| w.outcome == Outcome::Ok)
             .filter(|w| !covered.contains(&(w.key.as_str(), w.value.as_slice())))
             .filter(|w| !present.get(&w.key).is_some_and(|p| p.contains(&w.value)))
+            .filter(|w| !(w.span.is_some() && outrun_by_final(&writes, w, present.get(&w.key))))
             .map(|w| (w.key.clone(), w.value.clone()))
             .collect()
     }
@@ -235,7 +279,9 @@ impl History {
                 Outcome::Ok => {
                     verdict.checked += 1;
                     if !is_present {
-                        if covered.contains(&(w.key.as_str(), w.value.as_slice())) {
+                        let outrun =
+                            w.span.is_some() && outrun_by_final(&writes, w, present.get(&w.key));
+                        if outrun || covered.contains(&(w.key.as_str(), w.value.as_slice())) {
                             verdict.superseded += 1;
                         } else {
                             verdict.lost.push((w.key.clone(), text(&w.value)));
@@ -248,7 +294,15 @@ impl History {
                 _ => {}
             }
         }
+        let registers: HashSet<&str> = writes
+            .iter()
+            .filter(|w| w.span.is_some())
+            .map(|w| w.key.as_str())
+            .collect();
         for (key, values) in present {
+            if values.len() > 1 && registers.contains(key.as_str()) {
+                verdict.register_siblings.push(key.clone());
+            }
             let known = issued.get(key.as_str());
             for v in values {
                 if !known.is_some_and(|k| k.contains(v.as_slice())) {
@@ -258,6 +312,25 @@ impl History {
         }
         verdict
     }
+}
+
+/// Whether register write `w`, absent, lost legitimately to the value the
+/// key holds: a write that may have been applied (`Ok` or `Unknown`) and
+/// did not end more than [`LWW_SLACK_MS`] before `w` began, so it may have
+/// been stamped after `w`.
+fn outrun_by_final(writes: &[Write], w: &Write, present: Option<&HashSet<Vec<u8>>>) -> bool {
+    let (started, _) = w.span.unwrap_or_default();
+    let Some(present) = present else {
+        return false;
+    };
+    writes.iter().any(|f| {
+        f.key == w.key
+            && f.value != w.value
+            && f.outcome != Outcome::Failed
+            && present.contains(&f.value)
+            && f.span
+                .is_some_and(|(_, ended)| ended + LWW_SLACK_MS >= started)
+    })
 }
 
 /// `(key, value)` pairs that some write which may have been applied (`Ok`
@@ -414,6 +487,34 @@ mod tests {
             &[("k", &["a", "zz"])],
             (0, 0, 1, 0),
         );
+    }
+
+    #[test]
+    fn a_register_keeps_the_last_write_and_excuses_only_overlapping_ones() {
+        let h = History::new();
+        let push = |value: &str, span: (u64, u64), outcome| {
+            h.writes.lock().unwrap().push(Write {
+                key: "r".into(),
+                value: value.as_bytes().to_vec(),
+                covers: Vec::new(),
+                outcome,
+                span: Some(span),
+            })
+        };
+        push("early", (0, 10), Outcome::Ok);
+        push("overlap-a", (100, 120), Outcome::Ok);
+        push("overlap-b", (110, 130), Outcome::Ok);
+        let holds = |final_value: &str| h.check(&state(&[("r", &[final_value])])).holds();
+        assert!(holds("overlap-a"));
+        assert!(holds("overlap-b"));
+        // The last writes overlapped each other, but not the first one.
+        assert!(!holds("early"));
+        let both = h.check(&state(&[("r", &["overlap-a", "overlap-b"])]));
+        assert_eq!(both.register_siblings, vec!["r".to_string()]);
+        // A later write that failed excuses nothing.
+        push("late-failed", (1_000, 1_010), Outcome::Failed);
+        assert!(holds("overlap-b"));
+        assert!(!holds("late-failed"));
     }
 
     #[test]

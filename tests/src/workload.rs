@@ -6,6 +6,12 @@
 //! ones). Every operation goes into the [`History`] with the outcome the
 //! client saw; [`verify`] reads every key back on the healed cluster and
 //! applies the oracle.
+//!
+//! A share of the writes go to a second bucket, [`REGISTER_BUCKET`], set to
+//! `conflict = "lww"` when the run starts: blind writes to a few register
+//! keys, judged by the oracle's register rule (one value, the last write
+//! or one that overlapped it). Their keys are `@registers/...` in the
+//! history ([`path_of`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -17,7 +23,19 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::http::{encode_key, sibling_values, Client, Reply, SendError};
-use crate::oracle::{History, Outcome, Verdict};
+use crate::oracle::{now_ms, History, Outcome, Verdict};
+
+/// The `lww` bucket of every run.
+pub const REGISTER_BUCKET: &str = "registers";
+
+/// The request path of a history key: `@bucket/key` is `key` in `bucket`,
+/// anything else a key of `/v1/kv`.
+pub fn path_of(key: &str) -> String {
+    match key.strip_prefix('@').and_then(|k| k.split_once('/')) {
+        Some((bucket, key)) => format!("/v1/buckets/{bucket}/keys/{}", encode_key(key.as_bytes())),
+        None => format!("/v1/kv/{}", encode_key(key.as_bytes())),
+    }
+}
 
 /// What the clients do.
 #[derive(Debug, Clone)]
@@ -41,6 +59,10 @@ pub struct Spec {
     /// Ends the run early when set (each client finishes its operation, so
     /// every operation issued gets its outcome recorded).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Keys of the `lww` bucket written blindly (0: none).
+    pub register_keys: usize,
+    /// Share of operations on them, 0.0..=1.0.
+    pub register_ratio: f64,
 }
 
 impl Default for Spec {
@@ -55,6 +77,8 @@ impl Default for Spec {
             timeout: Duration::from_secs(5),
             prefix: "k".into(),
             stop: None,
+            register_keys: 4,
+            register_ratio: 0.15,
         }
     }
 }
@@ -112,7 +136,7 @@ pub async fn read(
     key: &str,
     r: Option<usize>,
 ) -> Option<(Vec<Vec<u8>>, Option<String>)> {
-    let path = format!("/v1/kv/{}{}", encode_key(key.as_bytes()), query("r", r));
+    let path = format!("{}{}", path_of(key), query("r", r));
     let result = client
         .request("GET", &path, &[("Accept", "application/json")], b"")
         .await;
@@ -137,15 +161,37 @@ pub async fn write(
     covers: Vec<Vec<u8>>,
     w: Option<usize>,
 ) -> Outcome {
-    let path = format!("/v1/kv/{}{}", encode_key(key.as_bytes()), query("w", w));
+    let path = format!("{}{}", path_of(key), query("w", w));
     let mut headers = vec![("Content-Type", "application/octet-stream")];
     if let Some(c) = context {
         headers.push(("X-Shoal-Context", c));
     }
+    let started = now_ms();
     let result = client.request("PUT", &path, &headers, value).await;
     let outcome = write_outcome(&result);
-    history.write(key, value, covers, outcome);
+    if key.starts_with('@') {
+        history.register_write(key, value, started, outcome);
+    } else {
+        history.write(key, value, covers, outcome);
+    }
     outcome
+}
+
+/// Sets [`REGISTER_BUCKET`] to `lww`, retrying for up to `bound`; whether
+/// it took.
+pub async fn make_registers(gateway: SocketAddr, bound: Duration) -> bool {
+    let path = format!("/v1/buckets/{REGISTER_BUCKET}/props");
+    crate::wait::within(bound, || {
+        let path = &path;
+        async move {
+            let mut c = Client::new(gateway, Duration::from_secs(2));
+            let body = br#"{"conflict":"lww"}"#;
+            let headers = [("Content-Type", "application/json")];
+            matches!(c.request("PUT", path, &headers, body).await, Ok(r) if r.status == 204)
+        }
+    })
+    .await
+    .is_some()
 }
 
 /// Read-modify-write: reads `key`, writes `make(values read)` with the
@@ -191,7 +237,21 @@ pub fn run(
     async move { run_owned(spec, gateway, history, seed).await }
 }
 
-async fn run_owned(spec: Spec, gateway: SocketAddr, history: Arc<History>, seed: u64) -> Latencies {
+async fn run_owned(
+    mut spec: Spec,
+    gateway: SocketAddr,
+    history: Arc<History>,
+    seed: u64,
+) -> Latencies {
+    if spec.register_keys > 0
+        && spec.register_ratio > 0.0
+        && !make_registers(gateway, Duration::from_secs(10)).await
+    {
+        println!(
+            "workload: the {REGISTER_BUCKET} bucket could not be set to lww; no register writes"
+        );
+        spec.register_ratio = 0.0;
+    }
     let deadline = Instant::now() + spec.duration;
     let tasks: Vec<_> = (0..spec.clients)
         .map(|c| {
@@ -205,7 +265,29 @@ async fn run_owned(spec: Spec, gateway: SocketAddr, history: Arc<History>, seed:
                 while Instant::now() < deadline && !stopped() {
                     seq += 1;
                     let value = format!("{}c{c}-{seq}", spec.prefix).into_bytes();
-                    let outcome = if spec.shared_keys > 0 && rng.gen_bool(spec.shared_ratio) {
+                    let outcome = if spec.register_ratio > 0.0 && rng.gen_bool(spec.register_ratio)
+                    {
+                        let key = format!(
+                            "@{REGISTER_BUCKET}/{}reg-{}",
+                            spec.prefix,
+                            rng.gen_range(0..spec.register_keys)
+                        );
+                        let start = Instant::now();
+                        let o = write(
+                            &mut client,
+                            &history,
+                            &key,
+                            &value,
+                            None,
+                            Vec::new(),
+                            spec.w,
+                        )
+                        .await;
+                        if o == Outcome::Ok {
+                            latencies.writes.push(start.elapsed());
+                        }
+                        o
+                    } else if spec.shared_keys > 0 && rng.gen_bool(spec.shared_ratio) {
                         let key = format!(
                             "{}shared-{}",
                             spec.prefix,

@@ -484,6 +484,7 @@ async fn a_forged_context_across_a_partition_loses_no_acknowledged_write() {
         timeout: Duration::from_secs(5),
         prefix: String::new(),
         stop: None,
+        ..workload::Spec::default()
     };
     let clients = tokio::spawn(workload::run(&load, c.gateway_addr(), history.clone(), 19));
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -197,6 +197,7 @@ async fn full_and_read_only_disk_lose_nothing() {
         timeout: Duration::from_secs(5),
         prefix: prefix.into(),
         stop: None,
+        ..workload::Spec::default()
     };
     let addr = cluster.gateway_addr();
     workload::run(&load("before-"), addr, history.clone(), seed).await;

@@ -88,6 +88,7 @@ async fn join_and_decommission_under_load_lose_nothing() {
         timeout: Duration::from_secs(5),
         prefix: String::new(),
         stop: Some(stop.clone()),
+        ..workload::Spec::default()
     };
     let clients = tokio::spawn(workload::run(&load, addr, history.clone(), seed));
     let check = tokio::spawn(checker(addr, history.clone(), stop.clone(), seed ^ 7));

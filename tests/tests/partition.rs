@@ -59,6 +59,7 @@ async fn partitioned_node_heals_and_converges() {
         timeout: Duration::from_secs(5),
         prefix: String::new(),
         stop: None,
+        ..workload::Spec::default()
     };
     let clients = tokio::spawn(workload::run(
         &load,

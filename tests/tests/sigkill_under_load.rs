@@ -40,6 +40,7 @@ async fn sigkill_under_load(name: &str, w: usize, sync: &'static str) {
         timeout: Duration::from_secs(5),
         prefix: String::new(),
         stop: None,
+        ..workload::Spec::default()
     };
     let clients = tokio::spawn(workload::run(
         &load,

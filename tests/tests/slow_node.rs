@@ -41,6 +41,7 @@ async fn slow_node_does_not_slow_quorums() {
         timeout: Duration::from_secs(5),
         prefix: prefix.into(),
         stop: None,
+        ..workload::Spec::default()
     };
     let base = workload::run(
         &load("base-"),
