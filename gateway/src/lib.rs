@@ -15,6 +15,15 @@
 //! R, and repair stale replicas in the background.
 //! Several gateways can run against the same nodes.
 //!
+//! Keys live in buckets: `/v1/buckets/{bucket}/keys/{key}` has every
+//! semantics of `/v1/kv/{key}` (the bucket `default`), a context opens only
+//! for the bucket and key it was read from, `GET /v1/buckets/{bucket}/keys`
+//! lists a bucket's live keys in ring order a page at a time, and
+//! `GET`/`PUT /v1/buckets/{bucket}/props` read and set a bucket's
+//! `conflict` (`siblings` or `lww`: one winner per key, never a 300) and
+//! `ttl_s`; a props change is stored on W nodes before the answer and
+//! reaches every node and gateway within seconds.
+//!
 //! Sockets and the wall clock come from a [`shoal_node::env::Env`] given at
 //! construction, so the same code runs over real TCP or inside a simulation.
 //!
@@ -25,6 +34,7 @@
 //! - [`seal`] — context tokens MACed by the cluster and bound to their key.
 //! - [`http`] — routes, handlers, admission control, the OpenAPI document.
 //! - [`ops`] — performs the coordinator's actions (write, read + read repair) and the inspection views.
+//! - `buckets` — setting bucket props on every node, listing a bucket's keys.
 //! - [`cluster`] — membership, the cached ring, local liveness hints.
 //! - [`request`] — parsing keys, quorums and contexts (pure).
 //! - [`encode`] — what responses carry: encoded keys, contexts, values, times.

@@ -45,6 +45,8 @@ pub(crate) enum LoadTarget {
         get_query: String,
         /// `Authorization` header value sent on every request, if any.
         auth: Option<String>,
+        /// Where keys live: `/v1/kv/`, or `/v1/buckets/{bucket}/keys/`.
+        base: String,
     },
     /// One Redis server.
     Redis { addr: SocketAddr },
@@ -259,11 +261,14 @@ impl Client {
         match (&self.target, op) {
             (
                 LoadTarget::Shoal {
-                    put_query, auth, ..
+                    put_query,
+                    auth,
+                    base,
+                    ..
                 },
                 Op::Put,
             ) => {
-                let path = format!("/v1/kv/{name}{put_query}");
+                let path = format!("{base}{name}{put_query}");
                 let slot = key / self.clients;
                 let mut headers = vec![("Content-Type", "application/octet-stream")];
                 if let Some(auth) = auth {
@@ -286,11 +291,14 @@ impl Client {
             }
             (
                 LoadTarget::Shoal {
-                    get_query, auth, ..
+                    get_query,
+                    auth,
+                    base,
+                    ..
                 },
                 Op::Get,
             ) => {
-                let path = format!("/v1/kv/{name}{get_query}");
+                let path = format!("{base}{name}{get_query}");
                 let headers: Vec<(&str, &str)> =
                     auth.iter().map(|a| ("Authorization", a.as_str())).collect();
                 let req = http::request("GET", &path, "bench", &headers, b"");

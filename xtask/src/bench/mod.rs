@@ -8,6 +8,7 @@
 //! the arguments, runs the phases and prints the report.
 
 mod hist;
+mod listing;
 mod load;
 mod proto;
 mod servers;
@@ -86,6 +87,11 @@ pub(crate) struct BenchArgs {
     /// bench's own cluster always gets a token of its own.
     #[arg(long)]
     token: Option<String>,
+    /// Instead of the workload: write --keys keys to one bucket and 10 to
+    /// another, then time listing each (keys/s, server CPU per key and per
+    /// listing).
+    #[arg(long)]
+    listing: bool,
 }
 
 /// Where the Shoal workload goes.
@@ -112,6 +118,7 @@ struct Plan {
     threads: usize,
     no_build: bool,
     token: Option<String>,
+    listing: bool,
 }
 
 fn plan(a: &BenchArgs) -> Result<Plan, String> {
@@ -188,6 +195,7 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
         threads: a.threads,
         no_build: a.no_build,
         token: a.token.clone(),
+        listing: a.listing,
     })
 }
 
@@ -290,6 +298,9 @@ async fn bench(plan: &Plan) -> Result<(), String> {
         servers::require("etcd", "etcd-server")?;
     }
     print_machine(plan);
+    if plan.listing {
+        return listing::run(plan).await;
+    }
     let keys = Arc::new(Keys::new("bench-", plan.keys, plan.value_size));
     let mut outcomes = Vec::new();
 
@@ -307,6 +318,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                     put_query: String::new(),
                     get_query: String::new(),
                     auth: Some(bearer),
+                    base: "/v1/kv/".into(),
                 };
                 let pids = guard.pids();
                 (Some(guard), target, label, pids)
@@ -318,6 +330,7 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                     put_query: put_query.clone(),
                     get_query: get_query.clone(),
                     auth: plan.token.as_ref().map(|t| format!("Bearer {t}")),
+                    base: "/v1/kv/".into(),
                 };
                 // Not ours: its processes may be anywhere, so no CPU accounting.
                 (
