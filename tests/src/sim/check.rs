@@ -128,14 +128,8 @@ fn gossip_converged(plan: &CheckPlan, views: &Views) -> bool {
 /// Whether the owners of `key` agree and no hint for it is left (`Err` says
 /// why not); reads through `gateway`'s debug view, which never repairs.
 async fn replicas_agree(gateway: &str, key: &str) -> Result<(), String> {
-    let Ok(answer) = workload::request(
-        gateway,
-        "GET",
-        &format!("/v1/debug/replicas/{key}"),
-        &[],
-        b"",
-    )
-    .await
+    let Ok(answer) =
+        workload::request(gateway, "GET", &workload::path_of(key, "debug"), &[], b"").await
     else {
         return Err("debug view unreachable".into());
     };
@@ -188,6 +182,43 @@ async fn final_read(gateway: &str, key: &str) -> Result<workload::ReadResult, St
         "final read of {key} via {gateway} failed at {} ms: {last}",
         now_ms()
     ))
+}
+
+/// Every key `GET /v1/buckets/{bucket}/keys` lists through `gateway`, page
+/// by page (a failed page is retried like a final read).
+async fn list_bucket(gateway: &str, bucket: &str) -> Result<BTreeSet<String>, String> {
+    let mut listed = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1_000 {
+        let path = match &cursor {
+            None => format!("/v1/buckets/{bucket}/keys?limit=7"),
+            Some(c) => format!("/v1/buckets/{bucket}/keys?limit=7&cursor={c}"),
+        };
+        let mut answer = None;
+        for _ in 0..FINAL_READ_ATTEMPTS {
+            match workload::request(gateway, "GET", &path, &[], b"").await {
+                Ok(r) if r.status == 200 => {
+                    answer = r.json();
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        let Some(body) = answer else {
+            return Err(format!(
+                "listing {bucket} via {gateway} failed at {} ms",
+                now_ms()
+            ));
+        };
+        for k in body["keys"].as_array().into_iter().flatten() {
+            listed.insert(k.as_str().unwrap_or_default().to_string());
+        }
+        match body["cursor"].as_str() {
+            None => return Ok(listed),
+            Some(c) => cursor = Some(c.to_string()),
+        }
+    }
+    Err(format!("listing {bucket} did not end within 1,000 pages"))
 }
 
 /// Attempts per final read.
@@ -248,6 +279,7 @@ pub async fn checker(
         h.elements
             .keys()
             .chain(h.registers.keys())
+            .chain(h.lww.keys())
             .cloned()
             .collect()
     };
@@ -303,9 +335,14 @@ pub async fn checker(
     }
 
     // 4. The oracle, on a read of every key from every gateway.
-    let (elements, registers) = {
+    let (elements, registers, lww, lww_ready) = {
         let h = history.borrow();
-        (h.elements.clone(), h.registers.clone())
+        (
+            h.elements.clone(),
+            h.registers.clone(),
+            h.lww.clone(),
+            h.lww_ready,
+        )
     };
     let mut checked = 0;
     let mut lost = 0;
@@ -383,6 +420,73 @@ pub async fn checker(
                     )),
                 }
             }
+        }
+    }
+    // The lww keys: one value, one a client wrote, present once any write
+    // was acknowledged.
+    for gateway in plan.gateways.iter().filter(|_| lww_ready) {
+        for (key, written) in &lww {
+            let read = match final_read(gateway, key).await {
+                Ok(read) => read,
+                Err(why) => {
+                    violations.push(why);
+                    continue;
+                }
+            };
+            if read.values.len() > 1 {
+                violations.push(format!(
+                    "{key} (lww) reads {} values via {gateway}",
+                    read.values.len()
+                ));
+            }
+            if written.values().any(|o| *o == Outcome::Ok) {
+                checked += 1;
+                if read.values.is_empty() {
+                    lost += 1;
+                    violations.push(format!(
+                        "LOST: {key} (lww) reads nothing via {gateway}, but writes were acknowledged"
+                    ));
+                }
+            }
+            for v in &read.values {
+                match written.get(String::from_utf8_lossy(v).as_ref()) {
+                    Some(Outcome::Ok | Outcome::Unknown) => {}
+                    other => violations.push(format!(
+                        "{key} (lww) holds {:?}, whose write was {other:?}",
+                        String::from_utf8_lossy(v)
+                    )),
+                }
+            }
+        }
+    }
+    // 5. Listing: every key with an acknowledged write is listed in its
+    //    bucket (no client deletes), from the first gateway.
+    let mut expected: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let acked = |o: &Outcome| *o == Outcome::Ok;
+    for (key, w) in &elements {
+        if w.values().any(acked) {
+            expected.entry("default").or_default().insert(key.clone());
+        }
+    }
+    for (key, w) in &registers {
+        if w.values().any(acked) {
+            expected.entry("default").or_default().insert(key.clone());
+        }
+    }
+    for (key, w) in &lww {
+        if w.values().any(acked) {
+            let k = key.trim_start_matches("lww/").to_string();
+            expected.entry(workload::LWW_BUCKET).or_default().insert(k);
+        }
+    }
+    for (bucket, keys) in &expected {
+        match list_bucket(&plan.gateways[0], bucket).await {
+            Ok(listed) => {
+                for k in keys.difference(&listed) {
+                    violations.push(format!("{k} of bucket {bucket} is not listed"));
+                }
+            }
+            Err(why) => violations.push(why),
         }
     }
     let mut h = history.borrow_mut();

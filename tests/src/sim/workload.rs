@@ -1,6 +1,8 @@
-//! The clients: read-modify-write on grow-only sets and a single writer per
-//! register, recording every operation with its outcome as the client saw it
-//! (ok, failed: definitely not applied, unknown: may or may not be applied).
+//! The clients: read-modify-write on grow-only sets, a single writer per
+//! register, and blind writes by every client to a few keys of an `lww`
+//! bucket ([`LWW_BUCKET`]), recording every operation with its outcome as
+//! the client saw it (ok, failed: definitely not applied, unknown: may or
+//! may not be applied).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +20,24 @@ use crate::http::{Client, Reply, SendError};
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use crate::oracle::Outcome;
+
+/// The bucket client 0 sets to `conflict = "lww"` first thing.
+pub const LWW_BUCKET: &str = "sim-lww";
+
+/// The shared keys of [`LWW_BUCKET`] (history keys `lww/<key>`).
+pub const LWW_KEYS: usize = 2;
+
+/// The key path of a history key: `lww/<key>` is `<key>` in [`LWW_BUCKET`],
+/// anything else a key of `/v1/kv`. `route` is `kv` for the key routes or
+/// `debug` for the debug view.
+pub fn path_of(key: &str, route: &str) -> String {
+    match (key.strip_prefix("lww/"), route) {
+        (Some(k), "debug") => format!("/v1/debug/replicas/{k}?bucket={LWW_BUCKET}"),
+        (Some(k), _) => format!("/v1/buckets/{LWW_BUCKET}/keys/{k}"),
+        (None, "debug") => format!("/v1/debug/replicas/{key}"),
+        (None, _) => format!("/v1/kv/{key}"),
+    }
+}
 
 /// The outcome of a write's answer as the simulation judges it: 204
 /// acknowledged; a refusal before any work (4xx, 503 `overloaded`)
@@ -62,6 +82,11 @@ pub struct History {
     pub elements: BTreeMap<String, BTreeMap<String, Outcome>>,
     /// Register writes by key: the outcome of each sequence number.
     pub registers: BTreeMap<String, BTreeMap<u64, Outcome>>,
+    /// Blind writes to the `lww` bucket by key: the outcome of each value.
+    pub lww: BTreeMap<String, BTreeMap<String, Outcome>>,
+    /// Whether client 0 set [`LWW_BUCKET`] to `lww` (the `lww` checks apply
+    /// only then).
+    pub lww_ready: bool,
     /// Client operations (reads and writes).
     pub ops: u64,
     /// Writes acknowledged.
@@ -148,7 +173,7 @@ pub async fn read_or_why(gateway: &str, key: &str, r: Option<usize>) -> Result<R
     let answer = request(
         gateway,
         "GET",
-        &format!("/v1/kv/{key}{query}"),
+        &format!("{}{query}", path_of(key, "kv")),
         &[("accept", "application/json")],
         b"",
     )
@@ -190,7 +215,7 @@ pub async fn write(
     if let Some(c) = context {
         headers.push(("x-shoal-context", c));
     }
-    let answer = request(gateway, "PUT", &format!("/v1/kv/{key}"), &headers, value).await;
+    let answer = request(gateway, "PUT", &path_of(key, "kv"), &headers, value).await;
     let outcome = write_outcome(&answer);
     let context = answer
         .ok()
@@ -241,11 +266,47 @@ pub async fn client(plan: ClientPlan, history: SharedHistory) -> turmoil::Result
         .map(|k| (k.clone(), Register::default()))
         .collect();
     let mut added = 0u64;
+    if plan.name == "client-0" {
+        let path = format!("/v1/buckets/{LWW_BUCKET}/props");
+        for _ in 0..20 {
+            let answer = request(
+                &plan.gateways[0],
+                "PUT",
+                &path,
+                &[("content-type", "application/json")],
+                br#"{"conflict":"lww"}"#,
+            )
+            .await;
+            if matches!(&answer, Ok(r) if r.status == 204) {
+                let mut h = history.borrow_mut();
+                h.lww_ready = true;
+                h.log(format!("{} set {LWW_BUCKET} to lww", plan.name));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     for _ in 0..plan.ops {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..150))).await;
         let gateway = plan.gateways[rng.gen_range(0..plan.gateways.len())].clone();
         history.borrow_mut().ops += 1;
-        match rng.gen_range(0..4) {
+        match rng.gen_range(0..5) {
+            4 => {
+                let key = format!("lww/shared-{}", rng.gen_range(0..LWW_KEYS));
+                added += 1;
+                let value = format!("{}.{added}", plan.name);
+                let (outcome, _) = write(&gateway, &key, None, value.as_bytes()).await;
+                let mut h = history.borrow_mut();
+                h.count_write(outcome);
+                h.lww
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(value.clone(), outcome);
+                h.log(format!(
+                    "{} lww-write {key}={value} via {gateway} -> {outcome:?}",
+                    plan.name
+                ));
+            }
             0 | 1 => {
                 let key = plan.set_keys[rng.gen_range(0..plan.set_keys.len())].clone();
                 let Some(current) = read(&gateway, &key, None).await else {
