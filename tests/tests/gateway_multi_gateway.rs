@@ -160,6 +160,60 @@ async fn two_gateways_serve_the_same_data() {
     let r = request(a1, "GET", "/v1/kv/shared?r=3", &[], b"").await;
     assert_eq!((r.status, r.body.as_slice()), (200, &b"left+right"[..]));
 
+    // A bucket's props set through one gateway reach the other, and two
+    // concurrent changes through both converge to one record everywhere.
+    let props = |addr| async move {
+        request(addr, "GET", "/v1/buckets/b/props", &[], b"")
+            .await
+            .json()
+            .expect("a JSON body")
+    };
+    let set = request(
+        a1,
+        "PUT",
+        "/v1/buckets/b/props",
+        &[],
+        br#"{"conflict":"lww"}"#,
+    )
+    .await;
+    assert_eq!(set.status, 204);
+    let seen = shoal_tests::wait::within(Duration::from_secs(5), || async {
+        props(a2).await["conflict"] == "lww"
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the other gateway has the change within 5 s"
+    );
+    let (x, y) = tokio::join!(
+        request(a1, "PUT", "/v1/buckets/b/props", &[], br#"{"ttl_s":60}"#),
+        request(
+            a2,
+            "PUT",
+            "/v1/buckets/b/props",
+            &[],
+            br#"{"conflict":"siblings"}"#
+        ),
+    );
+    assert_eq!((x.status, y.status), (204, 204));
+    let agreed = shoal_tests::wait::within(Duration::from_secs(5), || async {
+        let (p1, p2) = (props(a1).await, props(a2).await);
+        let on_nodes: Vec<_> = nodes.iter().map(|n| n.bucket_props("b")).collect();
+        p1 == p2
+            && on_nodes.windows(2).all(|w| w[0] == w[1])
+            && p1["conflict"]
+                == match on_nodes[0].conflict {
+                    shoal_vclock::Policy::Lww => "lww",
+                    shoal_vclock::Policy::Siblings => "siblings",
+                }
+            && p1["ttl_s"].as_u64() == on_nodes[0].ttl_s
+    })
+    .await;
+    assert!(
+        agreed.is_some(),
+        "both gateways and every node hold one record"
+    );
+
     // One gateway stops; the other keeps serving.
     tokio::time::timeout(WAIT, g1.shutdown())
         .await
