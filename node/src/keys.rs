@@ -20,7 +20,8 @@
 //! let k = keys::wire("default", b"user:42");
 //! assert_eq!(k, b"\0user:42");
 //! assert_eq!(keys::position(&k), shoal_ring::key_position(b"user:42"));
-//! let (bucket, key) = keys::split(&keys::wire("carts", b"user:42")).unwrap();
+//! let carts = keys::wire("carts", b"user:42");
+//! let (bucket, key) = keys::split(&carts).unwrap();
 //! assert_eq!((bucket, key), ("carts", &b"user:42"[..]));
 //! assert!(keys::check_bucket("Carts!").is_err());
 //! ```
