@@ -97,7 +97,9 @@ pub enum Need {
 
 /// What `method path` requires (the README's "Security: clients" table).
 pub fn need_for(method: &Method, path: &str) -> Need {
-    if path == "/health" || path == "/v1/openapi.json" {
+    if path == "/health" || path == "/v1/openapi.json" || path == "/ui" {
+        // `/ui` is a static page; the data it shows comes from
+        // `/v1/cluster/stats`, which needs `read`.
         Need::Nothing
     } else if path == "/v1/kv" || path.starts_with("/v1/kv/") {
         if method == Method::GET || method == Method::HEAD {

@@ -138,12 +138,19 @@ impl ApiError {
     }
 }
 
+/// The `error` code of an error response, left in its extensions for the
+/// metrics layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal { message } = &self {
             tracing::error!(cause = %message, "internal error answering a request");
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
+        // What the metrics layer counts by (a 503 is either of two things).
+        response.extensions_mut().insert(ErrorCode(self.code()));
         let headers = response.headers_mut();
         match &self {
             ApiError::NotFound {

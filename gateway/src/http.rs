@@ -46,16 +46,19 @@ const INITIAL_BODY_BYTES: usize = 64 << 10;
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    engine: Arc<Dispatcher>,
-    id: String,
+    pub(crate) engine: Arc<Dispatcher>,
+    pub(crate) id: String,
     limits: LimitsConfig,
-    replication: ReplicationConfig,
+    pub(crate) replication: ReplicationConfig,
     request_timeout: Duration,
-    slots: Arc<Semaphore>,
-    max_concurrent: usize,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) max_concurrent: usize,
     openapi: Arc<String>,
     seal: ContextSeal,
     auth: Arc<Auth>,
+    /// The RPC port's connections (for `/metrics`).
+    pub(crate) connections: Arc<shoal_node::observe::ConnStats>,
+    pub(crate) stats_cache: Arc<crate::observe::StatsCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -78,10 +81,13 @@ impl AppState {
         max_concurrent: usize,
         seal: ContextSeal,
         auth: Arc<Auth>,
+        connections: Arc<shoal_node::observe::ConnStats>,
     ) -> Self {
         Self {
             seal,
             auth,
+            connections,
+            stats_cache: Arc::default(),
             engine,
             id,
             limits,
@@ -139,16 +145,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/buckets/{bucket}/keys", get(list_keys))
         .route("/v1/buckets/{bucket}/props", get(get_props).put(put_props))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/stats", get(crate::observe::stats))
         .route("/v1/cluster/preflist/{*key}", get(preflist))
         .route("/v1/debug/replicas/{*key}", get(replicas))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .route("/health", get(health))
         .route("/v1/openapi.json", get(openapi))
+        // Outside admission: a scrape and the dashboard must work while
+        // the gateway is overloaded, which is when they are wanted.
+        .route("/metrics", get(crate::observe::metrics))
+        .route("/ui", get(crate::observe::ui))
         .merge(limited)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::observe::count,
+        ))
         .with_state(state)
 }
 
@@ -731,7 +746,7 @@ fn role_name(role: shoal_gossip::Role) -> &'static str {
     }
 }
 
-fn status_name(status: shoal_gossip::Status) -> &'static str {
+pub(crate) fn status_name(status: shoal_gossip::Status) -> &'static str {
     match status {
         shoal_gossip::Status::Alive => "alive",
         shoal_gossip::Status::Suspect => "suspect",

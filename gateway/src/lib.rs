@@ -70,6 +70,7 @@ pub mod error;
 pub mod http;
 pub mod listener;
 pub mod model;
+pub mod observe;
 pub mod ops;
 pub mod request;
 pub mod rpc;
@@ -221,6 +222,7 @@ impl Gateway {
             }),
         );
 
+        let counters = engine.counters().clone();
         let state = http::AppState::new(
             engine,
             id.clone(),
@@ -230,8 +232,13 @@ impl Gateway {
             config.http.max_concurrent_requests,
             seal,
             auth.clone(),
+            member.connections.clone(),
         );
         tasks.push(tokio::spawn(auth.watch(stop.subscribe())));
+        tasks.push(tokio::spawn(observe::sample_loop(
+            counters,
+            stop.subscribe(),
+        )));
         {
             let table = props.clone();
             let apply: shoal_node::props_sync::Apply = Arc::new(move |records| {

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ pub struct Dispatcher {
     background_timeout: Duration,
     /// Every bucket's props: reads reconcile under the key's policy.
     props: Arc<PropsTable>,
+    /// What `/metrics` and the dashboard show.
+    counters: Arc<crate::observe::GatewayCounters>,
 }
 
 /// The engine's view of member health: gossip and local suspicion from the
@@ -105,7 +108,13 @@ impl Dispatcher {
             fanout: Fanout::All,
             background_timeout,
             props,
+            counters: Arc::default(),
         }
+    }
+
+    /// The gateway's counters.
+    pub fn counters(&self) -> &Arc<crate::observe::GatewayCounters> {
+        &self.counters
     }
 
     /// Every bucket's props as this gateway knows them.
@@ -219,6 +228,7 @@ impl Dispatcher {
     ) {
         let mut done = Some(done);
         let mut stored: Option<SiblingSet> = None;
+        let mut sloppy = false;
         let remaining = || deadline.saturating_duration_since(Instant::now());
         let mut actions: VecDeque<WriteAction> = op.start(remaining()).into();
         let mut coordinating = FuturesUnordered::new();
@@ -230,6 +240,7 @@ impl Dispatcher {
             while let Some(action) = actions.pop_front() {
                 match action {
                     WriteAction::Coordinate { target, budget } => {
+                        sloppy |= target.hint_for.is_some();
                         let request = ForwardRequest {
                             write: CoordinateRequest {
                                 key: key.clone(),
@@ -239,6 +250,7 @@ impl Dispatcher {
                             },
                             ..forward_plan(snap, op.forwarding(), budget)
                         };
+                        sloppy |= request.replicas.iter().any(|t| t.hint_for.is_some());
                         let node = target.node;
                         let until = Instant::now() + budget;
                         coordinating.push(async move {
@@ -251,6 +263,7 @@ impl Dispatcher {
                         });
                     }
                     WriteAction::Replicate { target } => {
+                        sloppy |= target.hint_for.is_some();
                         let Some(set) = stored.clone() else {
                             continue;
                         };
@@ -286,6 +299,9 @@ impl Dispatcher {
                 }
             }
             if op.finished() {
+                if sloppy {
+                    self.counters.sloppy_writes.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
             tokio::select! {
@@ -355,11 +371,18 @@ impl Dispatcher {
         tokio::spawn(async move {
             engine.drive_read(op, snap, key, deadline, done_tx).await;
         });
-        done_rx.await.unwrap_or_else(|_| {
+        let answer = done_rx.await.unwrap_or_else(|_| {
             Err(ApiError::Internal {
                 message: "the read task ended without a verdict".into(),
             })
-        })
+        });
+        if let Ok(Reconciled {
+            merged: Some(set), ..
+        }) = &answer
+        {
+            self.counters.read_siblings.observe_value(set.len() as f64);
+        }
+        answer
     }
 
     async fn drive_read(
@@ -445,7 +468,10 @@ impl Dispatcher {
                     })
                     .await;
                 match result {
-                    Ok(()) => tracing::debug!(%node, "read repair applied"),
+                    Ok(()) => {
+                        engine.counters.read_repairs.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%node, "read repair applied");
+                    }
                     Err(failure) => tracing::debug!(%node, %failure, "read repair failed"),
                 }
             }

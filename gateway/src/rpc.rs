@@ -172,6 +172,12 @@ impl Replica for GatewayService {
             storage: false,
             incarnation,
             hints_held: 0,
+            hints_by_owner: Vec::new(),
+            // A gateway serves /metrics on its HTTP port.
+            metrics_addr: None,
+            anti_entropy: Default::default(),
+            hints_delivered: 0,
+            progress: None,
         })
     }
 }

@@ -90,5 +90,5 @@ pub use event::{Event, Refusal};
 pub use member::{
     Lifecycle, LocalMember, MemberId, MemberInfo, Role, Status, MAX_ADDRESS_LEN, MAX_ID_LEN,
 };
-pub use membership::{Membership, Outgoing};
+pub use membership::{Health, Membership, Outgoing};
 pub use message::{Ack, Ack2, Body, Digest, Message, Record, Syn, PROTOCOL_VERSION};

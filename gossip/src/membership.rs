@@ -29,6 +29,16 @@ pub struct Outgoing {
     pub message: Message,
 }
 
+/// A member's failure detector reading; see [`Membership::health`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Health {
+    /// Phi-accrual suspicion: about 1 means "one interval late", 8 "down"
+    /// by the default threshold.
+    pub phi: f64,
+    /// Time since its heartbeat last rose here.
+    pub silence: Duration,
+}
+
 /// One member's entry in the local list.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -296,6 +306,21 @@ impl<R: Rng> Membership<R> {
     /// One member, if known.
     pub fn member(&self, id: &str) -> Option<MemberInfo> {
         self.members.get(id).map(|e| self.info(e))
+    }
+
+    /// What the failure detector reads for a member now: its phi (computed
+    /// as the phi-accrual detector would, whichever detector is configured)
+    /// and how long its heartbeat has been silent here. `None` for the local
+    /// member (it does not watch itself) and for unknown ids. For operators:
+    /// the verdict is [`Membership::status`].
+    pub fn health(&self, id: &str) -> Option<Health> {
+        if id == self.local_id.as_str() {
+            return None;
+        }
+        self.members.get(id).map(|e| Health {
+            phi: e.liveness.phi(self.now, self.config.interval),
+            silence: e.liveness.silence(self.now),
+        })
     }
 
     /// A member's status, if known.

@@ -228,7 +228,7 @@ impl AntiEntropy {
                     }
                 }
                 let report = self.exchange(&peer, &address, &ranges).await;
-                log(&report);
+                log(&report, self.store.counters());
                 if report.error.is_some() {
                     let next = skip
                         .get(&peer)
@@ -247,9 +247,20 @@ impl AntiEntropy {
         let started = Instant::now();
         let _running = self.running.lock().await;
         let mut exchanges = Vec::new();
-        for (peer, address, ranges) in self.plan(false) {
+        let plan = self.plan(false);
+        let counters = self.store.counters();
+        let _progress =
+            counters.progress_start("repair", plan.iter().map(|(_, _, r)| r.len() as u64).sum());
+        for (peer, address, ranges) in plan {
             let report = self.exchange(&peer, &address, &ranges).await;
-            log(&report);
+            log(&report, counters);
+            for _ in 1..ranges.len() {
+                counters.progress_range(0, 0);
+            }
+            counters.progress_range(
+                report.keys_pulled + report.keys_pushed,
+                report.bytes_sent + report.bytes_received,
+            );
             exchanges.push(report);
         }
         RepairReport {
@@ -596,8 +607,9 @@ impl AntiEntropy {
     }
 }
 
-fn log(r: &ExchangeReport) {
+fn log(r: &ExchangeReport, counters: &crate::observe::NodeCounters) {
     let bytes = r.bytes_sent + r.bytes_received;
+    counters.exchange_done(r.error.is_some(), r.keys_pulled + r.keys_pushed, bytes);
     match &r.error {
         Some(error) => tracing::warn!(peer = %r.peer, ranges = r.ranges,
             leaves_compared = r.leaves_compared, keys_repaired = r.keys_pulled + r.keys_pushed,

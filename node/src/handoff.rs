@@ -233,6 +233,10 @@ impl Handoff {
                     .env
                     .spawn_blocking(move || store.drop_hint(&hint.owner, &hint.key))
                     .await;
+                self.store
+                    .counters()
+                    .hints_expired
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             for (owner, hints) in sorted.by_owner {
                 if !planner.due(&owner, now) {
@@ -245,6 +249,10 @@ impl Handoff {
                     HintDestination::Owner(address) => self.deliver(&owner, &address, hints).await,
                     HintDestination::Owners => self.retarget(&owner, hints).await,
                 };
+                self.store
+                    .counters()
+                    .hints_delivered
+                    .fetch_add(delivered as u64, std::sync::atomic::Ordering::Relaxed);
                 match planner.record(&owner, delivered, failed, Instant::now()) {
                     Err(retry_in) => {
                         tracing::debug!(%owner, delivered, ?retry_in, "hint delivery failed");

@@ -323,12 +323,16 @@ impl Handover {
                 ranges = changes.len(),
                 "join: streaming the ranges this node gains"
             );
+            let counters = self.store.counters().clone();
+            let _progress = counters.progress_start("join", changes.len() as u64);
             for change in &changes {
                 if self.shutting_down.load(Ordering::SeqCst) {
                     return Err(HandoverError::ShuttingDown);
                 }
+                let before = (report.keys, report.bytes);
                 self.pull_range(change, &mut report).await?;
                 report.ranges += 1;
+                counters.progress_range(report.keys - before.0, report.bytes - before.1);
             }
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -511,11 +515,15 @@ impl Handover {
             node: self.id.clone(),
             ..HandoverReport::default()
         };
+        let counters = self.store.counters().clone();
+        let _progress = counters.progress_start("decommission", changes.len() as u64);
         for change in &changes {
+            let before = (report.keys, report.bytes);
             self.push_range(change, &mut report)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             report.ranges += 1;
+            counters.progress_range(report.keys - before.0, report.bytes - before.1);
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(

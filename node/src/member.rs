@@ -71,6 +71,8 @@ pub struct Member {
     pub pool: Arc<Pool>,
     /// The gossip clock.
     pub uptime: Uptime,
+    /// Its RPC port's connections, counted by the accept loop.
+    pub connections: Arc<crate::observe::ConnStats>,
     transport: Transport,
     limits: ServeLimits,
     interval: Duration,
@@ -158,6 +160,7 @@ impl Member {
             membership: Arc::new(Mutex::new(membership)),
             pool,
             uptime,
+            connections: Arc::default(),
             transport,
             limits: ServeLimits::from_config(config),
             interval: Duration::from_millis(config.gossip.interval_ms),
@@ -182,6 +185,7 @@ impl Member {
                 listener,
                 self.transport.clone(),
                 self.limits,
+                self.connections.clone(),
                 shutdown.clone(),
                 on_connection,
             )),

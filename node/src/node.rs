@@ -57,6 +57,9 @@ pub enum NodeError {
     /// refuses (id or address too long, ...).
     #[error(transparent)]
     Member(#[from] crate::member::MemberError),
+    /// `metrics.listen` could not be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::observe::MetricsError),
 }
 
 /// What the RPC handlers share: the request path's handles, and the two
@@ -78,6 +81,8 @@ pub(crate) struct Inner {
     handover: Arc<Handover>,
     /// Connections to peers, for the replication of forwarded writes.
     pool: Arc<Pool>,
+    /// Where `/metrics` is served, once bound.
+    metrics_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 /// A minted write: durable already, or applied with its fsync pending.
@@ -207,20 +212,53 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
         anti_entropy: anti_entropy.clone(),
         handover: handover.clone(),
         pool: pool.clone(),
+        metrics_addr: std::sync::OnceLock::new(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
+    if !config.metrics.listen.is_empty() {
+        let sources = crate::observe::NodeSources {
+            store: inner.store.clone(),
+            membership: inner.membership.clone(),
+            connections: member.connections.clone(),
+            in_flight: inner.in_flight.clone(),
+            max_in_flight: config.rpc.max_in_flight,
+        };
+        let render: Arc<dyn Fn() -> String + Send + Sync> =
+            Arc::new(move || crate::observe::node_metrics(sources.store.counters(), &sources));
+        let (bound, task) = crate::observe::serve_metrics(
+            &config.metrics.listen,
+            config.metrics.allow_remote,
+            render,
+            shutdown_rx.clone(),
+        )
+        .await?;
+        let _ = inner.metrics_addr.set(bound);
+        tracing::info!(%bound, "metrics served at /metrics");
+        tasks.push(task);
+    }
     let service = NodeService(inner.clone());
     let answers = handover.clone();
+    let counters = inner.store.counters().clone();
     tasks.extend(member.run(
         listener,
         shutdown_rx.clone(),
         move |transport, connection| {
             let service = service.clone();
+            let counters = counters.clone();
             crate::serve::serve_connection(
                 answers.watch_answers(transport),
-                move |ctx, request| tarpc::server::Serve::serve(service.serve(), ctx, request),
+                move |ctx, request| {
+                    let histogram = rpc_name(&request);
+                    let started = std::time::Instant::now();
+                    let served = tarpc::server::Serve::serve(service.serve(), ctx, request);
+                    async move {
+                        let answer = served.await;
+                        counters.rpc.get(histogram).observe(started.elapsed());
+                        answer
+                    }
+                },
                 connection,
             )
         },
@@ -280,6 +318,18 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     })
 }
 
+/// The label of a request's RPC: tarpc names it `Replica.<method>`.
+fn rpc_name(request: &crate::rpc::ReplicaRequest) -> &'static str {
+    use tarpc::RequestName;
+    let name = request.name();
+    let method = name.strip_prefix("Replica.").unwrap_or(name);
+    crate::observe::RPC_NAMES
+        .iter()
+        .find(|n| **n == method)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// How long dialing a peer, handshake included, may take: five gossip
 /// rounds, and never under one second (rounds of at least 200 ms). A dial is
 /// a TCP connect plus two 48-byte handshake messages, one round trip each,
@@ -308,6 +358,11 @@ impl NodeHandle {
     /// The node's id.
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Where the node serves `/metrics` (`None` without `metrics.listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.inner.metrics_addr.get().copied()
     }
 
     /// A bucket's properties as this node holds them (tests watch a change
@@ -869,13 +924,22 @@ impl Replica for NodeService {
     }
 
     async fn status(self, _: RpcContext) -> Result<NodeStatus, RemoteError> {
-        let hints_held = self.blocking(|s| s.hint_count()).await?;
+        let store = &self.0.store;
+        let hints_held = store.hint_count().map_err(|e| self.remote(e))?;
+        let counters = store.counters();
         Ok(NodeStatus {
             id: self.0.id.clone(),
             protocol: PROTOCOL_VERSION,
             storage: true,
-            incarnation: self.0.store.incarnation(),
+            incarnation: store.incarnation(),
             hints_held,
+            hints_by_owner: store.hints_by_owner(),
+            metrics_addr: self.0.metrics_addr.get().map(ToString::to_string),
+            anti_entropy: counters.anti_entropy(),
+            hints_delivered: counters
+                .hints_delivered
+                .load(std::sync::atomic::Ordering::Relaxed),
+            progress: counters.progress(),
         })
     }
 }

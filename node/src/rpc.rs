@@ -373,6 +373,16 @@ pub struct NodeStatus {
     pub incarnation: u64,
     /// Hints it holds for other nodes.
     pub hints_held: u64,
+    /// The same, per owner.
+    pub hints_by_owner: Vec<(String, u64)>,
+    /// Where it serves `/metrics` (`None`: nowhere).
+    pub metrics_addr: Option<String>,
+    /// Its anti-entropy so far.
+    pub anti_entropy: crate::observe::AntiEntropyStats,
+    /// Hints it handed off since start.
+    pub hints_delivered: u64,
+    /// The join, decommission or repair it is running, if any.
+    pub progress: Option<crate::observe::Progress>,
 }
 
 /// Why a replica refused or failed a request.

@@ -252,6 +252,7 @@ pub async fn accept_loop<F, Fut>(
     mut listener: Box<dyn Listener>,
     transport: Transport,
     limits: ServeLimits,
+    stats: Arc<crate::observe::ConnStats>,
     mut shutdown: watch::Receiver<bool>,
     on_connection: F,
 ) where
@@ -279,6 +280,7 @@ pub async fn accept_loop<F, Fut>(
             }
         };
         let Ok(slot) = open.clone().try_acquire_owned() else {
+            stats.refused_full.fetch_add(1, Ordering::Relaxed);
             if let Some(suppressed) = refused_full.admit() {
                 tracing::warn!(%peer, max = limits.max_connections, suppressed,
                     "RPC connection refused: rpc.max_connections reached");
@@ -293,11 +295,15 @@ pub async fn accept_loop<F, Fut>(
             shutdown: shutdown.clone(),
             idle_timeout: limits.idle_timeout,
         };
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            stats.open.fetch_add(1, Ordering::Relaxed);
+            let _open = OpenGuard(&stats.open);
             let secure = match transport.accept(conn).await {
                 Ok(secure) => secure,
                 Err(e) => {
+                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
                     if let Some(suppressed) = refused_handshake.admit() {
                         tracing::warn!(%peer, error = %e, suppressed,
                             "RPC connection refused: handshake failed");
@@ -311,6 +317,15 @@ pub async fn accept_loop<F, Fut>(
             let served = tarpc::serde_transport::new(framed, CheckedBincode::default());
             on_connection(served, connection).await;
         });
+    }
+}
+
+/// Counts a connection closed, however its task ends.
+struct OpenGuard<'a>(&'a AtomicU64);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

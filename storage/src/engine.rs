@@ -259,6 +259,9 @@ struct Shared {
     bg: Mutex<BgState>,
     bg_cv: Condvar,
     counters: Counters,
+    /// [`Options::sync_observer`], kept apart from the options the engine
+    /// otherwise reads once.
+    sync_observer: Option<crate::options::SyncObserver>,
     closed: AtomicBool,
     immutables: AtomicUsize,
     /// Writers between entering `write` and appending their record; a group commit
@@ -342,6 +345,7 @@ impl Engine {
             bg: Mutex::new(BgState::default()),
             bg_cv: Condvar::new(),
             counters: Counters::default(),
+            sync_observer: opts.sync_observer.clone(),
             closed: AtomicBool::new(false),
             immutables: AtomicUsize::new(0),
             joining: AtomicUsize::new(0),

@@ -127,5 +127,5 @@ pub use engine::{Commit, Engine, RecoveryReport, Stats, WriteBatch};
 pub use error::{Error, Result};
 pub use fs::{Fs, LockGuard, MemFs, OpenMode, ReadableFile, StdFs, WritableFile};
 pub use iter::Iter;
-pub use options::{Background, CompactionFilter, Options, SyncMode, WalRecovery};
+pub use options::{Background, CompactionFilter, Options, SyncMode, SyncObserver, WalRecovery};
 pub use wal::Damage;

@@ -61,6 +61,11 @@ pub enum Background {
 /// tombstones (ordinary values here) after their grace period.
 pub type CompactionFilter = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
 
+/// Told how long each commit log fsync took: the node feeds its
+/// `shoal_storage_fsync_duration_seconds` histogram from it. It runs on the
+/// commit thread right after the fsync, so it must be cheap (an atomic add).
+pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// Engine configuration; `Options::default()` is a sensible production setting.
 #[derive(Clone)]
 pub struct Options {
@@ -97,6 +102,8 @@ pub struct Options {
     pub fs: Arc<dyn Fs>,
     /// Whether flushing and compaction run on background threads or inline.
     pub background: Background,
+    /// Optional observer of commit log fsync times; see [`SyncObserver`].
+    pub sync_observer: Option<SyncObserver>,
 }
 
 impl Default for Options {
@@ -117,6 +124,7 @@ impl Default for Options {
             compaction_filter: None,
             fs: Arc::new(StdFs),
             background: Background::Threads,
+            sync_observer: None,
         }
     }
 }

@@ -82,6 +82,20 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// `[versioning]`.
     pub versioning: VersioningConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where a storage node serves `GET /metrics` (a gateway
+/// serves it on its HTTP port, behind the `metrics` permission).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` of the node's metrics listener; empty: none.
+    pub listen: String,
+    /// The listener takes no token (it serves no data), so a non-loopback
+    /// address must be asked for explicitly.
+    pub allow_remote: bool,
 }
 
 /// Secret text whose `Debug` never shows it, so a logged config leaks nothing.

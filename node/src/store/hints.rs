@@ -135,6 +135,15 @@ impl HintBook {
     fn owners(&self) -> Vec<String> {
         self.lock().per_owner.keys().cloned().collect()
     }
+
+    fn by_owner(&self) -> Vec<(String, u64)> {
+        let counts = self.lock();
+        counts
+            .per_owner
+            .iter()
+            .map(|(o, n)| (o.clone(), *n))
+            .collect()
+    }
 }
 
 /// A hint's stored value.
@@ -319,6 +328,12 @@ impl Store {
             break;
         }
         Ok(out)
+    }
+
+    /// Hints held per owner, from the in-memory counts (no disk read: the
+    /// metrics scrape and the status RPC ask for it).
+    pub fn hints_by_owner(&self) -> Vec<(String, u64)> {
+        self.hints.by_owner()
     }
 
     /// Number of hints held.

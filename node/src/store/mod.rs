@@ -199,6 +199,12 @@ pub struct Store {
     /// the merges read each key's conflict policy here.
     props: Arc<PropsTable>,
     props_order: Mutex<()>,
+    /// Commit log fsync times, from the engine's observer.
+    fsync: Arc<crate::metrics::Histogram>,
+    /// The node's counters. They live here because the store is the one
+    /// handle every component of a node (RPCs, handoff, anti-entropy,
+    /// handover) already holds.
+    counters: Arc<crate::observe::NodeCounters>,
 }
 
 impl std::fmt::Debug for Store {
@@ -244,6 +250,8 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let grace_ms = config.tombstones.grace_secs.saturating_mul(1000);
         let filter_clock = clock.clone();
+        let fsync = Arc::new(crate::metrics::Histogram::new(crate::metrics::FSYNC_BOUNDS));
+        let observed = fsync.clone();
         let options = Options {
             sync: match config.storage.sync {
                 SyncMode::Always => shoal_storage::SyncMode::Always,
@@ -267,6 +275,7 @@ impl Store {
             })),
             fs,
             background,
+            sync_observer: Some(Arc::new(move |took| observed.observe(took))),
             ..Options::default()
         };
         let write_timeout = options.write_timeout;
@@ -347,6 +356,8 @@ impl Store {
             write_timeout,
             props,
             props_order: Mutex::new(()),
+            fsync,
+            counters: Arc::default(),
         })
     }
 
@@ -386,6 +397,21 @@ impl Store {
     /// `Engine::backlogged`): the RPCs then take the blocking pool.
     pub fn write_would_block(&self) -> bool {
         self.engine.backlogged()
+    }
+
+    /// The storage engine's counters (tables, memtable, flushes, fsyncs).
+    pub fn engine_stats(&self) -> shoal_storage::Stats {
+        self.engine.stats()
+    }
+
+    /// The node's counters (see [`crate::observe`]).
+    pub fn counters(&self) -> &Arc<crate::observe::NodeCounters> {
+        &self.counters
+    }
+
+    /// How long the commit log's fsyncs took.
+    pub fn fsync_times(&self) -> crate::metrics::HistogramSnapshot {
+        self.fsync.snapshot()
     }
 
     /// The incarnation of this run (rises on every open).
@@ -645,6 +671,9 @@ impl Store {
             drop(guard);
             commit.wait()?;
             purged += 1;
+            self.counters
+                .tombstones_purged
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(purged)
     }

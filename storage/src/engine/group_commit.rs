@@ -93,7 +93,12 @@ impl Shared {
             self.resolve_pending(Some(target), &Outcome::Durable);
             return Ok(());
         }
-        if let Err(e) = file.sync_data() {
+        let started = std::time::Instant::now();
+        let synced = file.sync_data();
+        if let Some(observe) = &self.sync_observer {
+            observe(started.elapsed());
+        }
+        if let Err(e) = synced {
             let e = Error::Io {
                 path,
                 op: "fsync commit log",
