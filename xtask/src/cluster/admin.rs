@@ -21,8 +21,15 @@ fn admin_args(secret: &Path, command: &str, force: bool, addr: &str) -> Vec<OsSt
 }
 
 /// Runs `shoal-admin --secret-file FILE COMMAND ADDR` for a running node and
-/// passes its output on.
-fn admin(dirs: &Dirs, command: &str, force: bool, p: &Proc) -> Result<(), String> {
+/// passes its output on, showing the node's progress (from the gateway, when
+/// one runs) while it works.
+fn admin(
+    dirs: &Dirs,
+    command: &str,
+    force: bool,
+    p: &Proc,
+    http: Option<&str>,
+) -> Result<(), String> {
     let binary = dirs.binary("shoal-admin");
     if !binary.exists() {
         return Err(format!(
@@ -32,15 +39,26 @@ fn admin(dirs: &Dirs, command: &str, force: bool, p: &Proc) -> Result<(), String
     }
     let secret = dirs.secret_file();
     secret::check(&secret)?;
-    let status = Command::new(&binary)
+    let mut child = Command::new(&binary)
         .args(admin_args(&secret, command, force, &p.listen))
-        .status()
+        .spawn()
         .map_err(|e| format!("cannot run {}: {e}", dirs.show(&binary)))?;
+    if let Some(http) = http {
+        super::progress::watch(http, &p.id, || matches!(child.try_wait(), Ok(None)));
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("{} did not finish: {e}", dirs.show(&binary)))?;
     if status.success() {
         Ok(())
     } else {
         Err(format!("{command} of {} failed ({status})", p.id))
     }
+}
+
+/// The running gateway's HTTP address, where progress is read.
+fn gateway_http(state: &State) -> Option<String> {
+    state.gateway.http.clone().filter(|_| alive(&state.gateway))
 }
 
 pub(super) fn repair(dirs: &Dirs, name: &str) -> Result<(), String> {
@@ -52,7 +70,7 @@ pub(super) fn repair(dirs: &Dirs, name: &str) -> Result<(), String> {
     if !alive(&p) {
         return Err(format!("{} is not running", p.id));
     }
-    admin(dirs, "repair", false, &p)
+    admin(dirs, "repair", false, &p, gateway_http(&state).as_deref())
 }
 
 /// `force`: even if fewer than N live storage nodes would remain (the node
@@ -66,7 +84,13 @@ pub(super) fn decommission(dirs: &Dirs, name: &str, force: bool) -> Result<(), S
     if !alive(&p) {
         return Err(format!("{} is not running", p.id));
     }
-    admin(dirs, "decommission", force, &p)?;
+    admin(
+        dirs,
+        "decommission",
+        force,
+        &p,
+        gateway_http(&state).as_deref(),
+    )?;
     if !wait_dead(&p, STOP_DEADLINE) {
         return Err(format!(
             "{} handed its ranges over but is still running {} s later",

@@ -10,6 +10,10 @@ use super::state::{Dirs, Proc, State};
 /// First port tried for the gateway's gossip listener; nodes take the next ones.
 pub(super) const BASE_PORT: u16 = 7100;
 
+/// First port tried for node-1's `/metrics`; node-i takes `+ i`, the
+/// node-exporter style range Prometheus users expect.
+pub(super) const BASE_METRICS_PORT: u16 = 9100;
+
 pub(super) fn port_free(addr: &str) -> bool {
     TcpListener::bind(addr).is_ok()
 }
@@ -71,6 +75,7 @@ pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) 
          [replication]\nn = {}\nw = {}\nr = {}\n\n\
          [storage]\nsync = \"always\"\n\n\
          {}\
+         {}\
          [log]\nfilter = \"info\"\n",
         toml_str(&p.id),
         toml_str(&p.listen),
@@ -81,6 +86,10 @@ pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) 
         s.w,
         s.r,
         security_toml(secret, None),
+        p.metrics
+            .as_ref()
+            .map(|m| format!("[metrics]\nlisten = {}\n\n", toml_str(m)))
+            .unwrap_or_default(),
     )
 }
 
@@ -112,7 +121,7 @@ pub(super) fn gateway_config(
     )
 }
 
-pub(super) fn node_proc(dirs: &Dirs, i: usize, listen: String) -> Proc {
+pub(super) fn node_proc(dirs: &Dirs, i: usize, listen: String, metrics: Option<String>) -> Proc {
     let id = format!("node-{i}");
     Proc {
         config: dirs.cluster.join(format!("{id}.toml")),
@@ -120,6 +129,7 @@ pub(super) fn node_proc(dirs: &Dirs, i: usize, listen: String) -> Proc {
         data_dir: Some(dirs.cluster.join(&id).join("data")),
         binary: "shoal-node".into(),
         http: None,
+        metrics,
         pid: None,
         listen,
         id,
@@ -148,12 +158,18 @@ mod tests {
             cluster: dir.to_path_buf(),
             ..Dirs::new()
         };
-        let p = node_proc(&dirs, 2, "127.0.0.1:7102".into());
+        let p = node_proc(
+            &dirs,
+            2,
+            "127.0.0.1:7102".into(),
+            Some("127.0.0.1:9102".into()),
+        );
         let gateway = Proc {
             id: "gateway-1".into(),
             binary: "shoal-gateway".into(),
             listen: "127.0.0.1:7100".into(),
             http: Some("127.0.0.1:8080".into()),
+            metrics: None,
             config: dir.join("gateway.toml"),
             log: dir.join("gateway.log"),
             data_dir: Some(dir.join("gateway")),

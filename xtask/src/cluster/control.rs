@@ -4,7 +4,9 @@ use std::process::Child;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::config::{node_config, node_proc, pick_port, write_config, BASE_PORT};
+use super::config::{
+    node_config, node_proc, pick_port, write_config, BASE_METRICS_PORT, BASE_PORT,
+};
 use super::process::{
     alive, died_message, log_since, pid_text, signal, spawn, wait_dead, STOP_DEADLINE,
 };
@@ -163,11 +165,21 @@ pub(super) fn add(dirs: &Dirs) -> Result<(), String> {
         + 1;
     let taken: Vec<String> = state
         .procs()
-        .flat_map(|p| std::iter::once(p.listen.clone()).chain(p.http.clone()))
+        .flat_map(|p| {
+            std::iter::once(p.listen.clone())
+                .chain(p.http.clone())
+                .chain(p.metrics.clone())
+        })
         .collect();
     let preferred = BASE_PORT.saturating_add(u16::try_from(i).unwrap_or(0));
     let listen = pick_port(preferred, &taken)?;
-    let p = node_proc(dirs, i, listen);
+    let mut taken = taken;
+    taken.push(listen.clone());
+    let metrics = pick_port(
+        BASE_METRICS_PORT.saturating_add(u16::try_from(i).unwrap_or(0)),
+        &taken,
+    )?;
+    let p = node_proc(dirs, i, listen, Some(metrics));
     // Same seeds as everyone else: the original nodes.
     let seeds: Vec<String> = state.nodes.iter().map(|n| n.listen.clone()).collect();
     // `join = true`: stream the gained ranges before serving reads for them.
@@ -199,8 +211,8 @@ fn wait_joined(state: &State, id: &str) -> Result<(), String> {
     };
     let until = Instant::now() + JOIN_DEADLINE;
     let started = Instant::now();
-    loop {
-        let joining = http_get(&http, "/v1/cluster").ok().and_then(|r| {
+    let joining = |http: &str| {
+        http_get(http, "/v1/cluster").ok().and_then(|r| {
             let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
             v.get("members")?
                 .as_array()?
@@ -208,20 +220,28 @@ fn wait_joined(state: &State, id: &str) -> Result<(), String> {
                 .find(|m| m.get("id").and_then(serde_json::Value::as_str) == Some(id))?
                 .get("joining")?
                 .as_bool()
-        });
-        if joining == Some(false) {
-            println!(
-                "{id} joined: it received its ranges in {:.1} s and now serves reads",
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(());
+        })
+    };
+    // The join's progress is shown while the gateway still sees it joining
+    // (checked every 250 ms) and the deadline has not passed.
+    let (mut joined, mut checked): (bool, Option<Instant>) = (false, None);
+    super::progress::watch(&http, id, || {
+        if checked.is_none_or(|at| at.elapsed() >= Duration::from_millis(250)) {
+            checked = Some(Instant::now());
+            joined = joining(&http) == Some(false);
         }
-        if Instant::now() >= until {
-            return Err(format!(
-                "{id} is still joining after {} s; its log says why",
-                JOIN_DEADLINE.as_secs()
-            ));
-        }
-        sleep(Duration::from_millis(250));
+        !joined && Instant::now() < until
+    });
+    if joined {
+        println!(
+            "{id} joined: it received its ranges in {:.1} s and now serves reads",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "{id} is still joining after {} s; its log says why",
+            JOIN_DEADLINE.as_secs()
+        ))
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{
     gateway_config, node_config, node_proc, pick_port, port_free, shoal_env, write_config,
-    BASE_PORT,
+    BASE_METRICS_PORT, BASE_PORT,
 };
 use super::process::{alive, died_message, pid_text, signal, spawn, wait_dead, STOP_DEADLINE};
 use super::secret;
@@ -95,13 +95,19 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
         let preferred = BASE_PORT.saturating_add(u16::try_from(i).unwrap_or(0));
         let listen = pick_port(preferred, &taken)?;
         taken.push(listen.clone());
-        nodes.push(node_proc(dirs, i, listen));
+        let metrics = pick_port(
+            BASE_METRICS_PORT.saturating_add(u16::try_from(i).unwrap_or(0)),
+            &taken,
+        )?;
+        taken.push(metrics.clone());
+        nodes.push(node_proc(dirs, i, listen, Some(metrics)));
     }
     let gateway = Proc {
         id: GATEWAY_ID.into(),
         binary: "shoal-gateway".into(),
         listen: gossip,
         http: Some(http.clone()),
+        metrics: None,
         config: dirs.cluster.join("gateway.toml"),
         log: dirs.cluster.join("gateway.log"),
         data_dir: Some(dirs.cluster.join("gateway")),

@@ -22,6 +22,7 @@ mod config;
 mod control;
 mod lifecycle;
 mod process;
+mod progress;
 mod secret;
 mod state;
 mod status;

@@ -87,6 +87,10 @@ pub(super) struct Proc {
     pub(super) listen: String,
     /// The gateway's HTTP address.
     pub(super) http: Option<String>,
+    /// A node's `/metrics` address (`metrics.listen`); none in a state
+    /// file from before metrics.
+    #[serde(default)]
+    pub(super) metrics: Option<String>,
     pub(super) config: PathBuf,
     pub(super) log: PathBuf,
     pub(super) data_dir: Option<PathBuf>,

@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use super::process::{alive, pid_text};
 use super::state::{Dirs, State};
-use super::view::{cluster_view, http_get};
+use super::view::{cluster_view, http_get, node_rows};
 
 pub(super) fn status(dirs: &Dirs) -> Result<(), String> {
     let state = State::load_required(dirs)?;
@@ -33,12 +33,20 @@ pub(super) fn status(dirs: &Dirs) -> Result<(), String> {
     if let Err(e) = &view {
         let _ = writeln!(out, "(no membership view: {e})");
     }
+    let nodes = if view.is_ok() {
+        node_rows(&http).unwrap_or_default()
+    } else {
+        Default::default()
+    };
     out.push('\n');
     let mut rows = vec![[
         "NODE".to_string(),
         "ADDRESS".into(),
         "STATUS".into(),
         "OWNERSHIP".into(),
+        "HINTS".into(),
+        "LAST AE".into(),
+        "METRICS".into(),
         "PID".into(),
     ]];
     for p in state.procs() {
@@ -76,7 +84,30 @@ pub(super) fn status(dirs: &Dirs) -> Result<(), String> {
             .as_ref()
             .map_or_else(|| p.listen.clone(), |h| format!("{} (http {h})", p.listen));
         let pid = if alive(p) { pid_text(p) } else { "-".into() };
-        rows.push([p.id.clone(), address, status, share, pid]);
+        let row = nodes.get(&p.id).cloned().unwrap_or_default();
+        let hints = row.hints.map_or_else(|| "-".into(), |h| h.to_string());
+        let last_ae = row
+            .last_exchange_s
+            .map_or_else(|| "-".into(), |s| format!("{s:.0}s ago"));
+        let metrics = match (&p.http, row.metrics.or_else(|| p.metrics.clone())) {
+            (Some(h), _) => format!("http://{h}/metrics"),
+            (None, Some(m)) => format!("http://{m}/metrics"),
+            (None, None) => "-".into(),
+        };
+        let status = match row.progress {
+            Some(work) => format!("{status} ({work})"),
+            None => status,
+        };
+        rows.push([
+            p.id.clone(),
+            address,
+            status,
+            share,
+            hints,
+            last_ae,
+            metrics,
+            pid,
+        ]);
     }
     // Members the gateway knows that this state file does not (started elsewhere).
     if let Ok(v) = &view {
@@ -86,11 +117,20 @@ pub(super) fn status(dirs: &Dirs) -> Result<(), String> {
                     .ownership
                     .get(id)
                     .map_or_else(|| "-".into(), |s| format!("{:.1}%", s * 100.0));
-                rows.push([id.clone(), addr.clone(), status.clone(), share, "-".into()]);
+                rows.push([
+                    id.clone(),
+                    addr.clone(),
+                    status.clone(),
+                    share,
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
             }
         }
     }
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 8];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
