@@ -24,6 +24,16 @@
 //! `ttl_s`; a props change is stored on W nodes before the answer and
 //! reaches every node and gateway within seconds.
 //!
+//! An operator sees the cluster through three routes: `GET /metrics`
+//! (Prometheus text, needs `metrics` or `admin`: request counts by
+//! operation and status, latency histograms, quorum failures, overload,
+//! siblings per read, read repairs, sloppy writes, members up and their
+//! phi), `GET /v1/cluster/stats` (the dashboard's JSON: members, ring
+//! ranges, hints, anti-entropy, long work, the last minutes of requests)
+//! and `GET /ui` (the dashboard itself, one page with nothing from
+//! elsewhere). Storage nodes serve their own `/metrics` at
+//! `metrics.listen`.
+//!
 //! Sockets and the wall clock come from a [`shoal_node::env::Env`] given at
 //! construction, so the same code runs over real TCP or inside a simulation.
 //!
@@ -39,6 +49,7 @@
 //! - [`request`] — parsing keys, quorums and contexts (pure).
 //! - [`encode`] — what responses carry: encoded keys, contexts, values, times.
 //! - [`model`] — the JSON shapes.
+//! - [`observe`] — request counting, `/metrics`, `/v1/cluster/stats`, `/ui`.
 //! - [`rpc`] — the gateway's side of the `Replica` service (gossip only).
 //! - [`error`] — [`ApiError`] (HTTP answers) and [`GatewayError`] (start-up).
 //!
