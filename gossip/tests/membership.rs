@@ -523,3 +523,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn health_reads_phi_and_silence_and_grows_while_a_member_is_silent() {
+    let mut m = member("a", &[]);
+    deliver(&mut m, vec![record("b", 1, 0, 1)], secs(0)).expect("accepted");
+    assert_eq!(m.health("a"), None, "a member does not watch itself");
+    assert_eq!(m.health("nobody"), None);
+    m.tick(secs(1));
+    let early = m.health("b").expect("b is known");
+    m.tick(secs(20));
+    let late = m.health("b").expect("b is known");
+    assert!(late.silence > early.silence, "{early:?} then {late:?}");
+    assert!(late.phi > early.phi, "{early:?} then {late:?}");
+    assert!(late.phi.is_finite());
+}
