@@ -48,6 +48,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Each storage node's share of all stored replicas on the current ring
+    /// (empty while there is none): what `/v1/cluster` and the stats show.
+    pub fn replicated_shares(&self, n: usize) -> std::collections::BTreeMap<String, f64> {
+        self.view
+            .current()
+            .map(|ring| {
+                ring.ownership(n)
+                    .into_iter()
+                    .map(|(id, o)| (id, o.replicated))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether requests may go to `id` now (gossip says up and no recent
     /// local failure).
     pub fn is_live(&self, id: &str) -> bool {

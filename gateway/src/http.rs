@@ -707,16 +707,7 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
     let cluster = state.engine.cluster();
     let members = lock(cluster.membership()).members();
     let snap = cluster.snapshot();
-    let ownership = snap
-        .view
-        .current()
-        .map(|ring| {
-            ring.ownership(state.replication.n)
-                .into_iter()
-                .map(|(id, o)| (id, o.replicated))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ownership = snap.replicated_shares(state.replication.n);
     Json(ClusterBody {
         n: state.replication.n,
         r: state.replication.r,

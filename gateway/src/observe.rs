@@ -552,16 +552,7 @@ async fn compute_stats(state: &AppState) -> StatsBody {
             .map(|(id, _, phi, silence)| (id, (phi, silence)))
             .collect();
     let snap = cluster.snapshot();
-    let ownership: BTreeMap<String, f64> = snap
-        .view
-        .current()
-        .map(|ring| {
-            ring.ownership(state.replication.n)
-                .into_iter()
-                .map(|(id, o)| (id, o.replicated))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ownership = snap.replicated_shares(state.replication.n);
     let deadline = Instant::now() + STATUS_TIMEOUT;
     let asked = members
         .iter()
