@@ -31,8 +31,8 @@ pub enum Event {
         /// Who.
         id: MemberId,
     },
-    /// A member's address, role or weight changed; `before` and `after` let the
-    /// caller see which.
+    /// A member's address, role, weight or zone changed; `before` and `after`
+    /// let the caller see which.
     Changed {
         /// Previous view.
         before: MemberInfo,

@@ -1,7 +1,7 @@
 //! `shoal-gossip`: who is in a Shoal cluster and who is up, agreed by gossip.
 //!
 //! Every member (storage node or gateway) runs one [`Membership`]: its own entry
-//! (id, address, role, weight, lifecycle, heartbeat, incarnation) plus what it has
+//! (id, address, role, weight, zone, lifecycle, heartbeat, incarnation) plus what it has
 //! heard about everyone else. Each round the caller calls [`Membership::tick`],
 //! which bumps the local heartbeat, runs the failure detector and returns digests
 //! to send to a few random peers; whatever arrives goes to
@@ -21,7 +21,8 @@
 //! use shoal_gossip::{Config, LocalMember, Membership, Role, Status};
 //!
 //! let member = |id: &str, addr: &str| LocalMember {
-//!     id: id.into(), address: addr.into(), role: Role::Storage, weight: 1, incarnation: 1,
+//!     id: id.into(), address: addr.into(), role: Role::Storage, weight: 1,
+//!     zone: "default".into(), incarnation: 1,
 //! };
 //! let seeds = vec!["10.0.0.1:7001".to_string()];
 //! let mut a = Membership::new(Config::default(), member("node-1", "10.0.0.1:7001"),
@@ -89,6 +90,7 @@ pub use error::GossipError;
 pub use event::{Event, Refusal};
 pub use member::{
     Lifecycle, LocalMember, MemberId, MemberInfo, Role, Status, MAX_ADDRESS_LEN, MAX_ID_LEN,
+    MAX_ZONE_LEN,
 };
 pub use membership::{Health, Membership, Outgoing};
 pub use message::{Ack, Ack2, Body, Digest, Message, Record, Syn, PROTOCOL_VERSION};

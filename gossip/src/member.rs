@@ -16,6 +16,10 @@ pub const MAX_ID_LEN: usize = 128;
 /// Longest address accepted, in bytes (a DNS name plus port fits).
 pub const MAX_ADDRESS_LEN: usize = 256;
 
+/// Longest zone accepted, in bytes (a DNS label, or any cloud's availability
+/// zone name, fits).
+pub const MAX_ZONE_LEN: usize = 64;
+
 /// A member's stable name, such as `"node-1"`.
 ///
 /// Shared (`Arc<str>`) because every digest of every round repeats every id:
@@ -181,6 +185,8 @@ pub struct MemberInfo {
     pub status: Status,
     /// Relative capacity; the ring gives it `vnodes x weight` tokens.
     pub weight: u32,
+    /// Its failure domain (rack, availability zone); opaque to this crate.
+    pub zone: String,
     /// Latest heartbeat known.
     pub heartbeat: u64,
     /// Process generation; rises on every restart.
@@ -198,6 +204,9 @@ pub struct LocalMember {
     pub role: Role,
     /// Relative capacity.
     pub weight: u32,
+    /// Failure domain (rack, availability zone), 1..=[`MAX_ZONE_LEN`]
+    /// bytes; opaque to this crate, which only carries it.
+    pub zone: String,
     /// Must be higher than on any previous run of this member (the caller persists
     /// it, or uses wall-clock seconds at start); a restart with the same incarnation
     /// would be mistaken for stale gossip about the old process.

@@ -14,6 +14,7 @@ use crate::error::GossipError;
 use crate::event::{Event, Refusal};
 use crate::member::{
     Lifecycle, LocalMember, MemberId, MemberInfo, Role, Status, MAX_ADDRESS_LEN, MAX_ID_LEN,
+    MAX_ZONE_LEN,
 };
 use crate::message::{
     check_len, header_len, Ack, Ack2, Body, Digest, Message, Record, Syn, PROTOCOL_VERSION,
@@ -117,6 +118,7 @@ impl<R: Rng> Membership<R> {
         config.validate()?;
         check_len("id", local.id.as_str(), MAX_ID_LEN)?;
         check_len("address", &local.address, MAX_ADDRESS_LEN)?;
+        check_len("zone", &local.zone, MAX_ZONE_LEN)?;
         for seed in &seeds {
             check_len("address", seed, MAX_ADDRESS_LEN)?;
         }
@@ -128,6 +130,7 @@ impl<R: Rng> Membership<R> {
             address: local.address,
             role: local.role,
             weight: local.weight,
+            zone: local.zone,
             lifecycle: Lifecycle::Active,
             incarnation: local.incarnation,
             meta_version: 0,
@@ -1048,7 +1051,8 @@ impl<R: Rng> Membership<R> {
                     if was_down {
                         events.push(Event::Up { id: id.clone() });
                     }
-                    if (&old.address, old.role, old.weight) != (&new.address, new.role, new.weight)
+                    if (&old.address, old.role, old.weight, &old.zone)
+                        != (&new.address, new.role, new.weight, &new.zone)
                     {
                         let after =
                             info(entry, status_of(entry, &self.local_id, now, &self.config));
@@ -1222,6 +1226,7 @@ fn info(entry: &Entry, status: Status) -> MemberInfo {
         role: r.role,
         status,
         weight: r.weight,
+        zone: r.zone.clone(),
         heartbeat: r.heartbeat,
         incarnation: r.incarnation,
     }

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! A digest entry is `(id, incarnation, meta_version, heartbeat)`, about 40 bytes,
-//! so most rounds move heartbeats without ever repeating addresses, roles or
-//! weights. Full [`Record`]s travel only when a receiver lacks a member or has an
+//! so most rounds move heartbeats without ever repeating addresses, roles,
+//! weights or zones. Full [`Record`]s travel only when a receiver lacks a member or has an
 //! older `(incarnation, meta_version)` for it.
 //!
 //! Size bound: every message the crate builds is at most `Config::max_message_bytes`
@@ -23,12 +23,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::GossipError;
-use crate::member::{Lifecycle, MemberId, Role, MAX_ADDRESS_LEN, MAX_ID_LEN};
+use crate::member::{Lifecycle, MemberId, Role, MAX_ADDRESS_LEN, MAX_ID_LEN, MAX_ZONE_LEN};
 
 /// Protocol version this build speaks and accepts. Bump it on any change to the
 /// message layout; receivers refuse other versions with
-/// [`GossipError::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// [`GossipError::UnsupportedVersion`]. Version 2 added [`Record::zone`].
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Smallest encoded size of one entry (a digest entry with a one-byte id, or a
 /// request), used to refuse messages with absurd entry counts before touching them.
@@ -98,7 +98,8 @@ pub struct Digest {
     /// Process generation.
     pub incarnation: u64,
     /// Heartbeat at which the member last changed its address, role, weight or
-    /// lifecycle; equal `(incarnation, meta_version)` means equal metadata.
+    /// lifecycle (its zone changes only with its incarnation); equal
+    /// `(incarnation, meta_version)` means equal metadata.
     pub meta_version: u64,
     /// Latest heartbeat.
     pub heartbeat: u64,
@@ -115,6 +116,8 @@ pub struct Record {
     pub role: Role,
     /// Relative capacity.
     pub weight: u32,
+    /// Failure domain, 1..=[`MAX_ZONE_LEN`] bytes.
+    pub zone: String,
     /// Active, leaving or left.
     pub lifecycle: Lifecycle,
     /// Process generation.
@@ -150,7 +153,7 @@ impl Digest {
 impl Record {
     /// Bincode fixed-int size.
     pub(crate) fn encoded_len(&self) -> usize {
-        8 + self.id.as_str().len() + 8 + self.address.len() + 4 + 4 + 4 + 24
+        8 + self.id.as_str().len() + 8 + self.address.len() + 4 + 4 + 8 + self.zone.len() + 4 + 24
     }
 
     /// `(incarnation, heartbeat)`: the order in which versions of a member win.
@@ -171,6 +174,7 @@ impl Record {
     fn validate(&self) -> Result<(), GossipError> {
         check_len("id", self.id.as_str(), MAX_ID_LEN)?;
         check_len("address", &self.address, MAX_ADDRESS_LEN)?;
+        check_len("zone", &self.zone, MAX_ZONE_LEN)?;
         check_meta(&self.id, self.meta_version, self.heartbeat)
     }
 }
@@ -279,7 +283,8 @@ fn check_meta(id: &MemberId, meta_version: u64, heartbeat: u64) -> Result<(), Go
 }
 
 /// Largest possible record size, so budgets can reserve room.
-pub(crate) const MAX_RECORD_LEN: usize = 8 + MAX_ID_LEN + 8 + MAX_ADDRESS_LEN + 36;
+pub(crate) const MAX_RECORD_LEN: usize =
+    8 + MAX_ID_LEN + 8 + MAX_ADDRESS_LEN + 8 + MAX_ZONE_LEN + 36;
 
 /// Smallest `max_message_bytes` accepted: a header plus one full record of each
 /// kind must always fit, or the local member could not even announce itself.

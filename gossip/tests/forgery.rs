@@ -26,6 +26,7 @@ fn member_with(id: &str, config: Config) -> Membership {
         address: addr(id),
         role: Role::Storage,
         weight: 1,
+        zone: "default".into(),
         incarnation: 1,
     };
     Membership::new(config, local, vec![], StdRng::seed_from_u64(7), secs(0)).expect("valid")
@@ -41,6 +42,7 @@ fn record(id: &str, incarnation: u64, meta_version: u64, heartbeat: u64) -> Reco
         address: addr(id),
         role: Role::Storage,
         weight: 1,
+        zone: "default".into(),
         lifecycle: Lifecycle::Active,
         incarnation,
         meta_version,

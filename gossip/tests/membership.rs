@@ -24,6 +24,7 @@ fn member(id: &str, seeds: &[&str]) -> Membership {
         address: addr(id),
         role: Role::Storage,
         weight: 1,
+        zone: "default".into(),
         incarnation: 1,
     };
     let seeds = seeds.iter().map(|s| addr(s)).collect();
@@ -43,6 +44,7 @@ fn record(id: &str, incarnation: u64, meta_version: u64, heartbeat: u64) -> Reco
         address: addr(id),
         role: Role::Storage,
         weight: 1,
+        zone: "default".into(),
         lifecycle: Lifecycle::Active,
         incarnation,
         meta_version,
@@ -355,6 +357,28 @@ fn bad_messages_are_refused_with_typed_errors() {
             },
         ),
         (
+            ack2(vec![Record {
+                zone: String::new(),
+                ..record("b", 1, 0, 1)
+            }]),
+            GossipError::BadFieldLength {
+                field: "zone",
+                len: 0,
+                max: 64,
+            },
+        ),
+        (
+            ack2(vec![Record {
+                zone: "z".repeat(65),
+                ..record("b", 1, 0, 1)
+            }]),
+            GossipError::BadFieldLength {
+                field: "zone",
+                len: 65,
+                max: 64,
+            },
+        ),
+        (
             msg(
                 "b",
                 Body::Ack(Ack {
@@ -383,6 +407,7 @@ fn invalid_configs_are_refused() {
         address: addr("a"),
         role: Role::Gateway,
         weight: 1,
+        zone: "default".into(),
         incarnation: 1,
     };
     let cases = [
@@ -439,6 +464,47 @@ fn invalid_configs_are_refused() {
 }
 
 #[test]
+fn a_zone_travels_with_the_record_and_must_fit() {
+    let zoned = |zone: &str| LocalMember {
+        id: "a".into(),
+        address: addr("a"),
+        role: Role::Storage,
+        weight: 1,
+        zone: zone.into(),
+        incarnation: 1,
+    };
+    let new = |local| {
+        Membership::new(
+            Config::default(),
+            local,
+            vec![],
+            StdRng::seed_from_u64(1),
+            secs(0),
+        )
+    };
+    for (zone, len) in [("", 0), (&*"z".repeat(65), 65)] {
+        assert_eq!(
+            new(zoned(zone)).err(),
+            Some(GossipError::BadFieldLength {
+                field: "zone",
+                len,
+                max: 64
+            })
+        );
+    }
+    let a = new(zoned("eu-west-1a")).expect("valid");
+    assert_eq!(a.local().zone, "eu-west-1a");
+    // b hears of a through a's record, zone included.
+    let mut b = member("b", &[]);
+    let record = Record {
+        zone: "eu-west-1a".into(),
+        ..record("a", 1, 0, 1)
+    };
+    deliver(&mut b, vec![record], secs(1)).expect("merges");
+    assert_eq!(b.member("a").map(|i| i.zone), Some("eu-west-1a".into()));
+}
+
+#[test]
 fn statuses_and_roles_use_lower_case_names_for_the_http_api() {
     for (status, name) in [
         (Status::Alive, "\"alive\""),
@@ -453,7 +519,7 @@ fn statuses_and_roles_use_lower_case_names_for_the_http_api() {
     let json = serde_json::to_string(&info).expect("encodes");
     assert_eq!(
         json,
-        r#"{"id":"a","address":"a:7001","role":"storage","status":"alive","weight":1,"heartbeat":0,"incarnation":1}"#
+        r#"{"id":"a","address":"a:7001","role":"storage","status":"alive","weight":1,"zone":"default","heartbeat":0,"incarnation":1}"#
     );
 }
 

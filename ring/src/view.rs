@@ -1,6 +1,7 @@
 //! The two rings of a membership in flux, and what follows from them: where a
 //! write goes, which ranges two replicas compare, which ranges a join or a
-//! leave moves.
+//! leave moves. All of it follows the rings' zone-aware placement
+//! ([`Ring::walk`]), so members in several zones change like any others.
 //!
 //! Nodes (anti-entropy, hinted handoff, handover) and gateways (routing) must
 //! agree on all of it, so it is computed once, here, from plain member lists:
@@ -49,8 +50,8 @@ pub fn split_weight(gossiped: u32) -> (u32, bool) {
     (gossiped & !JOINING_FLAG, gossiped & JOINING_FLAG != 0)
 }
 
-/// Members as a ring sees them: `(id, ring weight)`, sorted by id.
-pub type MemberList = Vec<(String, u32)>;
+/// Members as a ring sees them (id, ring weight, zone), sorted by id.
+pub type MemberList = Vec<Member>;
 
 /// A storage member that has not left, with where it stands in a change.
 ///
@@ -62,6 +63,8 @@ pub struct ViewMember {
     pub id: String,
     /// Ring weight (without [`JOINING_FLAG`]).
     pub weight: u32,
+    /// Failure domain; see [`Member::zone`].
+    pub zone: String,
     /// Still receiving its ranges: on the future ring only.
     pub joining: bool,
     /// Handing its ranges over: on the current ring only.
@@ -69,14 +72,26 @@ pub struct ViewMember {
 }
 
 impl ViewMember {
-    /// A member on both rings.
+    /// A member on both rings, in [`crate::DEFAULT_ZONE`].
     pub fn new(id: impl Into<String>, weight: u32) -> Self {
         Self {
             id: id.into(),
             weight,
+            zone: crate::DEFAULT_ZONE.to_string(),
             joining: false,
             leaving: false,
         }
+    }
+
+    /// The same member, in `zone`.
+    pub fn in_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = zone.into();
+        self
+    }
+
+    /// The member as a ring takes it.
+    pub fn ring_member(&self) -> Member {
+        Member::new(self.id.clone(), self.weight).in_zone(self.zone.clone())
     }
 
     /// The same member, joining.
@@ -113,10 +128,10 @@ impl RingView {
         let mut future = Vec::new();
         for m in members {
             if !m.joining {
-                current.push((m.id.clone(), m.weight));
+                current.push(m.ring_member());
             }
             if !m.leaving {
-                future.push((m.id.clone(), m.weight));
+                future.push(m.ring_member());
             }
         }
         current.sort();
@@ -140,11 +155,11 @@ impl RingView {
     pub fn partial(members: &[ViewMember], config: RingConfig) -> (Self, Option<RingError>) {
         let (current, future) = Self::member_lists(members);
         let mut error = None;
-        let mut build = |list: &[(String, u32)]| -> Option<Arc<Ring>> {
+        let mut build = |list: &[Member]| -> Option<Arc<Ring>> {
             if list.is_empty() {
                 return None;
             }
-            match Ring::new(ring_members(list), config) {
+            match Ring::new(list.iter().cloned(), config) {
                 Ok(ring) => Some(Arc::new(ring)),
                 Err(e) => {
                     error.get_or_insert(e);
@@ -249,45 +264,40 @@ impl RingView {
     }
 }
 
-/// The ranges `me` gains when it joins a ring of `current` members with
-/// `weight`: exactly the [`diff`] entries that list it as gained. `me` may
-/// already be in `current` (its entry is replaced).
+/// The ranges `me` gains when it joins a ring of `current` members (with
+/// its weight and zone): exactly the [`diff`] entries that list it as gained.
+/// `me` may already be in `current` (its entry is replaced).
 pub fn gained_ranges(
-    current: &[(String, u32)],
-    me: &str,
-    weight: u32,
+    current: &[Member],
+    me: &Member,
     n: usize,
     config: RingConfig,
 ) -> Result<Vec<RangeChange>, RingError> {
-    let old = Ring::new(ring_members(current), config)?;
+    let old = Ring::new(current.iter().cloned(), config)?;
     let new = Ring::new(
         current
             .iter()
-            .filter(|(id, _)| id != me)
-            .map(|(id, w)| Member::new(id.clone(), *w))
-            .chain(std::iter::once(Member::new(me, weight))),
+            .filter(|m| m.id != me.id)
+            .cloned()
+            .chain(std::iter::once(me.clone())),
         config,
     )?;
     Ok(diff(&old, &new, n)
         .into_iter()
-        .filter(|c| c.gained.iter().any(|g| g == me))
+        .filter(|c| c.gained.contains(&me.id))
         .collect())
 }
 
 /// The ranges `me` loses when it leaves a ring of `current` members, with
 /// the members that gain each; none when nobody would be left to take them.
 pub fn lost_ranges(
-    current: &[(String, u32)],
+    current: &[Member],
     me: &str,
     n: usize,
     config: RingConfig,
 ) -> Result<Vec<RangeChange>, RingError> {
-    let old = Ring::new(ring_members(current), config)?;
-    let rest: Vec<Member> = current
-        .iter()
-        .filter(|(id, _)| id != me)
-        .map(|(id, w)| Member::new(id.clone(), *w))
-        .collect();
+    let old = Ring::new(current.iter().cloned(), config)?;
+    let rest: Vec<Member> = current.iter().filter(|m| m.id != me).cloned().collect();
     if rest.is_empty() {
         return Ok(Vec::new());
     }
@@ -296,10 +306,6 @@ pub fn lost_ranges(
         .into_iter()
         .filter(|c| c.lost.iter().any(|l| l == me))
         .collect())
-}
-
-fn ring_members(list: &[(String, u32)]) -> impl Iterator<Item = Member> + '_ {
-    list.iter().map(|(id, w)| Member::new(id.clone(), *w))
 }
 
 #[cfg(test)]
@@ -311,7 +317,7 @@ mod tests {
     }
 
     fn list(ids: &[(&str, u32)]) -> MemberList {
-        ids.iter().map(|(id, w)| (id.to_string(), *w)).collect()
+        ids.iter().map(|(id, w)| Member::new(*id, *w)).collect()
     }
 
     fn sorted(mut v: Vec<&str>) -> Vec<&str> {
@@ -490,6 +496,55 @@ mod tests {
     }
 
     #[test]
+    fn a_join_and_a_leave_across_zones_keep_every_zone() {
+        // Three zones of two members, N = 3: every key has one replica per
+        // zone. A member joining zone a takes over zone a's replica of the
+        // keys it gains, and nothing else moves; a member of zone b leaving
+        // hands its keys to the other member of zone b.
+        let zone = |i: usize| ["a", "b", "c"][(i - 1) % 3];
+        let mut members: Vec<ViewMember> = (1..=6)
+            .map(|i| ViewMember::new(format!("node-{i}"), 1).in_zone(zone(i)))
+            .collect();
+        members.push(ViewMember::new("node-7", 1).in_zone("a").joining());
+        members[1] = members[1].clone().leaving(); // node-2, zone b
+        let v = view(&members);
+        let (current, future) = (v.current().unwrap(), v.future().unwrap());
+        let zones_of = |ring: &Ring, list: &[&str]| -> Vec<String> {
+            let mut z: Vec<String> = list
+                .iter()
+                .map(|m| ring.zone_of(m).unwrap().to_string())
+                .collect();
+            z.sort();
+            z
+        };
+        let mut pending_seen = 0;
+        for range in future.ranges() {
+            let (cur, pending) = v.write_replicas_at(range.start, 3);
+            assert_eq!(zones_of(current, &cur), ["a", "b", "c"]);
+            let next = future.replicas_of(&range, 3);
+            assert_eq!(zones_of(future, &next), ["a", "b", "c"]);
+            for p in &pending {
+                assert!(*p == "node-7" || *p == "node-5", "{p} gains {range:?}");
+            }
+            pending_seen += pending.len();
+        }
+        assert!(pending_seen > 0);
+        let config = RingConfig::default();
+        let (now, _) = RingView::member_lists(&members);
+        let joiner = ViewMember::new("node-7", 1).in_zone("a").ring_member();
+        for c in gained_ranges(&now, &joiner, 3, config).unwrap() {
+            assert_eq!(c.gained, ["node-7"]);
+            assert!(c.lost == ["node-1"] || c.lost == ["node-4"], "{c:?}");
+        }
+        for c in lost_ranges(&now, "node-2", 3, config).unwrap() {
+            assert_eq!(
+                (&c.lost[..], &c.gained[..]),
+                (&["node-2".to_string()][..], &["node-5".to_string()][..])
+            );
+        }
+    }
+
+    #[test]
     fn shared_ranges_table() {
         let whole = |runs: &Vec<TokenRange>| runs.len() == 1 && runs[0].start == runs[0].end;
         let abc = [
@@ -555,14 +610,16 @@ mod tests {
         let config = RingConfig::default();
         let abc = list(&[("a", 1), ("b", 1), ("c", 1)]);
         // Three members and N = 3: a fourth gains about 3/4 of the ring.
-        let gained = gained_ranges(&abc, "d", 1, 3, config).unwrap();
+        let gained = gained_ranges(&abc, &Member::new("d", 1), 3, config).unwrap();
         let share: f64 = gained.iter().map(|c| c.range.fraction()).sum();
         assert!((0.6..0.9).contains(&share), "{share}");
         assert!(gained.iter().all(|c| c.gained == ["d"]));
         // Joining a ring it is already on at the same weight moves nothing.
-        assert!(gained_ranges(&abc, "a", 1, 3, config).unwrap().is_empty());
+        assert!(gained_ranges(&abc, &Member::new("a", 1), 3, config)
+            .unwrap()
+            .is_empty());
         // With N above the member count the newcomer gains everything.
-        let gained = gained_ranges(&list(&[("a", 1)]), "b", 1, 3, config).unwrap();
+        let gained = gained_ranges(&list(&[("a", 1)]), &Member::new("b", 1), 3, config).unwrap();
         let share: f64 = gained.iter().map(|c| c.range.fraction()).sum();
         assert!((share - 1.0).abs() < 1e-9, "{share}");
 
@@ -577,7 +634,7 @@ mod tests {
             .is_empty());
         assert!(lost_ranges(&abc, "z", 3, config).unwrap().is_empty());
         assert_eq!(
-            gained_ranges(&abc, "d", 0, 3, config).unwrap_err(),
+            gained_ranges(&abc, &Member::new("d", 0), 3, config).unwrap_err(),
             RingError::BadWeight {
                 id: "d".into(),
                 weight: 0,

@@ -139,6 +139,7 @@ impl Sim {
             address: node.addr.clone(),
             role: Role::Storage,
             weight: 1,
+            zone: "default".into(),
             incarnation: node.incarnation,
         };
         let rng = StdRng::seed_from_u64(
