@@ -13,6 +13,8 @@ use crate::{Context, Error, VectorClock};
 
 /// Format byte of [`SiblingSet::encode`]: kind 3, version 1.
 const SIBLINGS_FORMAT_V1: u8 = 0x31;
+/// The same layout, holding values with a TTL (kinds 2 and 3).
+pub(crate) const SIBLINGS_FORMAT_EXPIRY: u8 = 0x32;
 /// Domain separation for [`SiblingSet::digest`].
 const DIGEST_DOMAIN: &[u8] = b"shoal-vclock/sibling-set/v1\0";
 
@@ -59,6 +61,24 @@ pub enum Content {
         bytes: Vec<u8>,
         /// The MIME type the client gave (`Content-Type`), echoed on reads.
         content_type: String,
+        /// When the value stops being visible (ms since the Unix epoch), for
+        /// a write with a TTL. Part of the version itself, so every path
+        /// that copies the version (replication, hints, read repair,
+        /// anti-entropy, handover) carries the same instant, and no copy
+        /// can outlive another by being moved.
+        expires_at: Option<u64>,
+    },
+    /// What is left of an expired value once a replica has purged its bytes:
+    /// its expiry instant and the digest of what it held (see
+    /// [`SiblingSet::stored_digest`]). It reads as absent, like the value it
+    /// replaces, and wins over that value when the two meet (declared last,
+    /// so it orders above every other content), so a purge on one replica
+    /// and not on another converges to the purge in any order.
+    Expired {
+        /// The instant the value expired (ms since the Unix epoch).
+        expires_at: u64,
+        /// `SHA-256(len(content_type) ‖ content_type ‖ bytes)` of the value.
+        digest: [u8; 32],
     },
 }
 
@@ -68,12 +88,47 @@ impl Content {
         Content::Value {
             bytes: bytes.into(),
             content_type: content_type.into(),
+            expires_at: None,
+        }
+    }
+
+    /// A value that is visible until `expires_at` (ms since the Unix epoch)
+    /// and absent from then on.
+    pub fn expiring(
+        bytes: impl Into<Vec<u8>>,
+        content_type: impl Into<String>,
+        expires_at: u64,
+    ) -> Self {
+        Content::Value {
+            bytes: bytes.into(),
+            content_type: content_type.into(),
+            expires_at: Some(expires_at),
         }
     }
 
     /// True for a delete.
     pub fn is_tombstone(&self) -> bool {
         matches!(self, Content::Tombstone)
+    }
+
+    /// The expiry instant of a value written with a TTL.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self {
+            Content::Value { expires_at, .. } => *expires_at,
+            Content::Expired { expires_at, .. } => Some(*expires_at),
+            Content::Tombstone => None,
+        }
+    }
+
+    /// True for a value whose expiry instant is at or before `now` (ms
+    /// since the Unix epoch). The rule is the same on every node, so two
+    /// readers disagree about a version only by their clocks' skew.
+    pub fn is_expired(&self, now: u64) -> bool {
+        match self {
+            // Purged: expired for good, whatever this reader's clock says.
+            Content::Expired { .. } => true,
+            _ => self.expires_at().is_some_and(|at| at <= now),
+        }
     }
 }
 
@@ -95,7 +150,7 @@ impl Sibling {
     pub fn value(&self) -> Option<&[u8]> {
         match &self.content {
             Content::Value { bytes, .. } => Some(bytes),
-            Content::Tombstone => None,
+            Content::Tombstone | Content::Expired { .. } => None,
         }
     }
 
@@ -103,13 +158,19 @@ impl Sibling {
     pub fn content_type(&self) -> Option<&str> {
         match &self.content {
             Content::Value { content_type, .. } => Some(content_type),
-            Content::Tombstone => None,
+            Content::Tombstone | Content::Expired { .. } => None,
         }
     }
 
     /// True for a delete.
     pub fn is_tombstone(&self) -> bool {
         self.content.is_tombstone()
+    }
+
+    /// A value a reader at `now` (ms since the Unix epoch) sees: neither a
+    /// tombstone nor expired.
+    pub fn is_live(&self, now: u64) -> bool {
+        !self.is_tombstone() && !self.content.is_expired(now)
     }
 }
 
@@ -198,6 +259,18 @@ impl SiblingSet {
     /// The state of a key nobody has written.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty state whose writes mint counters above `floor`: for a
+    /// replica that removed a key's state (a tombstone GC) and so no longer
+    /// knows which counters it minted for it. Minting from 1 again could
+    /// reuse a dot that another copy's clock still covers, and that copy
+    /// would then drop the new write as already seen.
+    pub fn minting_above(floor: u64) -> Self {
+        SiblingSet {
+            floor,
+            ..Self::default()
+        }
     }
 
     /// The siblings, sorted by dot. Empty only for a key never written.
@@ -361,6 +434,7 @@ impl SiblingSet {
             if let Content::Value {
                 bytes,
                 content_type,
+                ..
             } = &mut s.content
             {
                 bytes.clear();
@@ -467,7 +541,14 @@ impl SiblingSet {
     /// m, m × sibling                         sorted by dot
     /// sibling = actor index into the clock, counter, write time (varints),
     ///           0x00 (tombstone) | 0x01 content_type value (length-prefixed)
+    ///           | 0x02 content_type value expires_at (a value with a TTL)
+    ///           | 0x03 expires_at digest[32] (an expired value, purged)
     /// ```
+    ///
+    /// A set holding either of the last two kinds starts with `0x32`
+    /// instead of `0x31`: sets written before TTLs existed stay byte for
+    /// byte what they were, and [`SiblingSet::stored_digest`] knows from the
+    /// first byte which digest a set has.
     ///
     /// Naming a dot's actor by its index in the clock keeps node ids out of
     /// every sibling.
@@ -478,7 +559,11 @@ impl SiblingSet {
             .map(|s| 8 + s.value().map_or(0, <[u8]>::len) + s.content_type().map_or(0, str::len))
             .sum();
         let mut out = Vec::with_capacity(4 + self.clock.len() * 16 + size);
-        out.push(SIBLINGS_FORMAT_V1);
+        out.push(if self.has_expiry() {
+            SIBLINGS_FORMAT_EXPIRY
+        } else {
+            SIBLINGS_FORMAT_V1
+        });
         put_varint(&mut out, self.floor);
         put_varint(&mut out, self.clock.len() as u64);
         for e in self.clock.entries() {
@@ -500,13 +585,22 @@ impl SiblingSet {
             put_varint(&mut out, s.write_time);
             match &s.content {
                 Content::Tombstone => out.push(0),
+                Content::Expired { expires_at, digest } => {
+                    out.push(3);
+                    put_varint(&mut out, *expires_at);
+                    out.extend_from_slice(digest);
+                }
                 Content::Value {
                     bytes,
                     content_type,
+                    expires_at,
                 } => {
-                    out.push(1);
+                    out.push(if expires_at.is_some() { 2 } else { 1 });
                     put_bytes(&mut out, content_type.as_bytes());
                     put_bytes(&mut out, bytes);
+                    if let Some(at) = expires_at {
+                        put_varint(&mut out, *at);
+                    }
                 }
             }
         }
@@ -518,7 +612,11 @@ impl SiblingSet {
     /// is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<SiblingSet, Error> {
         let mut r = Reader::new(bytes, "sibling set");
-        r.format(SIBLINGS_FORMAT_V1)?;
+        if bytes.first() == Some(&SIBLINGS_FORMAT_EXPIRY) {
+            r.format(SIBLINGS_FORMAT_EXPIRY)?;
+        } else {
+            r.format(SIBLINGS_FORMAT_V1)?;
+        }
         let floor = r.varint()?;
         let n = r.count(3)?;
         let mut entries: Vec<crate::ClockEntry> = Vec::with_capacity(n);
@@ -561,13 +659,23 @@ impl SiblingSet {
             let at = r.pos();
             let content = match r.u8()? {
                 0 => Content::Tombstone,
-                1 => {
+                kind @ (1 | 2) => {
                     let content_type = r.string()?;
                     let bytes = r.bytes()?.to_vec();
+                    let expires_at = if kind == 2 { Some(r.varint()?) } else { None };
                     Content::Value {
                         bytes,
                         content_type,
+                        expires_at,
                     }
+                }
+                3 => {
+                    let expires_at = r.varint()?;
+                    let mut digest = [0u8; 32];
+                    for b in &mut digest {
+                        *b = r.u8()?;
+                    }
+                    Content::Expired { expires_at, digest }
                 }
                 _ => return Err(r.malformed(at, "unknown sibling kind")),
             };
@@ -591,6 +699,7 @@ impl SiblingSet {
     }
 }
 
+mod expiry;
 #[cfg(test)]
 mod tests;
 

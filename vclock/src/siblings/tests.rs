@@ -189,6 +189,49 @@ fn encoding_round_trips_and_digest_tracks_state() {
 }
 
 #[test]
+fn expiring_values_round_trip_and_older_sets_still_decode() {
+    let mut s = SiblingSet::new();
+    s.update(
+        &Context::empty(),
+        "node-1",
+        Content::expiring(b"v".to_vec(), "text/plain", 1_700_000_005_000),
+        1_700_000_000_000,
+    )
+    .unwrap();
+    let bytes = s.encode();
+    assert_eq!(SiblingSet::decode(&bytes), Ok(s.clone()));
+    for cut in 0..bytes.len() {
+        assert!(SiblingSet::decode(&bytes[..cut]).is_err(), "prefix {cut}");
+    }
+    assert!(!SiblingSet::new().is_dead(u64::MAX), "nothing is not dead");
+    assert!(!s.is_dead(1_700_000_004_999));
+    assert!(s.is_dead(1_700_000_005_000));
+    let v = &s.values()[0];
+    assert!(v.is_live(1_700_000_004_999));
+    assert!(
+        !v.is_live(1_700_000_005_000),
+        "expired at the instant itself"
+    );
+    // The expiry is part of the version: the same value without it differs.
+    let mut plain = SiblingSet::new();
+    plain
+        .update(
+            &Context::empty(),
+            "node-1",
+            Content::value(b"v".to_vec(), "text/plain"),
+            1_700_000_000_000,
+        )
+        .unwrap();
+    assert_ne!(plain.digest(), s.digest());
+    // A set encoded before TTLs existed (kind 0x01): clock {a:1}, value "v".
+    let old = [0x31, 0, 1, 1, b'a', 1, 7, 1, 0, 1, 9, 1, 1, b't', 1, b'v'];
+    let decoded = SiblingSet::decode(&old).unwrap();
+    assert_eq!(decoded.values()[0].value(), Some(&b"v"[..]));
+    assert_eq!(decoded.values()[0].content.expires_at(), None);
+    assert_eq!(decoded.encode(), old, "old sets re-encode byte for byte");
+}
+
+#[test]
 fn decode_checks_invariants() {
     // Clock {a:1}, one sibling at a:2 (not covered).
     let bad = [0x31, 0, 1, 1, b'a', 1, 0, 1, 0, 2, 0, 0];
@@ -254,6 +297,8 @@ enum Op {
     Sync { from: usize, to: usize },
     /// Replica `at` prunes its clock to `max` entries.
     Prune { at: usize, max: usize },
+    /// Replica `at` purges values expired by `before`.
+    Purge { at: usize, before: u64 },
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -262,6 +307,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|(at, from, tomb)| Op::Update { at, from, tomb }),
         3 => (0..3usize, 0..3usize).prop_map(|(from, to)| Op::Sync { from, to }),
         1 => (0..3usize, 0..3usize).prop_map(|(at, max)| Op::Prune { at, max }),
+        1 => (0..3usize, 0..30u64).prop_map(|(at, before)| Op::Purge { at, before }),
     ]
 }
 
@@ -277,6 +323,9 @@ fn arb_states() -> impl Strategy<Value = [SiblingSet; 3]> {
                     let ctx = from.map_or_else(Context::empty, |f| r[f].context());
                     let content = if tomb {
                         Content::Tombstone
+                    } else if t.is_multiple_of(3) {
+                        // Expiring values travel like any other.
+                        Content::expiring(t.to_le_bytes().to_vec(), "x", t + 5)
                     } else {
                         Content::value(t.to_le_bytes().to_vec(), "x")
                     };
@@ -288,6 +337,15 @@ fn arb_states() -> impl Strategy<Value = [SiblingSet; 3]> {
                 }
                 Op::Prune { at, max } => {
                     r[at].prune(max);
+                }
+                Op::Purge { at, before } => {
+                    let digest = SiblingSet::stored_digest(&r[at].encode());
+                    r[at].purge_expired(before);
+                    assert_eq!(
+                        SiblingSet::stored_digest(&r[at].encode()),
+                        digest,
+                        "a purge changed what anti-entropy compares"
+                    );
                 }
             }
         }
@@ -322,6 +380,35 @@ proptest! {
     fn digest_is_independent_of_merge_order(s in arb_states()) {
         let [a, b, c] = s;
         prop_assert_eq!(a.sync(&b).sync(&c).digest(), c.sync(&a).sync(&b).digest());
+    }
+
+    #[test]
+    fn a_purge_reads_alike_and_wins_wherever_it_meets_the_value(
+        s in arb_states(), at in 0..3usize, before in 0..30u64,
+    ) {
+        let [a, b, c] = s;
+        let whole = a.sync(&b).sync(&c);
+        let mut purged = whole.clone();
+        purged.purge_expired(before);
+        // Nothing a reader at `before` or later sees has changed.
+        for now in [before, before + 1, 1_000] {
+            let live = |x: &SiblingSet| -> Vec<Vec<u8>> {
+                x.values().iter().filter(|v| v.is_live(now)).filter_map(|v| v.value().map(<[u8]>::to_vec)).collect()
+            };
+            prop_assert_eq!(live(&whole), live(&purged));
+        }
+        prop_assert_eq!(
+            SiblingSet::stored_digest(&whole.encode()),
+            SiblingSet::stored_digest(&purged.encode())
+        );
+        // Merging the purged state with any unpurged one, in either order,
+        // gives the purged state's siblings: the purge is never undone.
+        let other = [&a, &b, &c][at];
+        prop_assert_eq!(purged.sync(other), other.sync(&purged));
+        let met = purged.sync(other);
+        prop_assert_eq!(met.values(), purged.values());
+        // And the purged state survives a round trip.
+        prop_assert_eq!(SiblingSet::decode(&purged.encode()).unwrap(), purged);
     }
 
     #[test]
