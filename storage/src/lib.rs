@@ -127,5 +127,7 @@ pub use engine::{Commit, Engine, RecoveryReport, Stats, WriteBatch};
 pub use error::{Error, Result};
 pub use fs::{Fs, LockGuard, MemFs, OpenMode, ReadableFile, StdFs, WritableFile};
 pub use iter::Iter;
-pub use options::{Background, CompactionFilter, Options, SyncMode, SyncObserver, WalRecovery};
+pub use options::{
+    Background, CompactionFilter, Options, SyncMode, SyncObserver, Verdict, WalRecovery,
+};
 pub use wal::Damage;

@@ -53,13 +53,28 @@ pub enum Background {
     Inline,
 }
 
-/// Decides during compaction whether a live value is kept (`true`) or purged.
+/// What compaction does with one live entry: see [`CompactionFilter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it out as it is.
+    Keep,
+    /// Purge it.
+    Purge,
+    /// Write out this value in its place (the node shrinks expired values
+    /// to what it must remember of them).
+    Replace(Vec<u8>),
+}
+
+/// Decides during compaction what becomes of each live value.
 ///
-/// The engine applies it only where purging is safe: when the compaction includes
-/// the oldest table the entry is dropped; otherwise it is replaced by a tombstone so
-/// that no older version can resurface. The node uses it to purge its own
-/// tombstones (ordinary values here) after their grace period.
-pub type CompactionFilter = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
+/// The engine applies a purge only where it is safe: when the compaction
+/// includes the oldest table the entry is dropped; otherwise it is replaced by
+/// a tombstone so that no older version can resurface. A replacement is
+/// written as the entry's value, so it must be what a reader may see in the
+/// entry's place at any time from then on. The node uses it to purge its own
+/// tombstones (ordinary values here) after their grace period, and to shrink
+/// expired values.
+pub type CompactionFilter = Arc<dyn Fn(&[u8], &[u8]) -> Verdict + Send + Sync>;
 
 /// Told how long each commit log fsync took: the node feeds its
 /// `shoal_storage_fsync_duration_seconds` histogram from it. It runs on the

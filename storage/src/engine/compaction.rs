@@ -45,13 +45,11 @@ impl Shared {
             match r {
                 Err(e) => Some(Err(e)),
                 Ok((key, None)) => (!bottom).then_some(Ok((key, None))),
-                Ok((key, Some(val))) => {
-                    if filter.as_ref().is_some_and(|f| !f(&key, &val)) {
-                        (!bottom).then_some(Ok((key, None)))
-                    } else {
-                        Some(Ok((key, Some(val))))
-                    }
-                }
+                Ok((key, Some(val))) => match filter.as_ref().map(|f| f(&key, &val)) {
+                    None | Some(crate::Verdict::Keep) => Some(Ok((key, Some(val)))),
+                    Some(crate::Verdict::Purge) => (!bottom).then_some(Ok((key, None))),
+                    Some(crate::Verdict::Replace(value)) => Some(Ok((key, Some(value)))),
+                },
             }
         });
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
