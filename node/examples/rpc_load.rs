@@ -92,6 +92,7 @@ async fn run(
                             context: Context::empty(),
                             content: value(),
                             hint_for: None,
+                            supersede: false,
                         };
                         pool.call(&addr, RPC, |c, ctx| async move {
                             c.coordinate(ctx, request).await.map(|r| r.map(|_| ()))

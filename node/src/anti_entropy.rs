@@ -144,10 +144,12 @@ impl AntiEntropy {
             interval: Duration::from_millis(config.anti_entropy.interval_ms),
             // A tombstone lives `grace` at least, so purging a few times per
             // grace period is plenty; bounded so that short test graces
-            // still purge.
-            purge_every: Duration::from_millis(
-                (config.tombstones.grace_secs.saturating_mul(250)).clamp(1_000, 3_600_000),
-            ),
+            // still purge. No grace (the default): the safety-net purge never
+            // runs; the tombstone GC (`crate::tombstones`) decides.
+            purge_every: match config.tombstones.grace_secs {
+                0 => Duration::MAX,
+                grace => Duration::from_millis(grace.saturating_mul(250).clamp(1_000, 3_600_000)),
+            },
             budget: config.max_frame_bytes() / 2,
             running: tokio::sync::Mutex::new(()),
             limiter: RateLimiter::new(

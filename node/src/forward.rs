@@ -224,6 +224,7 @@ mod tests {
                 context: Context::empty(),
                 content: Content::value(b"v".to_vec(), "text/plain"),
                 hint_for: None,
+                supersede: false,
             },
             replicas: replicas
                 .iter()

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_ring::{RangeChange, RingConfig};
+use shoal_ring::{Member, RangeChange, RingConfig};
 use shoal_vclock::SiblingSet;
 use tokio::sync::watch;
 
@@ -132,26 +132,40 @@ pub(crate) fn settle(config: &crate::Config) -> Duration {
     )
 }
 
-/// The ranges `me` gains when it joins a ring of `current` members with
-/// `weight` ([`shoal_ring::view::gained_ranges`] on the default ring config).
+/// The ranges `me` gains when it joins a ring of `current` members `(id,
+/// weight)`, all of them and `me` (with `weight`) in the default zone
+/// ([`shoal_ring::view::gained_ranges`] on the default ring config, which a
+/// joining node calls itself with the zones gossip carries).
 pub fn gained_ranges(
     current: &[(String, u32)],
     me: &str,
     weight: u32,
     n: usize,
 ) -> Result<Vec<RangeChange>, shoal_ring::RingError> {
-    shoal_ring::view::gained_ranges(current, me, weight, n, RingConfig::default())
+    shoal_ring::view::gained_ranges(
+        &in_default_zone(current),
+        &Member::new(me, weight),
+        n,
+        RingConfig::default(),
+    )
 }
 
-/// The ranges `me` loses when it leaves a ring of `current` members, with
-/// the members that gain each ([`shoal_ring::view::lost_ranges`] on the
-/// default ring config).
+/// The ranges `me` loses when it leaves a ring of `current` members `(id,
+/// weight)` in the default zone, with the members that gain each
+/// ([`shoal_ring::view::lost_ranges`] on the default ring config).
 pub fn lost_ranges(
     current: &[(String, u32)],
     me: &str,
     n: usize,
 ) -> Result<Vec<RangeChange>, shoal_ring::RingError> {
-    shoal_ring::view::lost_ranges(current, me, n, RingConfig::default())
+    shoal_ring::view::lost_ranges(&in_default_zone(current), me, n, RingConfig::default())
+}
+
+fn in_default_zone(members: &[(String, u32)]) -> Vec<Member> {
+    members
+        .iter()
+        .map(|(id, w)| Member::new(id.clone(), *w))
+        .collect()
 }
 
 /// How long a decommissioning node spends pushing its `left` announcement
@@ -192,6 +206,8 @@ pub(crate) struct Handover {
     id: String,
     /// The weight this node serves with once joined (flag bits cleared).
     weight: u32,
+    /// The zone it announces (`member.zone`).
+    zone: String,
     /// Replicas per key (`replication.n`).
     n: usize,
     /// `gossip.interval_ms`: the pace of retries and of waiting for peers.
@@ -239,6 +255,7 @@ impl Handover {
         Self {
             id: config.member.id.clone(),
             weight: config.member.weight,
+            zone: config.member.zone.clone(),
             n: config.replication.n,
             gossip_interval: Duration::from_millis(config.gossip.interval_ms),
             settle: settle(config),
@@ -278,15 +295,12 @@ impl Handover {
         AnswerWatch::new(transport, self.answered.clone())
     }
 
-    /// Non-joining storage members other than this one, `(id, weight)`, and
-    /// every member's address.
+    /// Non-joining storage members other than this one (id, weight, zone),
+    /// and every member's address.
     fn current_members(&self) -> (crate::membership::MemberList, Addresses) {
         let members = crate::membership::lock(&self.membership).ring_members();
         let (current, _) = crate::membership::member_lists(&members);
-        let current = current
-            .into_iter()
-            .filter(|(id, _)| *id != self.id)
-            .collect();
+        let current = current.into_iter().filter(|m| m.id != self.id).collect();
         let addresses = crate::membership::reachable(&members, |m| m.status.is_up());
         (current, addresses)
     }
@@ -318,7 +332,9 @@ impl Handover {
             started = Instant::now();
             // Members seen since the first look count too.
             let (current, _) = self.current_members();
-            let changes = gained_ranges(&current, &self.id, self.weight, self.n)?;
+            let me = Member::new(self.id.clone(), self.weight).in_zone(self.zone.clone());
+            let changes =
+                shoal_ring::view::gained_ranges(&current, &me, self.n, RingConfig::default())?;
             tracing::info!(
                 ranges = changes.len(),
                 "join: streaming the ranges this node gains"
@@ -496,7 +512,7 @@ impl Handover {
             m.start_leaving();
             crate::membership::member_lists(&m.ring_members()).0
         };
-        if !current.iter().any(|(id, _)| *id == self.id) {
+        if !current.iter().any(|m| m.id == self.id) {
             return Err(fail("this node is not on the ring (still joining?)".into()));
         }
         if current.len() <= 1 {
@@ -509,8 +525,9 @@ impl Handover {
         );
         tokio::time::sleep(self.settle).await;
         let started = Instant::now();
-        let changes = lost_ranges(&current, &self.id, self.n)
-            .map_err(|e| fail(format!("cannot build the ring: {e}")))?;
+        let changes =
+            shoal_ring::view::lost_ranges(&current, &self.id, self.n, RingConfig::default())
+                .map_err(|e| fail(format!("cannot build the ring: {e}")))?;
         let mut report = HandoverReport {
             node: self.id.clone(),
             ..HandoverReport::default()

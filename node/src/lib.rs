@@ -50,6 +50,7 @@ pub mod anti_entropy;
 pub mod buckets;
 pub mod config;
 pub mod env;
+mod expiry;
 mod forward;
 mod handoff;
 pub mod handover;
@@ -67,5 +68,6 @@ mod scan;
 pub mod secure;
 pub mod serve;
 pub mod store;
+mod tombstones;
 
 pub use config::Config;

@@ -55,6 +55,36 @@ pub enum MemberError {
     /// The gossip state machine refused the configuration.
     #[error(transparent)]
     Gossip(#[from] GossipError),
+    /// The address peers would dial cannot be dialed (`0.0.0.0`, `::`, or
+    /// port 0).
+    #[error("member.advertise {advertise:?} cannot be dialed by peers: {why}")]
+    Advertise {
+        /// The address this member would announce.
+        advertise: String,
+        /// What is wrong and what to set.
+        why: &'static str,
+    },
+}
+
+/// Refuses an announced address no peer could dial: an unspecified IP
+/// (`0.0.0.0`, `::`, the listen address of a member that binds every
+/// interface) or port 0. A host name passes: it is resolved by each peer.
+pub fn check_advertise(advertise: &str) -> Result<(), MemberError> {
+    let Ok(addr) = advertise.parse::<SocketAddr>() else {
+        return Ok(());
+    };
+    let why = if addr.ip().is_unspecified() {
+        "an unspecified IP means every interface when listening, no host when \
+         dialing; set member.advertise to this host's address (or name) as peers reach it"
+    } else if addr.port() == 0 {
+        "port 0 is no port to dial; set member.advertise with the bound port"
+    } else {
+        return Ok(());
+    };
+    Err(MemberError::Advertise {
+        advertise: advertise.to_string(),
+        why,
+    })
 }
 
 /// A member's shared pieces, before it serves.
@@ -125,6 +155,7 @@ impl Member {
             .advertise
             .clone()
             .unwrap_or_else(|| addr.to_string());
+        check_advertise(&advertise)?;
         let uptime = Uptime::start();
         let seeds: Vec<String> = config
             .member
@@ -141,6 +172,7 @@ impl Member {
                 address: advertise.clone(),
                 role: spec.role,
                 weight: spec.weight,
+                zone: config.member.zone.clone(),
                 incarnation: spec.incarnation,
             },
             seeds,
@@ -208,4 +240,25 @@ pub fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod advertise_tests {
+    use super::check_advertise;
+
+    #[test]
+    fn addresses_no_peer_can_dial_are_refused_with_the_key_to_set() {
+        for bad in ["0.0.0.0:7000", "[::]:7000", "10.0.0.5:0"] {
+            let err = check_advertise(bad).unwrap_err().to_string();
+            assert!(err.contains("member.advertise"), "{bad}: {err}");
+        }
+        for good in [
+            "10.0.0.5:7000",
+            "[fe80::1]:7000",
+            "node-1.shoal:7000",
+            "node-1:7000",
+        ] {
+            assert!(check_advertise(good).is_ok(), "{good}");
+        }
+    }
 }

@@ -65,8 +65,9 @@ impl Uptime {
 
 /// Gossip's ring members ([`shoal_gossip::Membership::ring_members`]) as the
 /// ring view takes them: storage members that have not left, the joining flag
-/// read off the weight, `leaving` from the lifecycle. Every ring builder in
-/// Shoal goes through this, so nodes and gateways read the flag alike.
+/// read off the weight, `leaving` from the lifecycle, and the zone each
+/// announced. Every ring builder in Shoal goes through this, so nodes and
+/// gateways read the flag, and place keys across zones, alike.
 pub fn view_members(members: &[shoal_gossip::MemberInfo]) -> Vec<shoal_ring::view::ViewMember> {
     members
         .iter()
@@ -76,6 +77,7 @@ pub fn view_members(members: &[shoal_gossip::MemberInfo]) -> Vec<shoal_ring::vie
             shoal_ring::view::ViewMember {
                 id: m.id.as_str().to_string(),
                 weight,
+                zone: m.zone.clone(),
                 joining,
                 leaving: m.status == shoal_gossip::Status::Leaving,
             }

@@ -305,6 +305,24 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
             shutdown_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(
+        crate::tombstones::TombstoneGc {
+            id: id.clone(),
+            n: config.replication.n,
+            store: inner.store.clone(),
+            pool: pool.clone(),
+            membership: inner.membership.clone(),
+            env: inner.env.clone(),
+            config: config.tombstones,
+        }
+        .run(shutdown_rx.clone()),
+    ));
+    tasks.push(tokio::spawn(crate::expiry::run(
+        inner.store.clone(),
+        inner.env.clone(),
+        config.expiry,
+        shutdown_rx.clone(),
+    )));
     if config.handoff.enabled {
         tasks.push(tokio::spawn(handoff.run(shutdown_rx)));
     }
@@ -603,29 +621,27 @@ impl NodeService {
     /// runs on the blocking pool and comes back durable.
     async fn mint(&self, request: CoordinateRequest) -> Result<Minted, RemoteError> {
         let now = self.0.env.clock.now_millis();
+        let begin = move |s: &Store| {
+            let hint_for = request.hint_for.as_deref();
+            if request.supersede {
+                s.supersede_begin(&request.key, request.content, now, hint_for)
+            } else {
+                s.coordinate_begin(
+                    &request.key,
+                    &request.context,
+                    request.content,
+                    now,
+                    hint_for,
+                )
+            }
+        };
         if self.0.store.write_would_block() {
             return self
-                .blocking(move |s| {
-                    s.coordinate(
-                        &request.key,
-                        &request.context,
-                        request.content,
-                        now,
-                        request.hint_for.as_deref(),
-                    )
-                })
+                .blocking(move |s| begin(s)?.wait())
                 .await
                 .map(Minted::Durable);
         }
-        self.0
-            .store
-            .coordinate_begin(
-                &request.key,
-                &request.context,
-                request.content,
-                now,
-                request.hint_for.as_deref(),
-            )
+        begin(&self.0.store)
             .map(Minted::Pending)
             .map_err(|e| self.remote(e))
     }
@@ -923,6 +939,67 @@ impl Replica for NodeService {
         .await
     }
 
+    async fn gc_check(
+        self,
+        _: RpcContext,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<crate::rpc::GcState>, RemoteError> {
+        let _admitted = self.admit()?;
+        self.check_running()?;
+        if keys.len() > crate::rpc::MAX_BATCH_KEYS {
+            return Err(RemoteError::BadRequest {
+                message: format!(
+                    "gc_check of {} keys, at most {}",
+                    keys.len(),
+                    crate::rpc::MAX_BATCH_KEYS
+                ),
+            });
+        }
+        for k in &keys {
+            self.check_key(k)?;
+        }
+        self.blocking(move |s| {
+            keys.iter()
+                .map(|k| {
+                    s.gc_state(k)
+                        .map(|(digest, hinted)| crate::rpc::GcState { digest, hinted })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn gc_purge(
+        self,
+        _: RpcContext,
+        entries: Vec<(Vec<u8>, [u8; 32])>,
+    ) -> Result<u64, RemoteError> {
+        let _admitted = self.admit()?;
+        self.check_running()?;
+        if entries.len() > crate::rpc::MAX_BATCH_KEYS {
+            return Err(RemoteError::BadRequest {
+                message: format!(
+                    "gc_purge of {} keys, at most {}",
+                    entries.len(),
+                    crate::rpc::MAX_BATCH_KEYS
+                ),
+            });
+        }
+        for (k, _) in &entries {
+            self.check_key(k)?;
+        }
+        self.blocking(move |s| {
+            let mut purged = 0;
+            for (k, d) in &entries {
+                if s.gc_purge(k, d)? {
+                    purged += 1;
+                }
+            }
+            Ok(purged)
+        })
+        .await
+    }
+
     async fn status(self, _: RpcContext) -> Result<NodeStatus, RemoteError> {
         let store = &self.0.store;
         let hints_held = store.hint_count().map_err(|e| self.remote(e))?;
@@ -948,7 +1025,7 @@ impl CoordinateRequest {
     fn content_bytes(&self) -> Option<usize> {
         match &self.content {
             shoal_vclock::Content::Value { bytes, .. } => Some(bytes.len()),
-            shoal_vclock::Content::Tombstone => None,
+            shoal_vclock::Content::Tombstone | shoal_vclock::Content::Expired { .. } => None,
         }
     }
 }

@@ -35,6 +35,8 @@ pub const RPC_NAMES: &[&str] = &[
     "read_many",
     "merge_batch",
     "repair",
+    "gc_check",
+    "gc_purge",
     "decommission",
     "bucket_props",
     "set_bucket_props",
@@ -126,6 +128,10 @@ pub struct NodeCounters {
     pub ae_bytes: AtomicU64,
     /// Tombstones purged.
     pub tombstones_purged: AtomicU64,
+    /// Keys whose expired values compaction shrank to their remains.
+    pub expired_purged: AtomicU64,
+    /// Bytes those shrinks saved.
+    pub expired_bytes_reclaimed: AtomicU64,
     /// When the last exchange finished, by [`std::time::Instant`] since
     /// `origin` (ms + 1; 0 = never).
     ae_last_ms: AtomicU64,
@@ -144,6 +150,8 @@ impl Default for NodeCounters {
             ae_keys_repaired: AtomicU64::new(0),
             ae_bytes: AtomicU64::new(0),
             tombstones_purged: AtomicU64::new(0),
+            expired_purged: AtomicU64::new(0),
+            expired_bytes_reclaimed: AtomicU64::new(0),
             ae_last_ms: AtomicU64::new(0),
             origin: std::time::Instant::now(),
             progress: Mutex::new(None),
@@ -294,6 +302,8 @@ pub fn node_metrics(counters: &NodeCounters, sources: &NodeSources) -> String {
     let expired = counters.hints_expired.load(Ordering::Relaxed);
     let ae_bytes = counters.ae_bytes.load(Ordering::Relaxed);
     let purged = counters.tombstones_purged.load(Ordering::Relaxed);
+    let expired_purged = counters.expired_purged.load(Ordering::Relaxed);
+    let reclaimed = counters.expired_bytes_reclaimed.load(Ordering::Relaxed);
     let progress = counters.progress();
     let in_flight = sources
         .max_in_flight
@@ -359,6 +369,16 @@ pub fn node_metrics(counters: &NodeCounters, sources: &NodeSources) -> String {
             "shoal_tombstones_purged",
             "Tombstones purged from this node's data",
             purged,
+        )?;
+        out.counter(
+            "shoal_expired_purged",
+            "Keys whose expired values compaction shrank to their remains",
+            expired_purged,
+        )?;
+        out.counter(
+            "shoal_expired_bytes_reclaimed",
+            "Bytes of stored state those shrinks saved",
+            reclaimed,
         )?;
         out.histogram(
             "shoal_storage_fsync_duration_seconds",

@@ -108,6 +108,23 @@ pub trait Replica {
     /// with its state's skeleton (values emptied), tombstones included so
     /// that the lister can merge replicas' answers.
     async fn list_keys(request: ListRequest) -> Result<ListPage, RemoteError>;
+
+    /// Tombstone GC, the check: for each key (at most [`MAX_BATCH_KEYS`]),
+    /// the digest of this member's state and whether it holds a hint for it.
+    async fn gc_check(keys: Vec<Vec<u8>>) -> Result<Vec<GcState>, RemoteError>;
+
+    /// Tombstone GC, the purge: removes each key whose state still has the
+    /// digest given (at most [`MAX_BATCH_KEYS`]); returns how many it removed.
+    async fn gc_purge(entries: Vec<(Vec<u8>, [u8; 32])>) -> Result<u64, RemoteError>;
+}
+
+/// One key as a tombstone GC check sees it on one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcState {
+    /// The digest of the member's state (`None`: it holds none).
+    pub digest: Option<[u8; 32]>,
+    /// Whether the member holds a hint for the key (for any owner).
+    pub hinted: bool,
 }
 
 /// Where a listing resumes: after `(position, key)` in ring order, or from
@@ -249,6 +266,12 @@ pub struct CoordinateRequest {
     /// coordinator (every owner that could coordinate is down): the new
     /// version is also kept as a hint for that owner.
     pub hint_for: Option<String>,
+    /// Supersede every version the coordinator holds, whatever `context`
+    /// says: a last-writer-wins write in any bucket (the Redis protocol's
+    /// `SET` and `DEL`, whose clients never carry a context). Versions only
+    /// other replicas hold stay as siblings, and readers that want one value
+    /// take the newest.
+    pub supersede: bool,
 }
 
 /// Most targets plus spares one forwarded write may name: N is at most a

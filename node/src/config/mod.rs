@@ -68,6 +68,8 @@ pub struct Config {
     pub anti_entropy: AntiEntropyConfig,
     /// Delete semantics.
     pub tombstones: TombstoneConfig,
+    /// Purging expired values.
+    pub expiry: ExpiryConfig,
     /// Key and value sizes.
     pub limits: LimitsConfig,
     /// The gateway's HTTP side.
@@ -163,6 +165,12 @@ pub struct MemberConfig {
     pub seeds: Vec<String>,
     /// Relative capacity on the ring (storage nodes only).
     pub weight: u32,
+    /// Failure domain (rack, availability zone): with at least N zones among
+    /// the storage members, the N owners of every key lie in N distinct
+    /// zones; with fewer, in all of them. Letters, digits, `-`, `_`, `.`; at
+    /// most 64 bytes. Every member in one zone (the default) places keys as
+    /// without zones.
+    pub zone: String,
     /// Where a node keeps its data (storage nodes only).
     pub data_dir: PathBuf,
     /// Whether this node joins a running cluster: it announces itself as
@@ -265,9 +273,47 @@ pub struct AntiEntropyConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TombstoneConfig {
-    /// Seconds a tombstone is kept before compaction may purge it; must be
-    /// long enough for anti-entropy to have spread it (Cassandra: 10 days).
+    /// A safety net, off by default (0): purge tombstones older than this
+    /// many seconds even when the GC could not confirm that every replica
+    /// holds them. It bounds the disk tombstones take while a member stays
+    /// away for good (never decommissioned), at the price of what the GC
+    /// exists to prevent: when that member returns, a version it holds that
+    /// the purged tombstones superseded comes back. Set it only longer than
+    /// any member may be away (Cassandra's `gc_grace_seconds`, 10 days).
     pub grace_secs: u64,
+    /// A tombstone is a GC candidate once its latest write is this old: the
+    /// longest a write, a read repair or a range stream may still be in
+    /// flight carrying an older version of the key.
+    pub settle_ms: u64,
+    /// How often each node runs a GC pass over the keys it is the first
+    /// replica of.
+    pub gc_interval_ms: u64,
+}
+
+/// When a node purges expired values (their bytes; what a version must
+/// remember stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpiryConfig {
+    /// The clock skew between members allowed for: a value is purged only
+    /// this long after its expiry instant on the node's clock, so no
+    /// reader whose clock is behind by less still expects it.
+    pub max_skew_ms: u64,
+    /// How often the node checks whether expired values are due a purge.
+    pub check_interval_ms: u64,
+    /// Least time between two purges (each is a full compaction of the
+    /// node's store).
+    pub min_compact_interval_ms: u64,
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> Self {
+        Self {
+            max_skew_ms: 5_000,
+            check_interval_ms: 5_000,
+            min_compact_interval_ms: 60_000,
+        }
+    }
 }
 
 /// Size limits, enforced by gateways and again by nodes.
@@ -335,6 +381,7 @@ impl Default for MemberConfig {
             advertise: None,
             seeds: Vec::new(),
             weight: 1,
+            zone: shoal_ring::DEFAULT_ZONE.to_string(),
             data_dir: PathBuf::from("data"),
             join: false,
         }
@@ -395,7 +442,10 @@ impl Default for AntiEntropyConfig {
 impl Default for TombstoneConfig {
     fn default() -> Self {
         Self {
-            grace_secs: 10 * 24 * 3600,
+            grace_secs: 0,
+            // Twice the longest forwarded write budget (60 s).
+            settle_ms: 120_000,
+            gc_interval_ms: 30_000,
         }
     }
 }
@@ -523,6 +573,21 @@ impl Config {
                 ),
             );
         }
+        let zone = &self.member.zone;
+        if zone.is_empty()
+            || zone.len() > shoal_gossip::MAX_ZONE_LEN
+            || !zone
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return bad(
+                "member.zone",
+                format!(
+                    "{zone:?} is not 1..={} letters, digits, '-', '_' or '.'",
+                    shoal_gossip::MAX_ZONE_LEN
+                ),
+            );
+        }
         if self.member.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(
                 "member.listen",
@@ -591,6 +656,24 @@ impl Config {
             return bad(
                 "gateway.tls.cert_file",
                 "gateway.tls.cert_file and gateway.tls.key_file must be set together",
+            );
+        }
+        if self.tombstones.gc_interval_ms == 0 {
+            return bad(
+                "tombstones.gc_interval_ms",
+                "must be at least 1 (it paces a loop)",
+            );
+        }
+        if self.expiry.check_interval_ms == 0 {
+            return bad(
+                "expiry.check_interval_ms",
+                "must be at least 1 (it paces a loop)",
+            );
+        }
+        if self.gateway.resp_idle_timeout_ms == 0 {
+            return bad(
+                "gateway.resp_idle_timeout_ms",
+                "must be at least 1 (idle connections need a bound)",
             );
         }
         if self.handoff.max_hints_per_owner == 0 || self.handoff.max_hints == 0 {

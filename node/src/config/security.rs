@@ -30,11 +30,27 @@ pub struct SecurityConfig {
 }
 
 /// The gateway's own section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// TLS on the client listeners.
     pub tls: TlsConfig,
+    /// `host:port` of the Redis protocol listener; empty: none.
+    pub resp_listen: String,
+    /// A RESP connection with no command in progress is closed after this.
+    /// Long by default: Redis clients keep pooled connections open and
+    /// idle, and Redis itself never closes them.
+    pub resp_idle_timeout_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            tls: TlsConfig::default(),
+            resp_listen: String::new(),
+            resp_idle_timeout_ms: 3_600_000,
+        }
+    }
 }
 
 /// PEM files for the client listeners; both or neither. With them the

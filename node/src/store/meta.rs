@@ -10,6 +10,10 @@ pub(crate) const EPOCH: &str = "epoch";
 /// Set by a graceful close, cleared at open: its absence at open means the
 /// last run crashed.
 pub(crate) const CLEAN_STOP: &str = "clean-stop";
+/// The highest counter this actor had minted for any key whose state a
+/// tombstone GC removed (u64, big-endian): a write to such a key mints
+/// above it, so no clock that still remembers the purged state covers it.
+pub(crate) const MINT_FLOOR: &str = "mint-floor";
 /// A finished join: the node serves reads for the ranges it gained.
 pub(crate) const JOINED: &str = "joined";
 /// A finished decommission: this directory's copy is stale, so the node

@@ -47,11 +47,11 @@ use hints::{decode_hint, encode_hint, hint_key, HintBook};
 pub use written::Written;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use shoal_merkle::{MerkleTree, TokenRange, TreeShape};
 use shoal_storage::{Commit, Engine, Options, WalRecovery, WriteBatch};
 use shoal_vclock::{Content, Context, SiblingSet};
@@ -117,8 +117,13 @@ pub enum StoreError {
 /// The version digest of a stored sibling set: SHA-256 of its canonical
 /// encoding, so two replicas agree on it exactly when they hold the same state.
 pub fn digest_of(encoded: &[u8]) -> [u8; 32] {
-    Sha256::digest(encoded).into()
+    // SHA-256 of the bytes, except that a value with a TTL counts by its
+    // expiry and a digest of its bytes, so a purge changes nothing here.
+    SiblingSet::stored_digest(encoded)
 }
+
+/// A tombstone GC candidate: a wire key and its state's digest.
+pub type Candidate = (Vec<u8>, [u8; 32]);
 
 /// One key found by [`Store::scan_ranges`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +210,15 @@ pub struct Store {
     /// handle every component of a node (RPCs, handoff, anti-entropy,
     /// handover) already holds.
     counters: Arc<crate::observe::NodeCounters>,
+    /// The earliest expiry instant of a value whose bytes this store still
+    /// holds, as far as it knows (`u64::MAX`: none): a purge is due once
+    /// the clock passes it plus `expiry.max_skew_ms`.
+    expiry_due: Arc<AtomicU64>,
+    /// `expiry.max_skew_ms`.
+    expiry_skew_ms: u64,
+    /// [`meta::MINT_FLOOR`], loaded at open: a key this node has no state
+    /// for is minted above it.
+    mint_floor: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -250,6 +264,10 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let grace_ms = config.tombstones.grace_secs.saturating_mul(1000);
         let filter_clock = clock.clone();
+        let counters = Arc::new(crate::observe::NodeCounters::default());
+        let expiry_due = Arc::new(AtomicU64::new(u64::MAX));
+        let expiry_skew_ms = config.expiry.max_skew_ms;
+        let (filter_counters, filter_due) = (counters.clone(), expiry_due.clone());
         let fsync = Arc::new(crate::metrics::Histogram::new(crate::metrics::FSYNC_BOUNDS));
         let observed = fsync.clone();
         let options = Options {
@@ -267,11 +285,24 @@ impl Store {
             // A replica repairs a lost log suffix from its peers; refusing to
             // start would turn one bad record into an outage.
             wal_recovery: WalRecovery::Salvage,
-            // Only hints are purged by compaction: data keys are in the Merkle
-            // tree, so their tombstones go through `purge_tombstones`.
+            // Hints are purged by compaction. Data keys are in the Merkle
+            // tree, so their tombstones go through `purge_tombstones`; their
+            // expired values are shrunk here, which leaves their digests (and
+            // so the tree) as they were.
             compaction_filter: Some(Arc::new(move |key: &[u8], value: &[u8]| {
-                key.first() != Some(&HINT)
-                    || keep_after_grace(key, value, filter_clock.now_millis(), grace_ms)
+                let now = filter_clock.now_millis();
+                match key.first() {
+                    Some(&HINT) if !keep_after_grace(key, value, now, grace_ms) => {
+                        shoal_storage::Verdict::Purge
+                    }
+                    Some(&DATA | &BUCKET) if SiblingSet::may_expire(value) => expiry_verdict(
+                        value,
+                        now.saturating_sub(expiry_skew_ms),
+                        &filter_counters,
+                        &filter_due,
+                    ),
+                    _ => shoal_storage::Verdict::Keep,
+                }
             })),
             fs,
             background,
@@ -338,10 +369,12 @@ impl Store {
             );
         }
         let hints = HintBook::open(&engine, &config.handoff)?;
+        let mint_floor = read_meta(&engine, meta::MINT_FLOOR.as_bytes())?.unwrap_or(0);
         let props = Arc::new(PropsTable::new());
         props.merge(&load_props(&engine)?);
         let shape = TreeShape::new(config.anti_entropy.leaf_bits, 4)?;
-        let tree = rebuild_tree(&engine, shape)?;
+        let (tree, due) = rebuild_tree(&engine, shape)?;
+        expiry_due.fetch_min(due, Ordering::Relaxed);
         tracing::info!(keys = tree.len(), dir = %dir.display(), "merkle tree rebuilt from storage");
         Ok(Self {
             engine,
@@ -357,8 +390,46 @@ impl Store {
             props,
             props_order: Mutex::new(()),
             fsync,
-            counters: Arc::default(),
+            counters,
+            expiry_due,
+            expiry_skew_ms,
+            mint_floor: AtomicU64::new(mint_floor),
         })
+    }
+
+    /// Remembers when `set`'s values with a TTL expire, for the purge.
+    fn note_expiry(&self, set: &SiblingSet) {
+        if let Some(at) = set.next_expiry() {
+            self.expiry_due.fetch_min(at, Ordering::Relaxed);
+        }
+    }
+
+    /// When expired values are due a purge: a compaction reclaims their
+    /// bytes from then on (`None`: nothing known to expire).
+    pub fn expiry_due(&self) -> Option<u64> {
+        match self.expiry_due.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            at => Some(at.saturating_add(self.expiry_skew_ms)),
+        }
+    }
+
+    /// Purges expired values now if any are due: flushes and compacts the
+    /// whole store, which shrinks each expired value to its remains (the
+    /// compaction filter) and notes when the next ones are due. Returns
+    /// whether it ran.
+    pub fn purge_expired(&self) -> Result<bool, StoreError> {
+        if self
+            .expiry_due()
+            .is_none_or(|due| self.clock.now_millis() < due)
+        {
+            return Ok(false);
+        }
+        // Cleared first: the compaction's filter and writes meanwhile note
+        // the values still to expire.
+        self.expiry_due.store(u64::MAX, Ordering::Relaxed);
+        self.engine.flush()?;
+        self.engine.compact()?;
+        Ok(true)
     }
 
     /// `set` with its clock bounded, as every state this store writes is.
@@ -379,7 +450,7 @@ impl Store {
     /// the incrementally maintained one).
     pub fn rebuilt_tree(&self) -> Result<MerkleTree, StoreError> {
         let shape = self.with_tree(|t| t.shape());
-        rebuild_tree(&self.engine, shape)
+        rebuild_tree(&self.engine, shape).map(|(tree, _)| tree)
     }
 
     fn tree_update(&self, key: &[u8], old: Option<&[u8; 32]>, new: Option<&[u8; 32]>) {
@@ -478,6 +549,31 @@ impl Store {
         now: u64,
         hint_for: Option<&str>,
     ) -> Result<Written<SiblingSet>, StoreError> {
+        self.mint_begin(key, Some(context), content, now, hint_for)
+    }
+
+    /// [`Store::coordinate_begin`] of a write that supersedes every version
+    /// this replica holds for `key` (last writer wins, whatever the bucket's
+    /// policy): the coordinator's own state is the context.
+    pub fn supersede_begin(
+        &self,
+        key: &[u8],
+        content: Content,
+        now: u64,
+        hint_for: Option<&str>,
+    ) -> Result<Written<SiblingSet>, StoreError> {
+        self.mint_begin(key, None, content, now, hint_for)
+    }
+
+    /// `context: None` supersedes what this replica holds.
+    fn mint_begin(
+        &self,
+        key: &[u8],
+        context: Option<&Context>,
+        content: Content,
+        now: u64,
+        hint_for: Option<&str>,
+    ) -> Result<Written<SiblingSet>, StoreError> {
         let hint_key = hint_for.map(|owner| hint_key(owner, key)).transpose()?;
         let _guard = self.lock(key);
         let held = match &hint_key {
@@ -490,12 +586,20 @@ impl Store {
         let data_key = data_key(key);
         let stored = self.engine.get(&data_key)?;
         let old_digest = stored.as_deref().map(digest_of);
-        let mut set = self.decode(key, stored)?.unwrap_or_default();
+        let mut set = match self.decode(key, stored)? {
+            Some(set) => set,
+            // Possibly a key a tombstone GC removed: mint above every
+            // counter this actor minted for such keys.
+            None => SiblingSet::minting_above(self.mint_floor.load(Ordering::Relaxed)),
+        };
         let policy = self.props.policy(key);
-        policy
-            .update(&mut set, context, &self.actor, content, now)
-            .map_err(StoreError::Version)?;
+        match context {
+            Some(context) => policy.update(&mut set, context, &self.actor, content, now),
+            None => set.update_newest(&self.actor, content, now),
+        }
+        .map_err(StoreError::Version)?;
         let set = self.bounded(set);
+        self.note_expiry(&set);
         let encoded = set.encode();
         let new_digest = digest_of(&encoded);
         let commit = match hint_key {
@@ -552,6 +656,7 @@ impl Store {
             let commit = self.engine.barrier()?;
             return Ok(self.written(merged, commit));
         }
+        self.note_expiry(&merged);
         let encoded = merged.encode();
         let digest = digest_of(&encoded);
         let mut batch = WriteBatch::new();
@@ -607,6 +712,7 @@ impl Store {
         }
         let changed = pending.len();
         for (key, (old_digest, set)) in pending {
+            self.note_expiry(&set);
             let encoded = set.encode();
             updates.push((key.to_vec(), old_digest, digest_of(&encoded)));
             batch.put(data_key(key), encoded);
@@ -676,6 +782,106 @@ impl Store {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(purged)
+    }
+
+    /// Tombstone GC candidates: data keys whose state is dead (tombstones,
+    /// and values expired for longer than `expiry.max_skew_ms`), with the
+    /// digest of that state; at most `limit`, from `after` (a
+    /// storage key; exclusive) on, and where the scan stopped.
+    pub fn tombstone_candidates(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Candidate>, Option<Vec<u8>>), StoreError> {
+        let mut out = Vec::new();
+        let dead_before = self.clock.now_millis().saturating_sub(self.expiry_skew_ms);
+        let start = after.map_or_else(
+            || vec![DATA],
+            |a| {
+                let mut k = a.to_vec();
+                k.push(0);
+                k
+            },
+        );
+        for item in self
+            .engine
+            .scan(start.as_slice()..[BUCKET + 1].as_slice())?
+        {
+            let (k, v) = item?;
+            if !matches!(k.first(), Some(&DATA | &BUCKET)) {
+                continue;
+            }
+            let Ok(set) = SiblingSet::decode(&v) else {
+                continue;
+            };
+            if set.is_dead(dead_before) {
+                if let Some(key) = wire_of(&k) {
+                    out.push((key, digest_of(&v)));
+                }
+            }
+            if out.len() >= limit {
+                return Ok((out, Some(k)));
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// What a tombstone GC asks of each member about `key`: the digest of
+    /// its state (`None`: it holds none) and whether it holds a hint for it
+    /// (for any owner).
+    pub fn gc_state(&self, key: &[u8]) -> Result<(Option<[u8; 32]>, bool), StoreError> {
+        let digest = self.engine.get(&data_key(key))?.map(|v| digest_of(&v));
+        let mut hinted = false;
+        for (owner, _) in self.hints_by_owner() {
+            if self.engine.get(&hint_key(&owner, key)?)?.is_some() {
+                hinted = true;
+                break;
+            }
+        }
+        Ok((digest, hinted))
+    }
+
+    /// Removes `key`'s state if it is still exactly the dead state (only
+    /// tombstones and expired values) whose digest is `digest` (a write since the GC's check changes it, and then
+    /// the key stays). The highest counter this actor minted for the key is
+    /// made durable as the mint floor in the same batch. Returns whether it
+    /// removed it.
+    pub fn gc_purge(&self, key: &[u8], digest: &[u8; 32]) -> Result<bool, StoreError> {
+        let storage_key = data_key(key);
+        let guard = self.lock(key);
+        let Some(v) = self.engine.get(&storage_key)? else {
+            return Ok(false);
+        };
+        if digest_of(&v) != *digest {
+            return Ok(false);
+        }
+        let set = SiblingSet::decode(&v).map_err(|source| StoreError::Corrupt {
+            key: keys::display(key),
+            source,
+        })?;
+        let dead_before = self.clock.now_millis().saturating_sub(self.expiry_skew_ms);
+        if !set.is_dead(dead_before) {
+            return Ok(false);
+        }
+        let minted = set.clock().get(&self.actor).max(set.counter_floor());
+        let floor = self
+            .mint_floor
+            .fetch_max(minted, Ordering::Relaxed)
+            .max(minted);
+        let mut batch = WriteBatch::new();
+        batch.delete(storage_key);
+        batch.put(
+            meta_key(meta::MINT_FLOOR.as_bytes()),
+            floor.to_be_bytes().to_vec(),
+        );
+        let commit = self.engine.append(batch)?;
+        self.tree_update(key, Some(digest), None);
+        drop(guard);
+        commit.wait()?;
+        self.counters
+            .tombstones_purged
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// One page of the data keys in `ranges` (ring token ranges, each one
@@ -932,8 +1138,11 @@ fn stripe_of(key: &[u8]) -> usize {
     (keys::position(key) as usize) % STRIPES
 }
 
-fn rebuild_tree(engine: &Engine, shape: TreeShape) -> Result<MerkleTree, StoreError> {
+/// The tree over every data key, and the earliest expiry instant of a
+/// value whose bytes are still held (`u64::MAX`: none).
+fn rebuild_tree(engine: &Engine, shape: TreeShape) -> Result<(MerkleTree, u64), StoreError> {
     let mut entries = Vec::new();
+    let mut due = u64::MAX;
     for space in [DATA, BUCKET] {
         for item in engine.scan([space].as_slice()..[space + 1].as_slice())? {
             let (k, v) = match item {
@@ -949,10 +1158,43 @@ fn rebuild_tree(engine: &Engine, shape: TreeShape) -> Result<MerkleTree, StoreEr
             let Some(key) = wire_of(&k) else {
                 continue;
             };
+            if SiblingSet::may_expire(&v) {
+                if let Some(at) = SiblingSet::decode(&v).ok().and_then(|s| s.next_expiry()) {
+                    due = due.min(at);
+                }
+            }
             entries.push((keys::position(&key), key, digest_of(&v)));
         }
     }
-    Ok(MerkleTree::rebuild(shape, entries))
+    Ok((MerkleTree::rebuild(shape, entries), due))
+}
+
+/// Compaction's verdict on a data entry that holds values with a TTL:
+/// expired values (by `cutoff`) shrink to their remains; the others are
+/// noted as due later. Undecodable bytes are kept as they are.
+fn expiry_verdict(
+    value: &[u8],
+    cutoff: u64,
+    counters: &crate::observe::NodeCounters,
+    due: &AtomicU64,
+) -> shoal_storage::Verdict {
+    let Ok(mut set) = SiblingSet::decode(value) else {
+        return shoal_storage::Verdict::Keep;
+    };
+    let freed = set.purge_expired(cutoff);
+    if let Some(at) = set.next_expiry() {
+        due.fetch_min(at, Ordering::Relaxed);
+    }
+    if freed == 0 {
+        return shoal_storage::Verdict::Keep;
+    }
+    let encoded = set.encode();
+    counters.expired_purged.fetch_add(1, Ordering::Relaxed);
+    counters.expired_bytes_reclaimed.fetch_add(
+        value.len().saturating_sub(encoded.len()) as u64,
+        Ordering::Relaxed,
+    );
+    shoal_storage::Verdict::Replace(encoded)
 }
 
 /// The prefix of a bucket's data space: `0x01` for `default`, else `0x03`,
@@ -1058,10 +1300,11 @@ fn load_props(engine: &Engine) -> Result<Vec<(String, VersionedProps)>, StoreErr
 }
 
 /// Compaction filter: drop a data or hint entry whose state is only
-/// tombstones, all older than the grace period. Anything undecodable is kept
+/// tombstones, all older than the grace period (when one is set). Anything undecodable is kept
 /// (purging is never the way to handle corruption).
 fn keep_after_grace(key: &[u8], value: &[u8], now_ms: u64, grace_ms: u64) -> bool {
-    if key.first() == Some(&META) {
+    // 0: no grace purge at all (the default); the tombstone GC decides.
+    if key.first() == Some(&META) || grace_ms == 0 {
         return true;
     }
     let decoded = if key.first() == Some(&HINT) {

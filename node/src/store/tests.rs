@@ -791,3 +791,51 @@ fn an_lww_bucket_keeps_one_winner_on_every_path_and_its_props_survive_a_restart(
         .unwrap();
     assert_eq!(merged.values()[0].value(), Some(&b"last"[..]));
 }
+
+#[test]
+fn a_gc_purge_removes_only_the_state_it_checked_and_later_writes_mint_above_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = w("gone");
+    let first_dot;
+    {
+        let s = open(dir.path());
+        let v = s
+            .coordinate(&key, &Context::empty(), value("v"), 1, None)
+            .unwrap();
+        let t = s
+            .coordinate(&key, &v.context(), Content::Tombstone, 2, None)
+            .unwrap();
+        first_dot = t.values()[0].dot.clone();
+        assert!(t.is_tombstone_only());
+        let digest = digest_of(&t.encode());
+        assert!(
+            !s.gc_purge(&key, &[0u8; 32]).unwrap(),
+            "another state's digest"
+        );
+        assert_eq!(s.gc_state(&key).unwrap(), (Some(digest), false));
+        assert!(s.gc_purge(&key, &digest).unwrap());
+        assert_eq!(s.read(&key).unwrap(), None);
+        assert_eq!(s.gc_state(&key).unwrap(), (None, false));
+        assert!(s.with_tree(|t| t.is_empty()), "the key left the tree");
+        // Written again blindly: a dot no clock of the purged state covers.
+        let again = s
+            .coordinate(&key, &Context::empty(), value("again"), 3, None)
+            .unwrap();
+        let dot = &again.values()[0].dot;
+        assert_eq!(dot.actor, first_dot.actor);
+        assert!(dot.counter > first_dot.counter, "{dot} after {first_dot}");
+        s.close().unwrap();
+    }
+    // The floor is durable: after a restart too.
+    let s = open(dir.path());
+    let other = w("gone-too");
+    let t = s
+        .coordinate(&other, &Context::empty(), Content::Tombstone, 4, None)
+        .unwrap();
+    let digest = digest_of(&t.encode());
+    assert!(s.gc_purge(&other, &digest).unwrap());
+    let again = s
+        .coordinate(&other, &Context::empty(), value("x"), 5, None)
+        .unwrap();
+    assert!(again.values()[0].dot.counter > first_dot.counter);
+}
