@@ -170,6 +170,9 @@ impl Dispatcher {
         let members: Vec<String> = ring.members().iter().map(|m| m.id.clone()).collect();
         let policy = self.props().policy(&shoal_node::keys::wire(bucket, b"-"));
         let ranges = ring.ranges();
+        // One instant for the whole page: a key that expires mid-listing is
+        // judged once.
+        let now = self.now_ms();
         let mut cursor = from;
         let mut keys = Vec::new();
         for _ in 0..MAX_ROUNDS {
@@ -235,7 +238,7 @@ impl Dispatcher {
                     position,
                     after: Some(key.clone()),
                 };
-                if state.values().iter().any(|s| !s.is_tombstone()) {
+                if state.values().iter().any(|s| s.is_live(now)) {
                     keys.push(key);
                     if keys.len() >= limit {
                         return Ok(Listed {

@@ -22,7 +22,16 @@
 //! `GET`/`PUT /v1/buckets/{bucket}/props` read and set a bucket's
 //! `conflict` (`siblings` or `lww`: one winner per key, never a 300) and
 //! `ttl_s`; a props change is stored on W nodes before the answer and
-//! reaches every node and gateway within seconds.
+//! reaches every node and gateway within seconds. A write with `?ttl=S`
+//! (or into a bucket with `ttl_s`) carries its expiry instant inside the
+//! version, so every copy expires at once and none comes back.
+//!
+//! With `gateway.resp_listen` the gateway also speaks the Redis protocol
+//! (RESP2, RESP3 after `HELLO 3`) on the bucket `default`: `GET`, `SET [EX|PX]`,
+//! `MGET`, `MSET`, `DEL`, `EXISTS`, `EXPIRE`, `TTL` and the connection
+//! commands clients send, plus `SHOAL.GET` / `SHOAL.PUT` for siblings and
+//! contexts. Redis writes supersede every version their coordinator holds;
+//! Redis reads answer the newest version.
 //!
 //! An operator sees the cluster through three routes: `GET /metrics`
 //! (Prometheus text, needs `metrics` or `admin`: request counts by
@@ -42,7 +51,8 @@
 //!   timeouts.
 //! - [`auth`] — client tokens and their permissions, the anonymous rule.
 //! - [`seal`] — context tokens MACed by the cluster and bound to their key.
-//! - [`http`] — routes, handlers, admission control, the OpenAPI document.
+//! - [`http`] — routes, admission control, the cluster, bucket and debug
+//!   handlers, the OpenAPI document; `kv` — the key handlers.
 //! - [`ops`] — performs the coordinator's actions (write, read + read repair) and the inspection views.
 //! - `buckets` — setting bucket props on every node, listing a bucket's keys.
 //! - [`cluster`] — membership, the cached ring, local liveness hints.
@@ -50,6 +60,7 @@
 //! - [`encode`] — what responses carry: encoded keys, contexts, values, times.
 //! - [`model`] — the JSON shapes.
 //! - [`observe`] — request counting, `/metrics`, `/v1/cluster/stats`, `/ui`.
+//! - [`resp`] — the Redis protocol: framing (bounded), commands, the listener.
 //! - [`rpc`] — the gateway's side of the `Replica` service (gossip only).
 //! - [`error`] — [`ApiError`] (HTTP answers) and [`GatewayError`] (start-up).
 //!
@@ -79,11 +90,13 @@ pub mod cluster;
 pub mod encode;
 pub mod error;
 pub mod http;
+mod kv;
 pub mod listener;
 pub mod model;
 pub mod observe;
 pub mod ops;
 pub mod request;
+pub mod resp;
 pub mod rpc;
 pub mod seal;
 
@@ -122,9 +135,11 @@ pub struct GatewayHandle {
     pool: Arc<Pool>,
     uptime: Uptime,
     drain: Duration,
+    resp_addr: Option<SocketAddr>,
     http_stop: watch::Sender<bool>,
     stop: watch::Sender<bool>,
-    http_task: JoinHandle<()>,
+    /// The client listeners (HTTP, and RESP when configured).
+    client_tasks: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -163,6 +178,26 @@ impl Gateway {
             .map_err(|source| GatewayError::Bind {
                 what: "http",
                 addr: config.http.listen.clone(),
+                source,
+            })?;
+        let resp_listener =
+            match config.gateway.resp_listen.as_str() {
+                "" => None,
+                addr => Some(env.net.bind(addr.to_string()).await.map_err(|source| {
+                    GatewayError::Bind {
+                        what: "resp",
+                        addr: addr.to_string(),
+                        source,
+                    }
+                })?),
+            };
+        let resp_addr = resp_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|source| GatewayError::Bind {
+                what: "resp",
+                addr: config.gateway.resp_listen.clone(),
                 source,
             })?;
         // Who may use the HTTP port, and with what, before anything is served.
@@ -210,6 +245,7 @@ impl Gateway {
             config.replication.n,
             request_timeout,
             props.clone(),
+            env.clock.clone(),
         ));
 
         let (stop, stop_rx) = watch::channel(false);
@@ -234,6 +270,7 @@ impl Gateway {
         );
 
         let counters = engine.counters().clone();
+        let counters_for_refusals = counters.clone();
         let state = http::AppState::new(
             engine,
             id.clone(),
@@ -265,20 +302,35 @@ impl Gateway {
                 stop.subscribe(),
             )));
         }
+        let mut client_tasks = Vec::new();
+        if let Some(listener) = resp_listener {
+            let bounds = resp::Bounds {
+                max_connections: config.http.max_connections,
+                idle_timeout: Duration::from_millis(config.gateway.resp_idle_timeout_ms),
+            };
+            client_tasks.push(tokio::spawn(resp::serve(
+                listener,
+                state.clone(),
+                bounds,
+                tls.clone(),
+                http_stop_rx.clone(),
+            )));
+        }
         let app = http::router(state);
         let limits = listener::Limits {
             header_timeout: Duration::from_millis(config.http.header_timeout_ms),
             idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
             max_connections: config.http.max_connections,
         };
-        let http_task = tokio::spawn(listener::serve(
+        client_tasks.push(tokio::spawn(listener::serve(
             http_listener,
             app,
             limits,
             tls,
             http_stop_rx,
-        ));
-        tracing::info!(%id, %http_addr, %rpc_addr, %advertise, "gateway started");
+            counters_for_refusals,
+        )));
+        tracing::info!(%id, %http_addr, ?resp_addr, %rpc_addr, %advertise, "gateway started");
         Ok(GatewayHandle {
             id,
             http_addr,
@@ -288,9 +340,10 @@ impl Gateway {
             pool,
             uptime,
             drain: request_timeout + Duration::from_secs(1),
+            resp_addr,
             http_stop,
             stop,
-            http_task,
+            client_tasks,
             tasks,
         })
     }
@@ -300,6 +353,11 @@ impl GatewayHandle {
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound Redis protocol address, when `gateway.resp_listen` is set.
+    pub fn resp_addr(&self) -> Option<SocketAddr> {
+        self.resp_addr
     }
 
     /// The bound RPC (gossip) address.
@@ -322,13 +380,12 @@ impl GatewayHandle {
     /// announce the departure through gossip, then stop the RPC side.
     pub async fn shutdown(self) {
         let _ = self.http_stop.send(true);
-        let mut http_task = self.http_task;
-        if tokio::time::timeout(self.drain, &mut http_task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight HTTP requests did not finish in time; dropping them");
-            http_task.abort();
+        let until = tokio::time::Instant::now() + self.drain;
+        for mut task in self.client_tasks {
+            if tokio::time::timeout_at(until, &mut task).await.is_err() {
+                tracing::warn!("in-flight client requests did not finish in time; dropping them");
+                task.abort();
+            }
         }
         announce_leave(
             &self.membership,

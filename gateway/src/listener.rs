@@ -211,6 +211,51 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 /// A plain or TLS connection.
 type ClientConn = Box<dyn shoal_node::env::Conn>;
 
+/// The accept side shared by the client listeners (HTTP, RESP): the next
+/// connection, reaping finished ones meanwhile so the set stays as small as
+/// the cap, and backing off when accepting fails.
+pub(crate) struct Accepter {
+    what: &'static str,
+    failures: u32,
+}
+
+impl Accepter {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self { what, failures: 0 }
+    }
+
+    /// The next accepted connection, or `None` once `shutdown` is set.
+    pub(crate) async fn next(
+        &mut self,
+        listener: &mut Box<dyn Listener>,
+        shutdown: &mut watch::Receiver<bool>,
+        connections: &mut JoinSet<()>,
+    ) -> Option<(BoxConn, std::net::SocketAddr)> {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return None,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok(accepted) => {
+                    self.failures = 0;
+                    return Some(accepted);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather
+                    // than spin, and say so once per burst.
+                    if self.failures == 0 {
+                        tracing::warn!(error = %e, listener = self.what, "accept failed");
+                    }
+                    self.failures = self.failures.saturating_add(1);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown`, then stops accepting, lets
 /// every connection finish the request it is on, and returns once all have
 /// closed (the caller bounds how long it waits).
@@ -220,35 +265,21 @@ pub async fn serve(
     limits: Limits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
+    counters: Arc<crate::observe::GatewayCounters>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let mut connections = JoinSet::new();
-    let mut failures = 0u32;
+    let mut accepter = Accepter::new("HTTP");
     loop {
-        let accepted = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
-            // Reap finished connections so the set stays as small as the cap.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        let (conn, peer) = match accepted {
-            Ok(accepted) => {
-                failures = 0;
-                accepted
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off rather
-                // than spin, and say so once per burst.
-                if failures == 0 {
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                }
-                failures = failures.saturating_add(1);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((conn, peer)) = accepter
+            .next(&mut listener, &mut shutdown, &mut connections)
+            .await
+        else {
+            break;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            counters.connection_refused();
             if let Ok(permit) = refusals.clone().try_acquire_owned() {
                 let tls = tls.clone();
                 let max = limits.max_connections;

@@ -41,11 +41,15 @@ pub struct SiblingBody {
     pub content_type: String,
     /// When its coordinator accepted it (RFC 3339, UTC).
     pub written_at: String,
+    /// When it expires (RFC 3339, UTC), for a value written with a TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl ReadBody {
-    /// The JSON form of a merged sibling set.
-    pub fn new(key: &[u8], context: String, set: &SiblingSet) -> Self {
+    /// The JSON form of a merged sibling set as a reader at `now` (ms since
+    /// the Unix epoch) sees it: tombstones and expired values left out.
+    pub fn new(key: &[u8], context: String, set: &SiblingSet, now: u64) -> Self {
         Self {
             key: String::from_utf8_lossy(key).into_owned(),
             key_encoded: encode_key(key),
@@ -53,11 +57,13 @@ impl ReadBody {
             siblings: set
                 .values()
                 .iter()
+                .filter(|s| s.is_live(now))
                 .filter_map(|s| {
                     Some(SiblingBody {
                         value: encode_value(s.value()?),
                         content_type: s.content_type().unwrap_or_default().to_string(),
                         written_at: rfc3339(s.write_time),
+                        expires_at: s.content.expires_at().map(rfc3339),
                     })
                 })
                 .collect(),
@@ -93,6 +99,10 @@ pub struct MemberBody {
     pub status: String,
     /// Relative capacity on the ring.
     pub weight: u32,
+    /// Its failure domain (`member.zone`, `default` unless set): the N owners
+    /// of a key lie in N distinct zones of storage members when there are
+    /// that many.
+    pub zone: String,
     /// Whether the member is still receiving the ranges it joins with: it
     /// takes writes for them but no reads yet.
     pub joining: bool,
@@ -214,7 +224,7 @@ mod tests {
         .unwrap();
         s.update(&Context::empty(), "node-1", Content::Tombstone, 1)
             .unwrap();
-        let body = ReadBody::new(b"user:42", "ctx".into(), &s);
+        let body = ReadBody::new(b"user:42", "ctx".into(), &s, 0);
         let json = serde_json::to_value(&body).unwrap();
         assert_eq!(
             json,

@@ -388,6 +388,8 @@ pub struct MemberStats {
     pub joining: bool,
     /// Relative capacity.
     pub weight: u32,
+    /// Failure domain (`member.zone`).
+    pub zone: String,
     /// Phi as this gateway's detector reads it (`None` for itself).
     pub phi: Option<f64>,
     /// Milliseconds since its heartbeat last rose here.
@@ -607,6 +609,7 @@ async fn compute_stats(state: &AppState) -> StatsBody {
                     status: crate::http::status_name(m.status).into(),
                     joining,
                     weight,
+                    zone: m.zone.clone(),
                     phi: phi.filter(|p| p.is_finite()),
                     heartbeat_age_ms: silence.map(|d| d.as_millis() as u64),
                     ownership: ownership.get(&id).copied(),

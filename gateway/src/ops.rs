@@ -76,6 +76,18 @@ pub struct Dispatcher {
     props: Arc<PropsTable>,
     /// What `/metrics` and the dashboard show.
     counters: Arc<crate::observe::GatewayCounters>,
+    /// The gateway's wall clock: the instant TTLs count from and expiry is
+    /// judged by (the simulation skews it).
+    clock: WallClock,
+}
+
+/// The clock, for `Dispatcher`'s `Debug`.
+struct WallClock(Arc<dyn shoal_node::env::Clock>);
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WallClock")
+    }
 }
 
 /// The engine's view of member health: gossip and local suspicion from the
@@ -100,6 +112,7 @@ impl Dispatcher {
         n: usize,
         background_timeout: Duration,
         props: Arc<PropsTable>,
+        clock: Arc<dyn shoal_node::env::Clock>,
     ) -> Self {
         Self {
             cluster,
@@ -109,7 +122,14 @@ impl Dispatcher {
             background_timeout,
             props,
             counters: Arc::default(),
+            clock: WallClock(clock),
         }
+    }
+
+    /// Now on the gateway's clock, ms since the Unix epoch: what a TTL is
+    /// added to and what a version's expiry is compared with.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.0.now_millis()
     }
 
     /// The gateway's counters.
@@ -183,10 +203,16 @@ impl Dispatcher {
     /// A client write, as [`WriteOp`] decides it: the coordinator mints the
     /// version, the others are sent the result; answers once W replicas
     /// stored it. Replication to the rest goes on in the background.
+    ///
+    /// With `supersede`, the coordinator replaces every version it holds
+    /// whatever `context` covers (a last-writer-wins write, for clients that
+    /// carry no context).
+    #[allow(clippy::too_many_arguments)]
     pub async fn write(
         self: &Arc<Self>,
         key: Vec<u8>,
         context: Context,
+        supersede: bool,
         content: Content,
         w: usize,
         deadline: Instant,
@@ -203,7 +229,15 @@ impl Dispatcher {
         let engine = self.clone();
         tokio::spawn(async move {
             engine
-                .drive_write(op, snap, key, context, content, deadline, done_tx)
+                .drive_write(
+                    op,
+                    snap,
+                    key,
+                    (context, supersede),
+                    content,
+                    deadline,
+                    done_tx,
+                )
                 .await;
         });
         done_rx.await.unwrap_or_else(|_| {
@@ -221,7 +255,7 @@ impl Dispatcher {
         mut op: WriteOp,
         snap: Snapshot,
         key: Vec<u8>,
-        context: Context,
+        (context, supersede): (Context, bool),
         content: Content,
         deadline: Instant,
         done: oneshot::Sender<Result<SiblingSet, ApiError>>,
@@ -247,6 +281,7 @@ impl Dispatcher {
                                 context: context.clone(),
                                 content: content.clone(),
                                 hint_for: target.hint_for,
+                                supersede,
                             },
                             ..forward_plan(snap, op.forwarding(), budget)
                         };
@@ -604,6 +639,7 @@ fn forward_plan(
             context: Context::empty(),
             content: Content::Tombstone,
             hint_for: None,
+            supersede: false,
         },
         replicas: f
             .replicas

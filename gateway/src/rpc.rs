@@ -44,6 +44,29 @@ impl GatewayService {
 }
 
 impl Replica for GatewayService {
+    async fn gc_check(
+        self,
+        _: tarpc::context::Context,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<shoal_node::rpc::GcState>, RemoteError> {
+        // A gateway holds neither data nor hints: nothing for a GC to wait on.
+        Ok(keys
+            .iter()
+            .map(|_| shoal_node::rpc::GcState {
+                digest: None,
+                hinted: false,
+            })
+            .collect())
+    }
+
+    async fn gc_purge(
+        self,
+        _: tarpc::context::Context,
+        _entries: Vec<(Vec<u8>, [u8; 32])>,
+    ) -> Result<u64, RemoteError> {
+        Err(self.not_storage())
+    }
+
     async fn coordinate(
         self,
         _: tarpc::context::Context,
