@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod ci;
 mod cluster;
+mod deploy;
 mod http;
 mod sim;
 
@@ -27,6 +28,8 @@ enum Cmd {
     Ci(ci::CiArgs),
     /// A local cluster in the background: up, status, stop, kill, start, add, down.
     Cluster(cluster::ClusterArgs),
+    /// Print Kubernetes or Docker Compose manifests for K nodes and a gateway (same binaries and config keys).
+    Deploy(deploy::DeployArgs),
     /// Load-generate against a cluster (and with --compare, Redis and etcd); print ops/s and latency.
     Bench(bench::BenchArgs),
     /// Deterministic simulation of a whole cluster over many seeds (turmoil): oracle, faults, determinism.
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Ci(args) => ci::run(&args),
         Cmd::Cluster(args) => cluster::run(&args),
+        Cmd::Deploy(args) => deploy::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Sim(args) => sim::run(&args),
     };

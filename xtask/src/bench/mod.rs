@@ -11,6 +11,7 @@ mod hist;
 mod listing;
 mod load;
 mod proto;
+mod resp;
 mod servers;
 
 use std::fmt::Write as _;
@@ -92,6 +93,14 @@ pub(crate) struct BenchArgs {
     /// listing).
     #[arg(long)]
     listing: bool,
+    /// Instead of the workload: `redis-benchmark -t set,get` against Shoal
+    /// over RESP and against Redis (always and no persistence), with and
+    /// without `-P 16`, and the servers' CPU per operation.
+    #[arg(long)]
+    resp: bool,
+    /// With --resp: requests per redis-benchmark test (`-n`).
+    #[arg(long, default_value_t = 100_000)]
+    requests: usize,
 }
 
 /// Where the Shoal workload goes.
@@ -119,6 +128,8 @@ struct Plan {
     no_build: bool,
     token: Option<String>,
     listing: bool,
+    resp: bool,
+    requests: usize,
 }
 
 fn plan(a: &BenchArgs) -> Result<Plan, String> {
@@ -141,6 +152,12 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
         return Err(format!(
             "--value-size must be 1..=1000000 bytes (got {}; etcd caps requests at 1.5 MiB)",
             a.value_size
+        ));
+    }
+    if a.resp && (a.requests == 0 || a.requests > 100_000_000) {
+        return Err(format!(
+            "--requests must be 1..=100000000 (got {})",
+            a.requests
         ));
     }
     if a.threads == 0 || a.threads > 64 {
@@ -196,6 +213,8 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
         no_build: a.no_build,
         token: a.token.clone(),
         listing: a.listing,
+        resp: a.resp,
+        requests: a.requests,
     })
 }
 
@@ -300,6 +319,9 @@ async fn bench(plan: &Plan) -> Result<(), String> {
     print_machine(plan);
     if plan.listing {
         return listing::run(plan).await;
+    }
+    if plan.resp {
+        return resp::run(plan).await;
     }
     let keys = Arc::new(Keys::new("bench-", plan.keys, plan.value_size));
     let mut outcomes = Vec::new();

@@ -329,6 +329,13 @@ pub(crate) struct ShoalCluster {
 }
 
 impl ShoalCluster {
+    /// The gateway's Redis protocol address, from the cluster's `state.json`.
+    pub(crate) fn resp_addr(&self) -> Option<SocketAddr> {
+        let text = fs::read_to_string(self.dir.join("state.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.get("gateway")?.get("resp")?.as_str()?.parse().ok()
+    }
+
     /// The nodes' and the gateway's pids, from the cluster's `state.json`.
     pub(crate) fn pids(&self) -> Vec<u32> {
         let Ok(text) = fs::read_to_string(self.dir.join("state.json")) else {

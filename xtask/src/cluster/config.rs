@@ -14,6 +14,10 @@ pub(super) const BASE_PORT: u16 = 7100;
 /// node-exporter style range Prometheus users expect.
 pub(super) const BASE_METRICS_PORT: u16 = 9100;
 
+/// Port tried first for the gateway's Redis protocol listener (6379 is left
+/// to a Redis that may run beside it).
+pub(super) const RESP_PORT: u16 = 6380;
+
 pub(super) fn port_free(addr: &str) -> bool {
     TcpListener::bind(addr).is_ok()
 }
@@ -71,7 +75,7 @@ pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) 
     let data = p.data_dir.as_deref().unwrap_or(Path::new("data"));
     format!(
         "# Written by `cargo xtask cluster`; SHOAL_* environment variables override any key.\n\
-         [member]\nid = {}\nlisten = {}\nadvertise = {}\nseeds = {}\nweight = 1\ndata_dir = {}\n\n\
+         [member]\nid = {}\nlisten = {}\nadvertise = {}\nseeds = {}\nweight = 1\n{}data_dir = {}\n\n\
          [replication]\nn = {}\nw = {}\nr = {}\n\n\
          [storage]\nsync = \"always\"\n\n\
          {}\
@@ -81,6 +85,9 @@ pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) 
         toml_str(&p.listen),
         toml_str(&p.listen),
         seeds_toml(seeds),
+        s.zone_of(&p.id)
+            .map(|z| format!("zone = {}\n", toml_str(z)))
+            .unwrap_or_default(),
         toml_str(&data.to_string_lossy()),
         s.n,
         s.w,
@@ -107,6 +114,7 @@ pub(super) fn gateway_config(
          [replication]\nn = {}\nw = {}\nr = {}\n\n\
          [http]\nlisten = {}\n\n\
          {}\
+         {}\
          [log]\nfilter = \"info\"\n",
         toml_str(&p.id),
         toml_str(&p.listen),
@@ -117,6 +125,10 @@ pub(super) fn gateway_config(
         s.w,
         s.r,
         toml_str(p.http.as_deref().unwrap_or("127.0.0.1:8080")),
+        p.resp
+            .as_ref()
+            .map(|r| format!("[gateway]\nresp_listen = {}\n\n", toml_str(r)))
+            .unwrap_or_default(),
         security_toml(secret, Some(tokens)),
     )
 }
@@ -130,6 +142,7 @@ pub(super) fn node_proc(dirs: &Dirs, i: usize, listen: String, metrics: Option<S
         binary: "shoal-node".into(),
         http: None,
         metrics,
+        resp: None,
         pid: None,
         listen,
         id,
@@ -170,6 +183,7 @@ mod tests {
             listen: "127.0.0.1:7100".into(),
             http: Some("127.0.0.1:8080".into()),
             metrics: None,
+            resp: None,
             config: dir.join("gateway.toml"),
             log: dir.join("gateway.log"),
             data_dir: Some(dir.join("gateway")),
@@ -180,6 +194,7 @@ mod tests {
             w: 2,
             r: 2,
             env: BTreeMap::new(),
+            zones: Vec::new(),
             gateway,
             nodes: vec![p],
         };
@@ -199,6 +214,41 @@ mod tests {
         assert!(text.contains("id = \"node-2\""));
         assert!(text.contains("seeds = [\"127.0.0.1:7101\", \"127.0.0.1:7102\"]"));
         assert!(text.contains("[replication]\nn = 3\nw = 2\nr = 2"));
+    }
+
+    #[test]
+    fn zones_go_round_robin_by_node_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dirs, mut state) = cluster_in(dir.path());
+        let secret = dirs.secret_file();
+        let seeds = ["127.0.0.1:7102".to_string()];
+        // No zones: no key, so the node takes the default zone.
+        let node = node_config(&state.nodes[0], &seeds, &state, &secret);
+        assert!(!node.contains("zone"), "{node}");
+        state.zones = vec!["a".into(), "b".into(), "c".into()];
+        let zones: Vec<Option<&str>> = [
+            "node-1",
+            "node-2",
+            "node-3",
+            "node-4",
+            "node-7",
+            "gateway-1",
+        ]
+        .iter()
+        .map(|id| state.zone_of(id))
+        .collect();
+        assert_eq!(
+            zones,
+            [Some("a"), Some("b"), Some("c"), Some("a"), Some("a"), None]
+        );
+        // node-2, as `cluster_in` makes it.
+        let node = node_config(&state.nodes[0], &seeds, &state, &secret);
+        assert!(
+            node.contains("weight = 1\nzone = \"b\"\ndata_dir"),
+            "{node}"
+        );
+        let gateway = gateway_config(&state.gateway, &seeds, &state, &secret, &dirs.tokens_file());
+        assert!(!gateway.contains("zone"), "{gateway}");
     }
 
     #[test]

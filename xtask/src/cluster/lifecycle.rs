@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{
     gateway_config, node_config, node_proc, pick_port, port_free, shoal_env, write_config,
-    BASE_METRICS_PORT, BASE_PORT,
+    BASE_METRICS_PORT, BASE_PORT, RESP_PORT,
 };
 use super::process::{alive, died_message, pid_text, signal, spawn, wait_dead, STOP_DEADLINE};
 use super::secret;
@@ -28,6 +28,7 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
             a.n, a.w, a.r
         ));
     }
+    check_zones(&a.zones)?;
     if let Some(state) = State::load(dirs)? {
         let live: Vec<&str> = state
             .procs()
@@ -102,12 +103,15 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
         taken.push(metrics.clone());
         nodes.push(node_proc(dirs, i, listen, Some(metrics)));
     }
+    let resp = pick_port(RESP_PORT, &taken)?;
+    taken.push(resp.clone());
     let gateway = Proc {
         id: GATEWAY_ID.into(),
         binary: "shoal-gateway".into(),
         listen: gossip,
         http: Some(http.clone()),
         metrics: None,
+        resp: Some(resp),
         config: dirs.cluster.join("gateway.toml"),
         log: dirs.cluster.join("gateway.log"),
         data_dir: Some(dirs.cluster.join("gateway")),
@@ -118,6 +122,7 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
         w: a.w,
         r: a.r,
         env: shoal_env(),
+        zones: a.zones.clone(),
         gateway,
         nodes,
     };
@@ -195,6 +200,26 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `--zones` as the nodes will take them (`member.zone`): each 1..=64
+/// letters, digits, '-', '_' or '.', none twice.
+fn check_zones(zones: &[String]) -> Result<(), String> {
+    for (i, z) in zones.iter().enumerate() {
+        let valid = !z.is_empty()
+            && z.len() <= 64
+            && z.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(format!(
+                "--zones: {z:?} is not a zone name (1 to 64 letters, digits, '-', '_' or '.')"
+            ));
+        }
+        if zones[..i].contains(z) {
+            return Err(format!("--zones: {z:?} is given twice"));
+        }
+    }
+    Ok(())
+}
+
 /// `Ok` once `/health` is 200 and `/v1/cluster` lists every node alive.
 fn ready(http: &str, state: &State) -> Result<(), String> {
     let health = http_get(http, "/health")?;
@@ -250,6 +275,11 @@ fn teardown(dirs: &Dirs, state: &mut State, children: Vec<(usize, Child, u64)>) 
     );
 }
 
+/// The port of a `host:port`.
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(_, p)| p)
+}
+
 fn print_summary(dirs: &Dirs, state: &State) {
     let http = state.gateway.http.as_deref().unwrap_or("?");
     println!(
@@ -259,6 +289,12 @@ fn print_summary(dirs: &Dirs, state: &State) {
         state.w,
         state.r
     );
+    if !state.zones.is_empty() {
+        println!(
+            "zones, round robin: {} (the N owners of a key lie in distinct zones)",
+            state.zones.join(", ")
+        );
+    }
     if !state.env.is_empty() {
         let vars: Vec<String> = state.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("environment given to every process: {}", vars.join(" "));
@@ -269,8 +305,18 @@ fn print_summary(dirs: &Dirs, state: &State) {
         state.gateway.listen,
         pid_text(&state.gateway)
     );
+    if let Some(resp) = &state.gateway.resp {
+        println!(
+            "  redis     {resp}   (RESP: redis-cli -p {})",
+            port_of(resp)
+        );
+    }
     for p in &state.nodes {
-        println!("  {:<9} {:<22} pid {}", p.id, p.listen, pid_text(p));
+        let zone = state
+            .zone_of(&p.id)
+            .map(|z| format!("   zone {z}"))
+            .unwrap_or_default();
+        println!("  {:<9} {:<22} pid {}{zone}", p.id, p.listen, pid_text(p));
     }
     println!();
     println!(
@@ -296,6 +342,9 @@ fn print_summary(dirs: &Dirs, state: &State) {
     );
     println!("try:   curl -i -X PUT --data-binary hello http://{http}/v1/kv/greeting");
     println!("       curl -i http://{http}/v1/kv/greeting");
+    if let Some(resp) = &state.gateway.resp {
+        println!("       redis-cli -p {} GET greeting", port_of(resp));
+    }
     println!("then:  cargo xtask cluster status | kill node-2 | start node-2 | down");
 }
 

@@ -21,6 +21,7 @@ mod admin;
 mod config;
 mod control;
 mod lifecycle;
+mod plan;
 mod process;
 mod progress;
 mod secret;
@@ -66,6 +67,61 @@ enum ClusterCmd {
     Down(DownArgs),
     /// The gateway's client tokens in target/cluster/tokens.toml: add, list, remove.
     Token(TokenArgs),
+    /// What adding or decommissioning a node would move (ranges, keys, each
+    /// node's share before and after), from the running ring; changes nothing.
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(subcommand)]
+    command: PlanCmd,
+}
+
+#[derive(Subcommand)]
+enum PlanCmd {
+    /// A new node joining, as `cluster add` would start it.
+    Add(PlanAddArgs),
+    /// NODE leaving, as `cluster decommission NODE` would.
+    Decommission(PlanDecommissionArgs),
+}
+
+/// Which gateway `plan` reads the ring from.
+#[derive(Args)]
+pub(super) struct PlanTarget {
+    /// The gateway (`host:port` or `http://host:port`); default: the one
+    /// `cluster up` started (target/cluster/).
+    #[arg(long)]
+    pub(super) url: Option<String>,
+    /// A client token with the `read` permission (`Authorization: Bearer`),
+    /// when the gateway has tokens configured.
+    #[arg(long)]
+    pub(super) token: Option<String>,
+}
+
+#[derive(Args)]
+struct PlanAddArgs {
+    #[command(flatten)]
+    target: PlanTarget,
+    /// The new node's zone (`member.zone`); default: the one `cluster add`
+    /// would give it (`up --zones` rotates them), else `default`.
+    #[arg(long)]
+    zone: Option<String>,
+    /// The new node's ring weight.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    weight: u32,
+    /// The new node's id (tokens derive from it); default: the next one,
+    /// as `cluster add` names it (`node-4` after `node-3`).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+#[derive(Args)]
+struct PlanDecommissionArgs {
+    /// `node-2` (or just `2`).
+    node: String,
+    #[command(flatten)]
+    target: PlanTarget,
 }
 
 #[derive(Args)]
@@ -119,6 +175,12 @@ pub(super) struct UpArgs {
     /// Do not run `cargo build --release` first (use the binaries already built).
     #[arg(long)]
     pub(super) no_build: bool,
+    /// Zones (`member.zone`) to spread the nodes over, round robin:
+    /// `--zones a,b,c` puts node-1 in a, node-2 in b, node-3 in c, node-4 in
+    /// a, and `add` continues the rotation. Without it every node is in the
+    /// default zone.
+    #[arg(long, value_delimiter = ',')]
+    pub(super) zones: Vec<String>,
 }
 
 #[derive(Args)]
@@ -156,6 +218,16 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<(), String> {
         ClusterCmd::Repair(a) => admin::repair(&dirs, &a.node),
         ClusterCmd::Down(a) => lifecycle::down(&dirs, a.wipe),
         ClusterCmd::Token(a) => token(&dirs, &a.command),
+        ClusterCmd::Plan(a) => match &a.command {
+            PlanCmd::Add(p) => plan::add(
+                &dirs,
+                &p.target,
+                p.id.as_deref(),
+                p.zone.as_deref(),
+                p.weight,
+            ),
+            PlanCmd::Decommission(p) => plan::decommission(&dirs, &p.target, &p.node),
+        },
     }
 }
 
@@ -218,6 +290,7 @@ pub(crate) fn up_at(
         w,
         r,
         no_build,
+        zones: Vec::new(),
     };
     lifecycle::up(&dirs, &args)?;
     State::load_required(&dirs)?

@@ -73,6 +73,10 @@ pub(super) struct State {
     pub(super) r: usize,
     /// `SHOAL_*` variables `up` was given, re-applied by `start` and `add`.
     pub(super) env: BTreeMap<String, String>,
+    /// Zones `up --zones` spread the nodes over (see [`State::zone_of`]);
+    /// empty: every node in the default zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) zones: Vec<String>,
     pub(super) gateway: Proc,
     pub(super) nodes: Vec<Proc>,
 }
@@ -91,6 +95,10 @@ pub(super) struct Proc {
     /// file from before metrics.
     #[serde(default)]
     pub(super) metrics: Option<String>,
+    /// The gateway's Redis protocol address (`gateway.resp_listen`); none
+    /// for nodes and in a state file from before RESP.
+    #[serde(default)]
+    pub(super) resp: Option<String>,
     pub(super) config: PathBuf,
     pub(super) log: PathBuf,
     pub(super) data_dir: Option<PathBuf>,
@@ -127,6 +135,15 @@ impl State {
         fs::write(&tmp, text + "\n")
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(|e| format!("cannot write {}: {e}", dirs.show(&path)))
+    }
+
+    /// The zone of node `id`, round robin by its number: `node-i` is in
+    /// `zones[(i - 1) % zones.len()]`, so `add` continues the rotation `up`
+    /// started. `None` without zones (and for the gateway).
+    pub(super) fn zone_of(&self, id: &str) -> Option<&str> {
+        let i: usize = id.strip_prefix("node-")?.parse().ok()?;
+        let count = self.zones.len();
+        (count > 0 && i > 0).then(|| self.zones[(i - 1) % count].as_str())
     }
 
     pub(super) fn procs(&self) -> impl Iterator<Item = &Proc> {
