@@ -239,6 +239,37 @@ impl Cluster {
         Ok(format!("{report:?}"))
     }
 
+    /// Starts one more gateway `id` on this cluster's nodes (real sockets,
+    /// outside the fault switchboard), with `customize` applied to its
+    /// config, and waits until it sees every running node alive.
+    pub async fn start_gateway(
+        &self,
+        id: &str,
+        customize: impl FnOnce(&mut Config),
+    ) -> GatewayHandle {
+        let mut g = base_config(&self.spec, id);
+        g.member.seeds = self.seeds();
+        g.http.listen = "127.0.0.1:0".into();
+        customize(&mut g);
+        let gw = Gateway::start(g, Env::real())
+            .await
+            .expect("gateway starts");
+        let running = self.nodes.iter().flatten().count();
+        wait::until(
+            Duration::from_secs(20),
+            "the new gateway sees every running node alive",
+            || async {
+                gw.members()
+                    .iter()
+                    .filter(|m| m.role == Role::Storage && m.status == Status::Alive)
+                    .count()
+                    >= running
+            },
+        )
+        .await;
+        gw
+    }
+
     /// Waits until the gateway sees exactly `count` storage nodes alive.
     pub async fn wait_alive(&self, count: usize, bound: Duration) -> Option<Duration> {
         let gw = self.gateway.as_ref().expect("gateway running");

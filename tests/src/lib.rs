@@ -54,6 +54,7 @@ pub mod procs;
 pub mod run;
 pub mod secret;
 pub mod sim;
+pub mod tokens;
 pub mod wait;
 pub mod workload;
 

@@ -5,17 +5,16 @@
 //! a thousand sockets sending nothing held every file descriptor, and the
 //! debug endpoint showed any key to anyone.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 use shoal_gateway::{Gateway, GatewayHandle};
 use shoal_node::config::Config;
 use shoal_node::env::Env;
 use shoal_tests::cluster::{Cluster, Spec};
 use shoal_tests::http::{Client, Reply};
+use shoal_tests::tokens::write_tokens;
 use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(5);
@@ -30,56 +29,11 @@ fn spec() -> Spec {
 
 /// A second gateway on the cluster's nodes, with `customize` applied.
 async fn gateway(c: &Cluster, customize: impl FnOnce(&mut Config)) -> GatewayHandle {
-    let mut g = Config::default();
-    g.member.id = "gateway-secure".into();
-    g.member.listen = "127.0.0.1:0".into();
-    g.member.seeds = (0..c.spec().nodes)
-        .filter_map(|i| c.node(i).map(|n| n.advertise().to_string()))
-        .collect();
-    g.security.cluster_secret = Some(shoal_tests::secret::secret());
-    g.gossip.interval_ms = 50;
-    g.gossip.failure_timeout_ms = 1_000;
-    g.http.listen = "127.0.0.1:0".into();
-    g.log.filter = "warn".into();
-    customize(&mut g);
-    let gw = Gateway::start(g, Env::real())
-        .await
-        .expect("gateway starts");
-    shoal_tests::wait::until(
-        Duration::from_secs(20),
-        "the gateway sees every node alive",
-        || async {
-            gw.members()
-                .iter()
-                .filter(|m| {
-                    m.role == shoal_gossip::Role::Storage && m.status == shoal_gossip::Status::Alive
-                })
-                .count()
-                >= c.spec().nodes
-        },
-    )
-    .await;
-    gw
-}
-
-fn hex_sha256(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn write_tokens(path: &Path, tokens: &[(&str, &str, &[&str])]) {
-    let mut text = String::new();
-    for (name, token, perms) in tokens {
-        text.push_str(&format!(
-            "[[token]]\nname = {name:?}\nsha256 = {:?}\npermissions = {perms:?}\n\n",
-            hex_sha256(token)
-        ));
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    c.start_gateway("gateway-secure", |g| {
+        g.security.cluster_secret = Some(shoal_tests::secret::secret());
+        customize(g)
+    })
+    .await
 }
 
 async fn call(

@@ -286,6 +286,7 @@ async fn read_repair_is_visible_in_debug_replicas(c: &Cluster) {
         context: Context::empty(),
         content: Content::value(b"lonely".to_vec(), "text/plain"),
         hint_for: None,
+        supersede: false,
     };
     pool.call(
         first.advertise(),

@@ -57,6 +57,7 @@ async fn coordinate(pool: &Pool, addr: &str, key: &[u8], ctx: Context, v: &str) 
         context: ctx,
         content: value(v),
         hint_for: None,
+        supersede: false,
     };
     pool.call(addr, RPC, |c, ctx| async move {
         c.coordinate(ctx, request).await

@@ -68,6 +68,7 @@ async fn coordinate(
         context: ctx,
         content,
         hint_for: None,
+        supersede: false,
     };
     pool.call(addr, RPC, |c, ctx| async move {
         c.coordinate(ctx, request).await
@@ -259,6 +260,7 @@ async fn malformed_and_oversized_frames_do_not_crash_the_node() {
         context: Context::empty(),
         content: value(&"x".repeat(Config::default().limits.max_value_bytes + 1)),
         hint_for: None,
+        supersede: false,
     };
     let refused = pool
         .call(

@@ -89,6 +89,7 @@ async fn sigkill_loses_no_acknowledged_write() {
                             context: Context::empty(),
                             content: Content::value(value.clone(), "text/plain"),
                             hint_for: None,
+                            supersede: false,
                         };
                         let r = pool
                             .call(&addr, RPC, |c, ctx| async move {

@@ -181,6 +181,7 @@ async fn without_the_secret_nothing_is_served_and_with_it_an_absurd_clock_is_ref
         context: absurd_context(&actors),
         content: Content::Tombstone,
         hint_for: None,
+        supersede: false,
     };
     let minted = ours
         .call(&addr, RPC, |c, ctx| async move {
@@ -325,6 +326,7 @@ async fn forged_gossip_neither_evicts_a_member_nor_skews_the_ring() {
         address: "127.0.0.1:9".into(),
         role: Role::Storage,
         weight,
+        zone: "default".into(),
         lifecycle,
         incarnation: version,
         meta_version: version,

@@ -50,6 +50,9 @@ pub struct Converged {
     pub acked_checked: u64,
     /// Acknowledged writes missing at the end (must be 0).
     pub lost: u64,
+    /// Tombstoned keys the nodes' GC purged, and keys whose expired values
+    /// compaction shrank, summed over the nodes running at the end.
+    pub purged: (u64, u64),
 }
 
 /// The checker's inputs.
@@ -280,6 +283,7 @@ pub async fn checker(
             .keys()
             .chain(h.registers.keys())
             .chain(h.lww.keys())
+            .chain(h.doomed.keys())
             .cloned()
             .collect()
     };
@@ -335,13 +339,14 @@ pub async fn checker(
     }
 
     // 4. The oracle, on a read of every key from every gateway.
-    let (elements, registers, lww, lww_ready) = {
+    let (elements, registers, lww, lww_ready, doomed) = {
         let h = history.borrow();
         (
             h.elements.clone(),
             h.registers.clone(),
             h.lww.clone(),
             h.lww_ready,
+            h.doomed.clone(),
         )
     };
     let mut checked = 0;
@@ -459,6 +464,78 @@ pub async fn checker(
             }
         }
     }
+    // The doomed keys: deleted means absent for ever unless written again,
+    // expired means absent, and an acknowledged write stands until
+    // something after it may have replaced it.
+    for gateway in &plan.gateways {
+        for (key, ops) in &doomed {
+            let read = match final_read(gateway, key).await {
+                Ok(read) => read,
+                Err(why) => {
+                    violations.push(why);
+                    continue;
+                }
+            };
+            let now = now_ms();
+            let last_ok_delete = ops
+                .iter()
+                .filter(|o| o.kind == workload::DoomKind::Delete && o.outcome == Outcome::Ok)
+                .map(|o| o.seq)
+                .max();
+            let mut seqs = Vec::new();
+            for v in &read.values {
+                let Some((seq, _)) = workload::decode_doomed(v) else {
+                    violations.push(format!("{key} holds a value no client wrote: {v:?}"));
+                    continue;
+                };
+                seqs.push(seq);
+                let Some(op) = ops.iter().find(|o| o.seq == seq) else {
+                    violations.push(format!("{key} holds #{seq}, which was never written"));
+                    continue;
+                };
+                match op.outcome {
+                    Outcome::Failed => violations.push(format!(
+                        "{key} holds #{seq}, whose write definitely failed"
+                    )),
+                    // The delete's context covered it (contexts chain
+                    // through acknowledged ops).
+                    Outcome::Ok if last_ok_delete.is_some_and(|d| d > seq) => {
+                        violations.push(format!(
+                            "RESURRECTED: {key} holds #{seq} via {gateway}, deleted by #{} (acknowledged)",
+                            last_ok_delete.unwrap_or_default()
+                        ))
+                    }
+                    _ => {}
+                }
+                if op.kind == workload::DoomKind::Expiring
+                    && now >= op.end_ms + workload::DOOM_TTL_S * 1000
+                {
+                    violations.push(format!(
+                        "EXPIRED: {key} holds #{seq} via {gateway}, {} ms after its TTL ran out",
+                        now - op.end_ms - workload::DOOM_TTL_S * 1000
+                    ));
+                }
+            }
+            // The last acknowledged op, if a plain write with nothing after it
+            // that may have applied, must still be there (or a later write).
+            if let Some(last) = ops.iter().rposition(|o| o.outcome == Outcome::Ok) {
+                let op = &ops[last];
+                let later_maybe = ops[last + 1..]
+                    .iter()
+                    .any(|o| o.outcome == Outcome::Unknown);
+                if op.kind == workload::DoomKind::Write && !later_maybe {
+                    checked += 1;
+                    if !seqs.iter().any(|s| *s >= op.seq) {
+                        lost += 1;
+                        violations.push(format!(
+                            "LOST: {key} reads {seqs:?} via {gateway}, but #{} was acknowledged last",
+                            op.seq
+                        ));
+                    }
+                }
+            }
+        }
+    }
     // 5. Listing: every key with an acknowledged write is listed in its
     //    bucket (no client deletes), from the first gateway.
     let mut expected: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
@@ -494,8 +571,18 @@ pub async fn checker(
         "final check: {checked} acknowledged writes checked, {lost} lost"
     ));
     h.violations.extend(violations);
+    let purged = stores.borrow().values().fold((0, 0), |(t, e), s| {
+        let c = s.counters();
+        (
+            t + c
+                .tombstones_purged
+                .load(std::sync::atomic::Ordering::Relaxed),
+            e + c.expired_purged.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
     let mut o = out.borrow_mut();
     o.acked_checked = checked;
     o.lost = lost;
+    o.purged = purged;
     Ok(())
 }

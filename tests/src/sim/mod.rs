@@ -132,6 +132,9 @@ pub struct Report {
     pub acked_checked: u64,
     /// See `acked_checked` (must be 0).
     pub lost: u64,
+    /// Tombstoned keys purged by the GC and keys whose expired values were
+    /// purged, over the nodes running at the end.
+    pub purged: (u64, u64),
     /// Simulated ms from the heal to one gossip view.
     pub gossip_converge_ms: Option<u64>,
     /// Simulated ms from the heal to agreeing replicas.
@@ -162,6 +165,7 @@ impl Report {
         format!(
             "seed {} ({}, {} gw, sync {}): trace {:016x} (timed {:016x}), {} ops, writes ok {} / failed {} / unknown {}, \
              failed reads {}, stale reads {}/{}, faults [{}], acked checked {}, lost {}, \
+             purged tombstones {} expired {}, \
              converged gossip {:?} ms data {:?} ms merkle {:?} ms ({} ranges), sim {} ms, wall {:?}",
             self.seed,
             if self.faults_enabled {
@@ -183,6 +187,8 @@ impl Report {
             self.faults,
             self.acked_checked,
             self.lost,
+            self.purged.0,
+            self.purged.1,
             self.gossip_converge_ms,
             self.data_converge_ms,
             self.merkle_converge_ms,
@@ -696,6 +702,12 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
         config.member.data_dir = Path::new("/data").join(name);
         config.storage.sync = sync;
         config.storage.memtable_bytes = 256 << 10;
+        // Tombstone GC runs within the workload's minutes, and expired
+        // values are purged by compaction while it runs.
+        config.tombstones.settle_ms = 3_000;
+        config.tombstones.gc_interval_ms = 1_000;
+        config.expiry.check_interval_ms = 1_000;
+        config.expiry.min_compact_interval_ms = 20_000;
         config
     };
     for name in &nodes {
@@ -768,6 +780,7 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
             gateways: gateway_addrs.clone(),
             set_keys: set_keys.clone(),
             register_keys: (0..2).map(|k| format!("reg-{c}-{k}")).collect(),
+            doomed_key: format!("doom-{c}"),
             strict: !options.faults,
         };
         let history = history.clone();
@@ -872,6 +885,7 @@ fn simulate(options: &Options, history: &SharedHistory, report: &mut Report) -> 
     report.merkle_ranges = c.merkle_ranges;
     report.acked_checked = c.acked_checked;
     report.lost = c.lost;
+    report.purged = c.purged;
     report.sim_ms = sim.elapsed().as_millis() as u64;
     let line = format!(
         "converged: gossip {:?} ms, data {:?} ms, merkle {:?} ms",

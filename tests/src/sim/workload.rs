@@ -84,6 +84,9 @@ pub struct History {
     pub registers: BTreeMap<String, BTreeMap<u64, Outcome>>,
     /// Blind writes to the `lww` bucket by key: the outcome of each value.
     pub lww: BTreeMap<String, BTreeMap<String, Outcome>>,
+    /// Writes (some with a TTL) and deletes of each client's own key, in
+    /// the client's order.
+    pub doomed: BTreeMap<String, Vec<DoomOp>>,
     /// Whether client 0 set [`LWW_BUCKET`] to `lww` (the `lww` checks apply
     /// only then).
     pub lww_ready: bool,
@@ -129,6 +132,48 @@ impl History {
     }
 }
 
+/// One write or delete of a client's doomed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoomOp {
+    /// Its sequence number: the value written is `d<seq>` (no TTL) or
+    /// `e<seq>` (a TTL of [`DOOM_TTL_S`]).
+    pub seq: u64,
+    /// What it did.
+    pub kind: DoomKind,
+    /// Its outcome as the client saw it.
+    pub outcome: Outcome,
+    /// Simulated time (ms) its answer arrived: a TTL value must read absent
+    /// from this plus its TTL on (the gateways' clocks are not skewed; a
+    /// node's skew can only purge a value early).
+    pub end_ms: u64,
+}
+
+/// What a [`DoomOp`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoomKind {
+    /// A value without a TTL.
+    Write,
+    /// A value with a TTL.
+    Expiring,
+    /// A delete.
+    Delete,
+}
+
+/// The TTL of the doomed key's expiring writes.
+pub const DOOM_TTL_S: u64 = 1;
+
+/// The seq of a doomed key's value and whether it had a TTL.
+pub fn decode_doomed(value: &[u8]) -> Option<(u64, bool)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (kind, seq) = text.split_at_checked(1)?;
+    let seq = seq.parse().ok()?;
+    match kind {
+        "d" => Some((seq, false)),
+        "e" => Some((seq, true)),
+        _ => None,
+    }
+}
+
 /// Shared history handle.
 pub type SharedHistory = Rc<RefCell<History>>;
 
@@ -147,6 +192,8 @@ pub struct ClientPlan {
     pub set_keys: Vec<String>,
     /// Register keys this client alone writes.
     pub register_keys: Vec<String>,
+    /// The key this client alone writes and deletes.
+    pub doomed_key: String,
     /// No faults: a stale register read is a violation, not a statistic
     /// (W + R > N with every replica reachable).
     pub strict: bool,
@@ -266,6 +313,8 @@ pub async fn client(plan: ClientPlan, history: SharedHistory) -> turmoil::Result
         .map(|k| (k.clone(), Register::default()))
         .collect();
     let mut added = 0u64;
+    // The doomed key's next seq and the context of its last acknowledged op.
+    let (mut doom_seq, mut doom_context): (u64, Option<String>) = (0, None);
     if plan.name == "client-0" {
         let path = format!("/v1/buckets/{LWW_BUCKET}/props");
         for _ in 0..20 {
@@ -290,7 +339,65 @@ pub async fn client(plan: ClientPlan, history: SharedHistory) -> turmoil::Result
         tokio::time::sleep(Duration::from_millis(rng.gen_range(5..150))).await;
         let gateway = plan.gateways[rng.gen_range(0..plan.gateways.len())].clone();
         history.borrow_mut().ops += 1;
-        match rng.gen_range(0..5) {
+        match rng.gen_range(0..6) {
+            5 => {
+                doom_seq += 1;
+                let seq = doom_seq;
+                let key = plan.doomed_key.clone();
+                let kind = match rng.gen_range(0..6) {
+                    0..=1 => DoomKind::Write,
+                    2 => DoomKind::Expiring,
+                    _ => DoomKind::Delete,
+                };
+                let mut headers = vec![("content-type", "text/plain")];
+                if let Some(c) = &doom_context {
+                    headers.push(("x-shoal-context", c.as_str()));
+                }
+                let path = path_of(&key, "kv");
+                let answer = match kind {
+                    DoomKind::Write => {
+                        request(
+                            &gateway,
+                            "PUT",
+                            &path,
+                            &headers,
+                            format!("d{seq}").as_bytes(),
+                        )
+                        .await
+                    }
+                    DoomKind::Expiring => {
+                        let path = format!("{path}?ttl={DOOM_TTL_S}");
+                        request(
+                            &gateway,
+                            "PUT",
+                            &path,
+                            &headers,
+                            format!("e{seq}").as_bytes(),
+                        )
+                        .await
+                    }
+                    DoomKind::Delete => request(&gateway, "DELETE", &path, &headers, b"").await,
+                };
+                let outcome = write_outcome(&answer);
+                if outcome == Outcome::Ok {
+                    doom_context = answer
+                        .ok()
+                        .and_then(|r| r.header("x-shoal-context").map(str::to_string));
+                }
+                let end_ms = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
+                let mut h = history.borrow_mut();
+                h.count_write(outcome);
+                h.doomed.entry(key.clone()).or_default().push(DoomOp {
+                    seq,
+                    kind,
+                    outcome,
+                    end_ms,
+                });
+                h.log(format!(
+                    "{} doom-{kind:?} {key}#{seq} via {gateway} -> {outcome:?}",
+                    plan.name
+                ));
+            }
             4 => {
                 let key = format!("lww/shared-{}", rng.gen_range(0..LWW_KEYS));
                 added += 1;
