@@ -18,10 +18,15 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod deletes;
 mod env_vars;
+mod member;
 mod security;
+mod validate;
 
+pub use deletes::{ExpiryConfig, TombstoneConfig};
 use env_vars::EnvVars;
+pub use member::MemberConfig;
 pub use security::{GatewayConfig, SecurityConfig, TlsConfig, VersioningConfig};
 
 /// Why a configuration was rejected.
@@ -151,36 +156,6 @@ impl Default for RpcConfig {
     }
 }
 
-/// Identity of this process in gossip and on the ring.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MemberConfig {
-    /// Unique, stable id; tokens derive from it, so renaming moves data.
-    pub id: String,
-    /// Where the tarpc server listens (`host:port`; port 0 picks one).
-    pub listen: String,
-    /// The address others should dial; defaults to the bound listen address.
-    pub advertise: Option<String>,
-    /// Addresses to join through (any live member; may include this one).
-    pub seeds: Vec<String>,
-    /// Relative capacity on the ring (storage nodes only).
-    pub weight: u32,
-    /// Failure domain (rack, availability zone): with at least N zones among
-    /// the storage members, the N owners of every key lie in N distinct
-    /// zones; with fewer, in all of them. Letters, digits, `-`, `_`, `.`; at
-    /// most 64 bytes. Every member in one zone (the default) places keys as
-    /// without zones.
-    pub zone: String,
-    /// Where a node keeps its data (storage nodes only).
-    pub data_dir: PathBuf,
-    /// Whether this node joins a running cluster: it announces itself as
-    /// joining, receives the ranges it gains from their current replicas
-    /// (resumably, across restarts), and only then takes its share of reads.
-    /// Leave it `false` for the nodes that bootstrap a cluster together, and
-    /// for a node restarting (even with a wiped disk: anti-entropy refills it).
-    pub join: bool,
-}
-
 /// Replication factors: the cluster-wide defaults that requests may override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -269,53 +244,6 @@ pub struct AntiEntropyConfig {
     pub leaf_bits: u8,
 }
 
-/// Delete semantics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TombstoneConfig {
-    /// A safety net, off by default (0): purge tombstones older than this
-    /// many seconds even when the GC could not confirm that every replica
-    /// holds them. It bounds the disk tombstones take while a member stays
-    /// away for good (never decommissioned), at the price of what the GC
-    /// exists to prevent: when that member returns, a version it holds that
-    /// the purged tombstones superseded comes back. Set it only longer than
-    /// any member may be away (Cassandra's `gc_grace_seconds`, 10 days).
-    pub grace_secs: u64,
-    /// A tombstone is a GC candidate once its latest write is this old: the
-    /// longest a write, a read repair or a range stream may still be in
-    /// flight carrying an older version of the key.
-    pub settle_ms: u64,
-    /// How often each node runs a GC pass over the keys it is the first
-    /// replica of.
-    pub gc_interval_ms: u64,
-}
-
-/// When a node purges expired values (their bytes; what a version must
-/// remember stays).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExpiryConfig {
-    /// The clock skew between members allowed for: a value is purged only
-    /// this long after its expiry instant on the node's clock, so no
-    /// reader whose clock is behind by less still expects it.
-    pub max_skew_ms: u64,
-    /// How often the node checks whether expired values are due a purge.
-    pub check_interval_ms: u64,
-    /// Least time between two purges (each is a full compaction of the
-    /// node's store).
-    pub min_compact_interval_ms: u64,
-}
-
-impl Default for ExpiryConfig {
-    fn default() -> Self {
-        Self {
-            max_skew_ms: 5_000,
-            check_interval_ms: 5_000,
-            min_compact_interval_ms: 60_000,
-        }
-    }
-}
-
 /// Size limits, enforced by gateways and again by nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -373,21 +301,6 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-impl Default for MemberConfig {
-    fn default() -> Self {
-        Self {
-            id: String::new(),
-            listen: "127.0.0.1:7001".into(),
-            advertise: None,
-            seeds: Vec::new(),
-            weight: 1,
-            zone: shoal_ring::DEFAULT_ZONE.to_string(),
-            data_dir: PathBuf::from("data"),
-            join: false,
-        }
-    }
-}
-
 impl Default for ReplicationConfig {
     fn default() -> Self {
         Self { n: 3, w: 2, r: 2 }
@@ -435,17 +348,6 @@ impl Default for AntiEntropyConfig {
             max_keys_per_sec: 10_000,
             max_bytes_per_sec: 32 << 20,
             leaf_bits: 20,
-        }
-    }
-}
-
-impl Default for TombstoneConfig {
-    fn default() -> Self {
-        Self {
-            grace_secs: 0,
-            // Twice the longest forwarded write budget (60 s).
-            settle_ms: 120_000,
-            gc_interval_ms: 30_000,
         }
     }
 }
@@ -530,201 +432,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks ranges and cross-key consistency that types cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(key: &str, reason: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key: key.into(),
-                reason: reason.into(),
-            })
-        }
-        let r = &self.replication;
-        if r.n == 0 || r.n > 16 {
-            return bad("replication.n", format!("{} is not in 1..=16", r.n));
-        }
-        if r.w == 0 || r.w > r.n {
-            return bad(
-                "replication.w",
-                format!("{} is not in 1..=n ({})", r.w, r.n),
-            );
-        }
-        if r.r == 0 || r.r > r.n {
-            return bad(
-                "replication.r",
-                format!("{} is not in 1..=n ({})", r.r, r.n),
-            );
-        }
-        if self.gossip.max_weight == 0 || self.gossip.max_weight > shoal_ring::MAX_WEIGHT {
-            return bad(
-                "gossip.max_weight",
-                format!(
-                    "{} is not in 1..={}",
-                    self.gossip.max_weight,
-                    shoal_ring::MAX_WEIGHT
-                ),
-            );
-        }
-        if self.member.weight == 0 || self.member.weight > self.gossip.max_weight {
-            return bad(
-                "member.weight",
-                format!(
-                    "{} is not in 1..={} (gossip.max_weight)",
-                    self.member.weight, self.gossip.max_weight
-                ),
-            );
-        }
-        let zone = &self.member.zone;
-        if zone.is_empty()
-            || zone.len() > shoal_gossip::MAX_ZONE_LEN
-            || !zone
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return bad(
-                "member.zone",
-                format!(
-                    "{zone:?} is not 1..={} letters, digits, '-', '_' or '.'",
-                    shoal_gossip::MAX_ZONE_LEN
-                ),
-            );
-        }
-        if self.member.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(
-                "member.listen",
-                format!("{:?} is not an ip:port address", self.member.listen),
-            );
-        }
-        if self.gossip.interval_ms == 0 {
-            return bad("gossip.interval_ms", "must be at least 1");
-        }
-        if self.gossip.failure_timeout_ms < 2 * self.gossip.interval_ms {
-            return bad(
-                "gossip.failure_timeout_ms",
-                format!(
-                    "{} is shorter than two gossip intervals ({} ms): every member would flap",
-                    self.gossip.failure_timeout_ms,
-                    2 * self.gossip.interval_ms
-                ),
-            );
-        }
-        if self.gossip.fanout == 0 {
-            return bad("gossip.fanout", "must be at least 1");
-        }
-        if self.storage.sync == SyncMode::Periodic && self.storage.sync_interval_ms == 0 {
-            return bad(
-                "storage.sync_interval_ms",
-                "must be at least 1 with sync = \"periodic\"",
-            );
-        }
-        if self.storage.memtable_bytes < 64 << 10 {
-            return bad("storage.memtable_bytes", "must be at least 65536");
-        }
-        if self.limits.max_key_bytes == 0 || self.limits.max_key_bytes > 64 << 10 {
-            return bad("limits.max_key_bytes", "must be in 1..=65536");
-        }
-        if self.limits.max_value_bytes == 0 || self.limits.max_value_bytes > 64 << 20 {
-            return bad("limits.max_value_bytes", "must be in 1..=67108864");
-        }
-        if self.http.request_timeout_ms == 0 {
-            return bad("http.request_timeout_ms", "must be at least 1");
-        }
-        if self.http.max_concurrent_requests == 0 {
-            return bad("http.max_concurrent_requests", "must be at least 1");
-        }
-        if self.http.header_timeout_ms == 0 {
-            return bad("http.header_timeout_ms", "must be at least 1");
-        }
-        if self.http.idle_timeout_ms == 0 {
-            return bad("http.idle_timeout_ms", "must be at least 1");
-        }
-        if self.http.max_connections == 0 {
-            return bad("http.max_connections", "must be at least 1");
-        }
-        if self.limits.max_context_bytes < 64 {
-            return bad(
-                "limits.max_context_bytes",
-                "must be at least 64 (a context of one actor takes about 40)",
-            );
-        }
-        if self.versioning.max_clock_entries < 3 {
-            return bad(
-                "versioning.max_clock_entries",
-                "must be at least 3: below N the coordinators of ordinary writes would be pruned",
-            );
-        }
-        if self.gateway.tls.cert_file.is_some() != self.gateway.tls.key_file.is_some() {
-            return bad(
-                "gateway.tls.cert_file",
-                "gateway.tls.cert_file and gateway.tls.key_file must be set together",
-            );
-        }
-        if self.tombstones.gc_interval_ms == 0 {
-            return bad(
-                "tombstones.gc_interval_ms",
-                "must be at least 1 (it paces a loop)",
-            );
-        }
-        if self.expiry.check_interval_ms == 0 {
-            return bad(
-                "expiry.check_interval_ms",
-                "must be at least 1 (it paces a loop)",
-            );
-        }
-        if self.gateway.resp_idle_timeout_ms == 0 {
-            return bad(
-                "gateway.resp_idle_timeout_ms",
-                "must be at least 1 (idle connections need a bound)",
-            );
-        }
-        if self.handoff.max_hints_per_owner == 0 || self.handoff.max_hints == 0 {
-            return bad(
-                "handoff.max_hints_per_owner",
-                "handoff.max_hints_per_owner and handoff.max_hints must be at least 1",
-            );
-        }
-        if self.handoff.retry_interval_ms == 0 {
-            return bad("handoff.retry_interval_ms", "must be at least 1");
-        }
-        if self.anti_entropy.interval_ms == 0 {
-            return bad("anti_entropy.interval_ms", "must be at least 1");
-        }
-        if self.anti_entropy.max_keys_per_sec == 0 {
-            return bad("anti_entropy.max_keys_per_sec", "must be at least 1");
-        }
-        if self.anti_entropy.max_bytes_per_sec < 64 << 10 {
-            return bad(
-                "anti_entropy.max_bytes_per_sec",
-                "must be at least 65536 (one Merkle message is up to 132 KiB)",
-            );
-        }
-        if self.rpc.max_connections == 0 {
-            return bad("rpc.max_connections", "must be at least 1");
-        }
-        if self.rpc.handshake_timeout_ms == 0 {
-            return bad("rpc.handshake_timeout_ms", "must be at least 1");
-        }
-        if self.rpc.idle_timeout_ms == 0 {
-            return bad("rpc.idle_timeout_ms", "must be at least 1");
-        }
-        if self.rpc.max_in_flight == 0 {
-            return bad("rpc.max_in_flight", "must be at least 1");
-        }
-        if !(shoal_merkle::MIN_LEAF_BITS..=shoal_merkle::MAX_LEAF_BITS)
-            .contains(&self.anti_entropy.leaf_bits)
-        {
-            return bad(
-                "anti_entropy.leaf_bits",
-                format!(
-                    "{} is not in {}..={}",
-                    self.anti_entropy.leaf_bits,
-                    shoal_merkle::MIN_LEAF_BITS,
-                    shoal_merkle::MAX_LEAF_BITS
-                ),
-            );
-        }
-        Ok(())
-    }
-
     /// The cluster secret, from `security.cluster_secret` or else
     /// `security.cluster_secret_file`. Every Shoal process refuses to start
     /// without one.
@@ -762,101 +469,4 @@ impl Config {
 pub const ENV_PREFIX: &str = "SHOAL_";
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
-        assert_eq!(Config::from_toml("").unwrap(), Config::default());
-    }
-
-    #[test]
-    fn env_overrides_file_and_maps_sections() {
-        let dir = std::env::temp_dir().join(format!("shoal-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("node.toml");
-        std::fs::write(
-            &file,
-            "[member]\nid = \"node-1\"\n[replication]\nw = 2\n[storage]\nsync = \"never\"\n",
-        )
-        .unwrap();
-        let c = Config::load_with_env(
-            Some(&file),
-            env(&[
-                ("SHOAL_REPLICATION__W", "1"),
-                ("SHOAL_MEMBER__SEEDS", "[\"127.0.0.1:7001\"]"),
-                ("SHOAL_STORAGE__SYNC", "periodic"),
-                ("PATH", "/usr/bin"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.member.id, "node-1");
-        assert_eq!(c.replication.w, 1);
-        assert_eq!(c.storage.sync, SyncMode::Periodic);
-        assert_eq!(c.member.seeds, vec!["127.0.0.1:7001".to_string()]);
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[track_caller]
-    fn check_rejected(toml: &str, env_vars: &[(&str, &str)], names: &str) {
-        let dir = std::env::temp_dir().join(format!(
-            "shoal-config-rej-{}-{}",
-            std::process::id(),
-            names.replace('.', "_")
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("c.toml");
-        std::fs::write(&file, toml).unwrap();
-        let err = Config::load_with_env(Some(&file), env(env_vars)).unwrap_err();
-        std::fs::remove_dir_all(&dir).ok();
-        let message = err.to_string();
-        assert!(
-            message.contains(names),
-            "{message:?} does not name {names:?}"
-        );
-    }
-
-    #[test]
-    fn rejects_unknown_keys_and_bad_values_naming_them() {
-        check_rejected("[replication]\nwrites = 2\n", &[], "writes");
-        check_rejected("[replicaton]\nw = 2\n", &[], "replicaton");
-        check_rejected("", &[("SHOAL_GOSSIP__FANOUTT", "3")], "fanoutt");
-        check_rejected("[replication]\nw = 4\n", &[], "replication.w");
-        check_rejected("[replication]\nr = 0\n", &[], "replication.r");
-        check_rejected("[storage]\nsync = \"sometimes\"\n", &[], "sometimes");
-        check_rejected("[member]\nweight = 0\n", &[], "member.weight");
-        check_rejected("[member]\nlisten = \"nowhere\"\n", &[], "member.listen");
-        check_rejected("[replication]\nn = \"three\"\n", &[], "replication.n");
-        check_rejected("", &[("SHOAL_REPLICATION__W", "lots")], "replication.w");
-        check_rejected(
-            "[anti_entropy]\nleaf_bits = 12\n",
-            &[],
-            "anti_entropy.leaf_bits",
-        );
-        check_rejected(
-            "[anti_entropy]\nmax_bytes_per_sec = 10\n",
-            &[],
-            "anti_entropy.max_bytes_per_sec",
-        );
-    }
-
-    #[test]
-    fn the_commented_example_config_is_every_default() {
-        let text = include_str!("../../shoal.example.toml");
-        assert_eq!(Config::from_toml(text).unwrap(), Config::default());
-    }
-
-    #[test]
-    fn missing_file_is_named() {
-        let err = Config::load_with_env(Some(Path::new("/nonexistent/shoal.toml")), env(&[]))
-            .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/shoal.toml"));
-    }
-}
+mod tests;
