@@ -38,12 +38,19 @@
 //! in `spawn_blocking`, also release their stripes before they wait for the
 //! fsync, so an inline RPC never waits on a stripe for a disk.
 
+mod gc;
 mod hints;
 pub(crate) mod meta;
+mod scan;
+mod tree;
+mod write;
 mod written;
 
+use gc::{expiry_verdict, keep_after_grace};
 pub use hints::Hint;
-use hints::{decode_hint, encode_hint, hint_key, HintBook};
+use hints::HintBook;
+pub use scan::{ListEntry, ListPage, ScanCursor, ScanEntry, ScanPage};
+use tree::rebuild_tree;
 pub use written::Written;
 
 use std::path::Path;
@@ -51,10 +58,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use shoal_merkle::{MerkleTree, TokenRange, TreeShape};
-use shoal_storage::{Commit, Engine, Options, WalRecovery, WriteBatch};
-use shoal_vclock::{Content, Context, SiblingSet};
+use shoal_merkle::{MerkleTree, TreeShape};
+use shoal_storage::{Engine, Options, WalRecovery, WriteBatch};
+use shoal_vclock::SiblingSet;
 
 use crate::buckets::{PropsTable, VersionedProps};
 use crate::config::{Config, SyncMode};
@@ -124,57 +130,6 @@ pub fn digest_of(encoded: &[u8]) -> [u8; 32] {
 
 /// A tombstone GC candidate: a wire key and its state's digest.
 pub type Candidate = (Vec<u8>, [u8; 32]);
-
-/// One key found by [`Store::scan_ranges`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanEntry {
-    /// The user key.
-    pub key: Vec<u8>,
-    /// [`digest_of`] its stored state.
-    pub digest: [u8; 32],
-    /// The state itself, when values were asked for.
-    pub siblings: Option<SiblingSet>,
-}
-
-/// Where a paged scan stopped: the index of the range it was in and the last
-/// data key returned from it (storage layout, opaque to callers).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanCursor {
-    /// Index into the scanned ranges.
-    pub range: u32,
-    /// Last storage key returned.
-    pub after: Vec<u8>,
-}
-
-/// One page of a scan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ScanPage {
-    /// Keys in ring order (range by range).
-    pub entries: Vec<ScanEntry>,
-    /// Where to resume; `None` when the ranges are exhausted.
-    pub next: Option<ScanCursor>,
-}
-
-/// One key of a [`ListPage`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListEntry {
-    /// Its ring position.
-    pub position: u64,
-    /// The user key.
-    pub key: Vec<u8>,
-    /// Its state without values ([`SiblingSet::skeleton`]).
-    pub skeleton: SiblingSet,
-}
-
-/// A page of `Replica::list_keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ListPage {
-    /// Entries in `(position, key)` order.
-    pub entries: Vec<ListEntry>,
-    /// Whether the page stopped at its limit: keys after the last entry
-    /// may exist. `false`: this node holds nothing more of the bucket.
-    pub more: bool,
-}
 
 /// The node's storage.
 pub struct Store {
@@ -397,73 +352,6 @@ impl Store {
         })
     }
 
-    /// Remembers when `set`'s values with a TTL expire, for the purge.
-    fn note_expiry(&self, set: &SiblingSet) {
-        if let Some(at) = set.next_expiry() {
-            self.expiry_due.fetch_min(at, Ordering::Relaxed);
-        }
-    }
-
-    /// When expired values are due a purge: a compaction reclaims their
-    /// bytes from then on (`None`: nothing known to expire).
-    pub fn expiry_due(&self) -> Option<u64> {
-        match self.expiry_due.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            at => Some(at.saturating_add(self.expiry_skew_ms)),
-        }
-    }
-
-    /// Purges expired values now if any are due: flushes and compacts the
-    /// whole store, which shrinks each expired value to its remains (the
-    /// compaction filter) and notes when the next ones are due. Returns
-    /// whether it ran.
-    pub fn purge_expired(&self) -> Result<bool, StoreError> {
-        if self
-            .expiry_due()
-            .is_none_or(|due| self.clock.now_millis() < due)
-        {
-            return Ok(false);
-        }
-        // Cleared first: the compaction's filter and writes meanwhile note
-        // the values still to expire.
-        self.expiry_due.store(u64::MAX, Ordering::Relaxed);
-        self.engine.flush()?;
-        self.engine.compact()?;
-        Ok(true)
-    }
-
-    /// `set` with its clock bounded, as every state this store writes is.
-    fn bounded(&self, mut set: SiblingSet) -> SiblingSet {
-        set.prune(self.max_clock_entries);
-        set
-    }
-
-    /// Runs `f` on the Merkle tree (flushed first, so answers are O(1) per
-    /// node). Keep `f` short: writes wait for it.
-    pub fn with_tree<T>(&self, f: impl FnOnce(&MerkleTree) -> T) -> T {
-        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
-        tree.flush();
-        f(&tree)
-    }
-
-    /// The tree rebuilt from what the engine holds now (tests compare it with
-    /// the incrementally maintained one).
-    pub fn rebuilt_tree(&self) -> Result<MerkleTree, StoreError> {
-        let shape = self.with_tree(|t| t.shape());
-        rebuild_tree(&self.engine, shape).map(|(tree, _)| tree)
-    }
-
-    fn tree_update(&self, key: &[u8], old: Option<&[u8; 32]>, new: Option<&[u8; 32]>) {
-        let position = keys::position(key);
-        let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = tree.update(position, key, old, new) {
-            // Only a removal from an empty leaf fails, which would mean the
-            // tree and the engine disagree; the next diff with a peer repairs
-            // the data and the next restart rebuilds the tree.
-            tracing::error!(error = %e, "merkle tree update refused");
-        }
-    }
-
     /// Whether a write would block now on the engine's back-pressure (see
     /// `Engine::backlogged`): the RPCs then take the blocking pool.
     pub fn write_would_block(&self) -> bool {
@@ -506,471 +394,9 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Coordinates a client write: reads the local state, applies `update`
-    /// with this node's actor, stores it durably and returns it.
-    pub fn coordinate(
-        &self,
-        key: &[u8],
-        context: &Context,
-        content: Content,
-        now: u64,
-        hint_for: Option<&str>,
-    ) -> Result<SiblingSet, StoreError> {
-        self.coordinate_begin(key, context, content, now, hint_for)?
-            .wait()
-    }
-
-    /// Appends the deletion of a storage key; the caller waits for the commit
-    /// after releasing the key's stripe.
-    fn append_delete(&self, storage_key: Vec<u8>) -> Result<Commit, StoreError> {
-        let mut batch = WriteBatch::new();
-        batch.delete(storage_key);
-        Ok(self.engine.append(batch)?)
-    }
-
-    fn written<T>(&self, value: T, commit: Commit) -> Written<T> {
-        Written::new(value, commit, self.write_timeout)
-    }
-
-    /// [`Store::coordinate`] up to the append: the counter is minted and the
-    /// new state appended under the key's stripe, so that only one writer at
-    /// a time mints for a key on this replica; the fsync is awaited after.
-    ///
-    /// With `hint_for`, this node stands in for a down owner: the new version
-    /// is stored as a hint for that owner as well as in the local data. The
-    /// data copy is what keeps this actor's counters for `key` monotonic: a
-    /// hint is deleted once delivered, and minting from it alone would hand
-    /// out the same dot twice for two different values.
-    pub fn coordinate_begin(
-        &self,
-        key: &[u8],
-        context: &Context,
-        content: Content,
-        now: u64,
-        hint_for: Option<&str>,
-    ) -> Result<Written<SiblingSet>, StoreError> {
-        self.mint_begin(key, Some(context), content, now, hint_for)
-    }
-
-    /// [`Store::coordinate_begin`] of a write that supersedes every version
-    /// this replica holds for `key` (last writer wins, whatever the bucket's
-    /// policy): the coordinator's own state is the context.
-    pub fn supersede_begin(
-        &self,
-        key: &[u8],
-        content: Content,
-        now: u64,
-        hint_for: Option<&str>,
-    ) -> Result<Written<SiblingSet>, StoreError> {
-        self.mint_begin(key, None, content, now, hint_for)
-    }
-
-    /// `context: None` supersedes what this replica holds.
-    fn mint_begin(
-        &self,
-        key: &[u8],
-        context: Option<&Context>,
-        content: Content,
-        now: u64,
-        hint_for: Option<&str>,
-    ) -> Result<Written<SiblingSet>, StoreError> {
-        let hint_key = hint_for.map(|owner| hint_key(owner, key)).transpose()?;
-        let _guard = self.lock(key);
-        let held = match &hint_key {
-            Some(hk) => self.read_hint(hk, key)?,
-            None => None,
-        };
-        if let (Some(owner), None) = (hint_for, &held) {
-            self.hints.check_room(owner)?;
-        }
-        let data_key = data_key(key);
-        let stored = self.engine.get(&data_key)?;
-        let old_digest = stored.as_deref().map(digest_of);
-        let mut set = match self.decode(key, stored)? {
-            Some(set) => set,
-            // Possibly a key a tombstone GC removed: mint above every
-            // counter this actor minted for such keys.
-            None => SiblingSet::minting_above(self.mint_floor.load(Ordering::Relaxed)),
-        };
-        let policy = self.props.policy(key);
-        match context {
-            Some(context) => policy.update(&mut set, context, &self.actor, content, now),
-            None => set.update_newest(&self.actor, content, now),
-        }
-        .map_err(StoreError::Version)?;
-        let set = self.bounded(set);
-        self.note_expiry(&set);
-        let encoded = set.encode();
-        let new_digest = digest_of(&encoded);
-        let commit = match hint_key {
-            None => {
-                let mut batch = WriteBatch::new();
-                batch.put(data_key, encoded);
-                self.engine.append(batch)?
-            }
-            Some(hint_key) => {
-                let is_new = held.is_none();
-                let hinted = match held {
-                    Some((held, _)) => self.bounded(policy.sync(&held, &set)),
-                    None => set.clone(),
-                };
-                let mut batch = WriteBatch::new();
-                batch.put(data_key, encoded);
-                batch.put(hint_key, encode_hint(&hinted, self.clock.now_millis()));
-                let commit = self.engine.append(batch)?;
-                if let (true, Some(owner)) = (is_new, hint_for) {
-                    self.hints.added(owner);
-                }
-                commit
-            }
-        };
-        self.tree_update(key, old_digest.as_ref(), Some(&new_digest));
-        Ok(self.written(set, commit))
-    }
-
-    /// Merges `incoming` into the local state of `key`, durably; returns the
-    /// merged state.
-    pub fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<SiblingSet, StoreError> {
-        self.merge_begin(key, incoming)?.wait()
-    }
-
-    /// [`Store::merge`] up to the append, under the key's stripe. When the
-    /// state does not change nothing is appended, but what was read may be a
-    /// write still waiting for its fsync, so the commit is a barrier behind it.
-    pub fn merge_begin(
-        &self,
-        key: &[u8],
-        incoming: &SiblingSet,
-    ) -> Result<Written<SiblingSet>, StoreError> {
-        let storage_key = data_key(key);
-        let _guard = self.lock(key);
-        let stored = self.engine.get(&storage_key)?;
-        let old_digest = stored.as_deref().map(digest_of);
-        let current = self.decode(key, stored)?;
-        let policy = self.props.policy(key);
-        let merged = self.bounded(match &current {
-            Some(c) => policy.sync(c, incoming),
-            None => policy.sync(&SiblingSet::new(), incoming),
-        });
-        if current.as_ref() == Some(&merged) {
-            let commit = self.engine.barrier()?;
-            return Ok(self.written(merged, commit));
-        }
-        self.note_expiry(&merged);
-        let encoded = merged.encode();
-        let digest = digest_of(&encoded);
-        let mut batch = WriteBatch::new();
-        batch.put(storage_key, encoded);
-        let commit = self.engine.append(batch)?;
-        self.tree_update(key, old_digest.as_ref(), Some(&digest));
-        Ok(self.written(merged, commit))
-    }
-
-    /// Merges many states at once (anti-entropy and range streaming): one
-    /// engine batch, so one commit-log sync for the lot. Returns the merged
-    /// states in input order and how many keys changed.
-    pub fn merge_many(
-        &self,
-        items: &[(Vec<u8>, SiblingSet)],
-    ) -> Result<(Vec<SiblingSet>, usize), StoreError> {
-        // Stripes locked in ascending order, each once: every other path
-        // holds one stripe at a time, so this cannot deadlock.
-        let mut stripes: Vec<usize> = items.iter().map(|(k, _)| stripe_of(k)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let guards: Vec<_> = stripes
-            .iter()
-            .map(|&i| self.locks[i].lock().unwrap_or_else(|p| p.into_inner()))
-            .collect();
-        let mut batch = WriteBatch::new();
-        let mut merged_all = Vec::with_capacity(items.len());
-        let mut updates = Vec::new();
-        // A key twice in one batch: the second merge must see the first.
-        // Ordered, so the batch (and a simulation's trace) is the same on
-        // every run.
-        let mut pending: std::collections::BTreeMap<&[u8], (Option<[u8; 32]>, SiblingSet)> =
-            std::collections::BTreeMap::new();
-        for (key, incoming) in items {
-            let (old_digest, current) = match pending.get(key.as_slice()) {
-                Some((d, set)) => (*d, Some(set.clone())),
-                None => {
-                    let stored = self.engine.get(&data_key(key))?;
-                    (stored.as_deref().map(digest_of), self.decode(key, stored)?)
-                }
-            };
-            let policy = self.props.policy(key);
-            let merged = self.bounded(match &current {
-                Some(c) => policy.sync(c, incoming),
-                None => policy.sync(&SiblingSet::new(), incoming),
-            });
-            if current.as_ref() != Some(&merged) {
-                pending.insert(key.as_slice(), (old_digest, merged.clone()));
-            } else if let Some(entry) = pending.get_mut(key.as_slice()) {
-                entry.1 = merged.clone();
-            }
-            merged_all.push(merged);
-        }
-        let changed = pending.len();
-        for (key, (old_digest, set)) in pending {
-            self.note_expiry(&set);
-            let encoded = set.encode();
-            updates.push((key.to_vec(), old_digest, digest_of(&encoded)));
-            batch.put(data_key(key), encoded);
-        }
-        let commit = if batch.is_empty() {
-            // Unchanged states may be writes still waiting for their fsync.
-            self.engine.barrier()?
-        } else {
-            self.engine.append(batch)?
-        };
-        for (key, old, new) in updates {
-            self.tree_update(&key, old.as_ref(), Some(&new));
-        }
-        // The fsync is waited for without the stripes, which inline RPCs on
-        // the runtime would otherwise wait on.
-        drop(guards);
-        commit.wait()?;
-        Ok((merged_all, changed))
-    }
-
     /// The local states of many keys, in order.
     pub fn read_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<SiblingSet>>, StoreError> {
         keys.iter().map(|k| self.read(k)).collect()
-    }
-
-    /// Deletes data keys whose state is only tombstones older than the grace
-    /// period, under their lock, removing them from the tree. Visits at most
-    /// `limit` keys per call and returns how many it purged.
-    pub fn purge_tombstones(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        let mut candidates = Vec::new();
-        let mut visited = 0;
-        'spaces: for space in [DATA, BUCKET] {
-            for item in self
-                .engine
-                .scan([space].as_slice()..[space + 1].as_slice())?
-            {
-                if visited >= limit {
-                    break 'spaces;
-                }
-                visited += 1;
-                let (k, v) = item?;
-                if !keep_after_grace(&k, &v, now_ms, self.grace_ms) {
-                    candidates.push(k);
-                }
-            }
-        }
-        let mut purged = 0;
-        for k in candidates {
-            let Some(key) = wire_of(&k) else {
-                continue;
-            };
-            let guard = self.lock(&key);
-            // Re-read under the lock: a write may have revived the key.
-            let Some(v) = self.engine.get(&k)? else {
-                continue;
-            };
-            if keep_after_grace(&k, &v, now_ms, self.grace_ms) {
-                continue;
-            }
-            let commit = self.append_delete(k.clone())?;
-            self.tree_update(&key, Some(&digest_of(&v)), None);
-            drop(guard);
-            commit.wait()?;
-            purged += 1;
-            self.counters
-                .tombstones_purged
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(purged)
-    }
-
-    /// Tombstone GC candidates: data keys whose state is dead (tombstones,
-    /// and values expired for longer than `expiry.max_skew_ms`), with the
-    /// digest of that state; at most `limit`, from `after` (a
-    /// storage key; exclusive) on, and where the scan stopped.
-    pub fn tombstone_candidates(
-        &self,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<Candidate>, Option<Vec<u8>>), StoreError> {
-        let mut out = Vec::new();
-        let dead_before = self.clock.now_millis().saturating_sub(self.expiry_skew_ms);
-        let start = after.map_or_else(
-            || vec![DATA],
-            |a| {
-                let mut k = a.to_vec();
-                k.push(0);
-                k
-            },
-        );
-        for item in self
-            .engine
-            .scan(start.as_slice()..[BUCKET + 1].as_slice())?
-        {
-            let (k, v) = item?;
-            if !matches!(k.first(), Some(&DATA | &BUCKET)) {
-                continue;
-            }
-            let Ok(set) = SiblingSet::decode(&v) else {
-                continue;
-            };
-            if set.is_dead(dead_before) {
-                if let Some(key) = wire_of(&k) {
-                    out.push((key, digest_of(&v)));
-                }
-            }
-            if out.len() >= limit {
-                return Ok((out, Some(k)));
-            }
-        }
-        Ok((out, None))
-    }
-
-    /// What a tombstone GC asks of each member about `key`: the digest of
-    /// its state (`None`: it holds none) and whether it holds a hint for it
-    /// (for any owner).
-    pub fn gc_state(&self, key: &[u8]) -> Result<(Option<[u8; 32]>, bool), StoreError> {
-        let digest = self.engine.get(&data_key(key))?.map(|v| digest_of(&v));
-        let mut hinted = false;
-        for (owner, _) in self.hints_by_owner() {
-            if self.engine.get(&hint_key(&owner, key)?)?.is_some() {
-                hinted = true;
-                break;
-            }
-        }
-        Ok((digest, hinted))
-    }
-
-    /// Removes `key`'s state if it is still exactly the dead state (only
-    /// tombstones and expired values) whose digest is `digest` (a write since the GC's check changes it, and then
-    /// the key stays). The highest counter this actor minted for the key is
-    /// made durable as the mint floor in the same batch. Returns whether it
-    /// removed it.
-    pub fn gc_purge(&self, key: &[u8], digest: &[u8; 32]) -> Result<bool, StoreError> {
-        let storage_key = data_key(key);
-        let guard = self.lock(key);
-        let Some(v) = self.engine.get(&storage_key)? else {
-            return Ok(false);
-        };
-        if digest_of(&v) != *digest {
-            return Ok(false);
-        }
-        let set = SiblingSet::decode(&v).map_err(|source| StoreError::Corrupt {
-            key: keys::display(key),
-            source,
-        })?;
-        let dead_before = self.clock.now_millis().saturating_sub(self.expiry_skew_ms);
-        if !set.is_dead(dead_before) {
-            return Ok(false);
-        }
-        let minted = set.clock().get(&self.actor).max(set.counter_floor());
-        let floor = self
-            .mint_floor
-            .fetch_max(minted, Ordering::Relaxed)
-            .max(minted);
-        let mut batch = WriteBatch::new();
-        batch.delete(storage_key);
-        batch.put(
-            meta_key(meta::MINT_FLOOR.as_bytes()),
-            floor.to_be_bytes().to_vec(),
-        );
-        let commit = self.engine.append(batch)?;
-        self.tree_update(key, Some(digest), None);
-        drop(guard);
-        commit.wait()?;
-        self.counters
-            .tombstones_purged
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(true)
-    }
-
-    /// One page of the data keys in `ranges` (ring token ranges, each one
-    /// ordered scan), from `cursor`, up to `max_keys` keys or about
-    /// `max_bytes` of values. With `values` false only digests are returned
-    /// (anti-entropy's listing); with it true the states too (streaming).
-    pub fn scan_ranges(
-        &self,
-        ranges: &[TokenRange],
-        cursor: Option<&ScanCursor>,
-        max_keys: usize,
-        max_bytes: usize,
-        values: bool,
-    ) -> Result<ScanPage, StoreError> {
-        let mut page = ScanPage::default();
-        let mut bytes = 0usize;
-        // The range index and storage key of the last entry taken.
-        let mut last_at: Option<(u32, Vec<u8>)> = None;
-        let first = cursor.map_or(0, |c| c.range as usize);
-        if cursor.is_some() && first >= ranges.len() {
-            return Err(StoreError::BadCursor);
-        }
-        for (index, range) in ranges.iter().enumerate().skip(first) {
-            let after = cursor
-                .filter(|c| c.range as usize == index)
-                .map(|c| &c.after);
-            if let Some(after) = after {
-                if wire_of(after).is_none() {
-                    return Err(StoreError::BadCursor);
-                }
-            }
-            let mut segments = Vec::new();
-            for space in self.spaces()? {
-                segments.extend(storage_segments(&space, *range));
-            }
-            // Resume inside the segment that holds the cursor; earlier
-            // segments are done.
-            let (skip, mut from) = match after {
-                None => (0, None),
-                Some(a) => match segments.iter().position(|(lo, hi)| {
-                    lo.as_slice() <= a.as_slice() && a.as_slice() < hi.as_slice()
-                }) {
-                    Some(i) => (i, Some(a.clone())),
-                    None => return Err(StoreError::BadCursor),
-                },
-            };
-            for (lo, hi) in segments.into_iter().skip(skip) {
-                let start = match from.take() {
-                    Some(a) => std::ops::Bound::Excluded(a),
-                    None => std::ops::Bound::Included(lo),
-                };
-                let bounds = (start, std::ops::Bound::Excluded(hi));
-                for item in self.engine.scan::<Vec<u8>, _>(bounds)? {
-                    let (k, v) = item?;
-                    let size = k.len() + if values { v.len() } else { 32 };
-                    if bytes + size > max_bytes {
-                        // Stop before the entry that would overflow the
-                        // budget (a page always takes at least one).
-                        if let Some((range, after)) = last_at.take() {
-                            page.next = Some(ScanCursor { range, after });
-                            return Ok(page);
-                        }
-                    }
-                    bytes += size;
-                    last_at = Some((index as u32, k.clone()));
-                    let Some(key) = wire_of(&k) else {
-                        continue;
-                    };
-                    let siblings = if values {
-                        self.decode(&key, Some(v.clone()))?
-                    } else {
-                        None
-                    };
-                    page.entries.push(ScanEntry {
-                        digest: digest_of(&v),
-                        key,
-                        siblings,
-                    });
-                    if page.entries.len() >= max_keys {
-                        page.next = Some(ScanCursor {
-                            range: index as u32,
-                            after: k,
-                        });
-                        return Ok(page);
-                    }
-                }
-            }
-        }
-        Ok(page)
     }
 
     /// Every bucket's properties as this node knows them.
@@ -1001,92 +427,6 @@ impl Store {
         Ok(taken.len())
     }
 
-    /// The data-space prefixes this store holds keys under: the default
-    /// bucket's, then each other bucket's in name order (one seek per
-    /// bucket, so a scan over every bucket costs the buckets it meets).
-    fn spaces(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut out = vec![vec![DATA]];
-        let mut from = vec![BUCKET];
-        let end = [BUCKET + 1];
-        loop {
-            let Some(item) = self.engine.scan(from.as_slice()..end.as_slice())?.next() else {
-                break;
-            };
-            let (k, _) = item?;
-            let len = k.get(1).copied().unwrap_or(0) as usize;
-            let Some(prefix) = k.get(..2 + len) else {
-                break;
-            };
-            let prefix = prefix.to_vec();
-            match hints::prefix_successor(&prefix) {
-                Some(next) => from = next,
-                None => {
-                    out.push(prefix);
-                    break;
-                }
-            }
-            out.push(prefix);
-        }
-        Ok(out)
-    }
-
-    /// Up to `max_keys` keys of `bucket` (or about `max_bytes` of their
-    /// skeletons) in `(position, key)` order from `position` (after the key
-    /// `after` there). Reads that bucket's space only, so listing a small
-    /// bucket costs its own keys whatever else the node holds.
-    pub fn list_bucket(
-        &self,
-        bucket: &str,
-        position: u64,
-        after: Option<&[u8]>,
-        max_keys: usize,
-        max_bytes: usize,
-    ) -> Result<ListPage, StoreError> {
-        let space = space_of(bucket);
-        let mut from = space.clone();
-        from.extend_from_slice(&position.to_be_bytes());
-        let start = match after {
-            Some(key) => {
-                from.extend_from_slice(key);
-                std::ops::Bound::Excluded(from)
-            }
-            None => std::ops::Bound::Included(from),
-        };
-        let end = match hints::prefix_successor(&space) {
-            Some(end) => std::ops::Bound::Excluded(end),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for item in self.engine.scan::<Vec<u8>, _>((start, end))? {
-            if out.len() >= max_keys || bytes >= max_bytes {
-                return Ok(ListPage {
-                    entries: out,
-                    more: true,
-                });
-            }
-            let (k, v) = item?;
-            let Some(pos) = k
-                .get(space.len()..space.len() + 8)
-                .and_then(|p| <[u8; 8]>::try_from(p).ok())
-            else {
-                continue;
-            };
-            let key = k[space.len() + 8..].to_vec();
-            let skeleton = self.decode(&k, Some(v))?.unwrap_or_default().skeleton();
-            bytes += key.len() + 64 + skeleton.clock().len() * 32;
-            out.push(ListEntry {
-                position: u64::from_be_bytes(pos),
-                key,
-                skeleton,
-            });
-        }
-        Ok(ListPage {
-            entries: out,
-            more: false,
-        })
-    }
-
     /// A metadata value (join progress and the like), if set.
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.engine.get(&meta_key(name.as_bytes()))?)
@@ -1112,15 +452,6 @@ impl Store {
         Ok(())
     }
 
-    /// Purges expired tombstones, then runs a compaction now (tests use it
-    /// to check tombstone purging).
-    pub fn compact(&self) -> Result<(), StoreError> {
-        self.purge_tombstones(self.clock.now_millis(), usize::MAX)?;
-        self.engine.flush()?;
-        self.engine.compact()?;
-        Ok(())
-    }
-
     fn decode(&self, key: &[u8], bytes: Option<Vec<u8>>) -> Result<Option<SiblingSet>, StoreError> {
         match bytes {
             None => Ok(None),
@@ -1134,69 +465,6 @@ impl Store {
     }
 }
 
-fn stripe_of(key: &[u8]) -> usize {
-    (keys::position(key) as usize) % STRIPES
-}
-
-/// The tree over every data key, and the earliest expiry instant of a
-/// value whose bytes are still held (`u64::MAX`: none).
-fn rebuild_tree(engine: &Engine, shape: TreeShape) -> Result<(MerkleTree, u64), StoreError> {
-    let mut entries = Vec::new();
-    let mut due = u64::MAX;
-    for space in [DATA, BUCKET] {
-        for item in engine.scan([space].as_slice()..[space + 1].as_slice())? {
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => {
-                    // Serve what is intact: the keys past the damage are
-                    // missing from the tree, so diffs with peers show them as
-                    // differing and anti-entropy brings them back.
-                    tracing::error!(error = %e, "merkle rebuild stopped at damaged data");
-                    break;
-                }
-            };
-            let Some(key) = wire_of(&k) else {
-                continue;
-            };
-            if SiblingSet::may_expire(&v) {
-                if let Some(at) = SiblingSet::decode(&v).ok().and_then(|s| s.next_expiry()) {
-                    due = due.min(at);
-                }
-            }
-            entries.push((keys::position(&key), key, digest_of(&v)));
-        }
-    }
-    Ok((MerkleTree::rebuild(shape, entries), due))
-}
-
-/// Compaction's verdict on a data entry that holds values with a TTL:
-/// expired values (by `cutoff`) shrink to their remains; the others are
-/// noted as due later. Undecodable bytes are kept as they are.
-fn expiry_verdict(
-    value: &[u8],
-    cutoff: u64,
-    counters: &crate::observe::NodeCounters,
-    due: &AtomicU64,
-) -> shoal_storage::Verdict {
-    let Ok(mut set) = SiblingSet::decode(value) else {
-        return shoal_storage::Verdict::Keep;
-    };
-    let freed = set.purge_expired(cutoff);
-    if let Some(at) = set.next_expiry() {
-        due.fetch_min(at, Ordering::Relaxed);
-    }
-    if freed == 0 {
-        return shoal_storage::Verdict::Keep;
-    }
-    let encoded = set.encode();
-    counters.expired_purged.fetch_add(1, Ordering::Relaxed);
-    counters.expired_bytes_reclaimed.fetch_add(
-        value.len().saturating_sub(encoded.len()) as u64,
-        Ordering::Relaxed,
-    );
-    shoal_storage::Verdict::Replace(encoded)
-}
-
 /// The prefix of a bucket's data space: `0x01` for `default`, else `0x03`,
 /// the name's length and the name.
 fn space_of(bucket: &str) -> Vec<u8> {
@@ -1208,25 +476,6 @@ fn space_of(bucket: &str) -> Vec<u8> {
     p.push(bucket.len() as u8);
     p.extend_from_slice(bucket.as_bytes());
     p
-}
-
-/// The storage-key segments `[lo, hi)` of a token range in one bucket's
-/// space, in scan order: a wrapping range is its part up to the top of the
-/// ring, then from zero.
-fn storage_segments(space: &[u8], range: TokenRange) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let at = |p: u64| {
-        let mut k = space.to_vec();
-        k.extend_from_slice(&p.to_be_bytes());
-        k
-    };
-    let top = hints::prefix_successor(space).unwrap_or_else(|| vec![u8::MAX; 9]);
-    if range.start < range.end {
-        vec![(at(range.start), at(range.end))]
-    } else if range.end == 0 {
-        vec![(at(range.start), top)]
-    } else {
-        vec![(at(range.start), top), (at(0), at(range.end))]
-    }
 }
 
 fn meta_key(name: &[u8]) -> Vec<u8> {
@@ -1297,28 +546,6 @@ fn load_props(engine: &Engine) -> Result<Vec<(String, VersionedProps)>, StoreErr
         }
     }
     Ok(out)
-}
-
-/// Compaction filter: drop a data or hint entry whose state is only
-/// tombstones, all older than the grace period (when one is set). Anything undecodable is kept
-/// (purging is never the way to handle corruption).
-fn keep_after_grace(key: &[u8], value: &[u8], now_ms: u64, grace_ms: u64) -> bool {
-    // 0: no grace purge at all (the default); the tombstone GC decides.
-    if key.first() == Some(&META) || grace_ms == 0 {
-        return true;
-    }
-    let decoded = if key.first() == Some(&HINT) {
-        decode_hint(value).map(|(set, _)| set)
-    } else {
-        SiblingSet::decode(value)
-    };
-    match decoded {
-        Ok(set) if set.is_tombstone_only() => match set.latest_write_time() {
-            Some(t) => now_ms.saturating_sub(t) < grace_ms,
-            None => true,
-        },
-        _ => true,
-    }
 }
 
 #[cfg(test)]

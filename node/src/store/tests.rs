@@ -1,6 +1,9 @@
 //! The store's unit tests: key layout, hints, epochs, scans, the tree.
 
-use super::hints::{parse_hint_key, prefix_successor};
+use shoal_merkle::TokenRange;
+use shoal_vclock::{Content, Context};
+
+use super::hints::{encode_hint, hint_key, parse_hint_key, prefix_successor};
 use super::*;
 use crate::env::SystemClock;
 
