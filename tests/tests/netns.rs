@@ -194,8 +194,9 @@ async fn one_way_drops_by_iptables() {
     finish(name, &c, clients, &history, started, seed).await;
 }
 
-/// GET with `r`: the status, and the values in JSON form.
-async fn get(client: &mut Client, key: &str, r: usize) -> (u16, Vec<Vec<u8>>) {
+/// GET with `r`: the status (0: no answer), the values in JSON form, and
+/// the answer (or error) as text for failure messages.
+async fn get(client: &mut Client, key: &str, r: usize) -> (u16, Vec<Vec<u8>>, String) {
     let path = format!("/v1/kv/{}?r={r}", encode_key(key.as_bytes()));
     match client
         .request("GET", &path, &[("Accept", "application/json")], b"")
@@ -206,9 +207,9 @@ async fn get(client: &mut Client, key: &str, r: usize) -> (u16, Vec<Vec<u8>>) {
                 .json()
                 .map(|j| shoal_tests::http::sibling_values(&j))
                 .unwrap_or_default();
-            (reply.status, values)
+            (reply.status, values, reply.text())
         }
-        Err(_) => (0, Vec::new()),
+        Err(e) => (0, Vec::new(), e.to_string()),
     }
 }
 
@@ -295,6 +296,7 @@ async fn a_zone_lost_at_once_keeps_every_key_readable_and_writable() {
     // ... and new keys write at W=2 and read back at R=2.
     let mut client = Client::new(gateway, Duration::from_secs(5));
     let probes = 100;
+    let mut retried = 0;
     for i in 0..probes {
         let key = format!("zone-down-{i}");
         let value = format!("written with zone {} down: {i}", zones[zone]);
@@ -313,12 +315,24 @@ async fn a_zone_lost_at_once_keeps_every_key_readable_and_writable() {
             "PUT {key} with a zone down: {}",
             reply.text()
         );
-        let (status, values) = get(&mut client, &key, 2).await;
-        assert_eq!(status, 200, "GET {key} with a zone down");
+        // A read may meet a live owner suspected for a moment on a loaded
+        // machine (seen once in five parallel runs): up to 3 tries within a
+        // few seconds, counted and printed.
+        let mut tries = 1;
+        let (mut status, mut values, mut text) = get(&mut client, &key, 2).await;
+        while status != 200 && tries < 3 {
+            println!("{name}: GET {key} answered {status} ({text}); again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tries += 1;
+            (status, values, text) = get(&mut client, &key, 2).await;
+        }
+        retried += usize::from(tries > 1);
+        assert_eq!(status, 200, "GET {key} with a zone down: {text}");
         assert_eq!(values, [value.into_bytes()], "GET {key}");
     }
     println!(
-        "{name}: with the zone down, {} keys read at R=2 and {probes} new keys wrote at W=2",
+        "{name}: with the zone down, {} keys read at R=2 and {probes} new keys wrote at W=2 \
+         and read back ({retried} of those reads needed a second try)",
         keys.len()
     );
 
