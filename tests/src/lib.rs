@@ -40,6 +40,8 @@
 //!   fault-injecting `Net`;
 //! - [`procs`]: real `shoal-node`/`shoal-gateway` processes with kill-on-drop
 //!   guards;
+//! - [`netns`]: the same, each node in a network namespace of its own on a
+//!   bridge the test makes (and removes), for faults on real interfaces;
 //! - [`run`]: seeds, the long form, percentiles;
 //! - [`secret`]: the cluster secret every member a test starts shares, and
 //!   an RPC pool that proves it.
@@ -49,6 +51,7 @@ pub mod config;
 pub mod faultnet;
 pub mod forge;
 pub mod http;
+pub mod netns;
 pub mod oracle;
 pub mod procs;
 pub mod run;

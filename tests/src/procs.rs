@@ -65,12 +65,31 @@ impl Proc {
     /// Starts `binary --config config`, appending stderr to `log`, and waits
     /// (bounded) for its first stdout line.
     pub fn spawn(binary: &Path, config: &Path, log: &Path) -> Result<Proc, String> {
+        Self::spawn_in(None, binary, config, log)
+    }
+
+    /// [`Proc::spawn`], inside network namespace `netns` when given (`ip
+    /// netns exec NS BINARY ...`: `ip` execs the binary, so the child's pid
+    /// is the binary's and a kill reaches it).
+    pub fn spawn_in(
+        netns: Option<&str>,
+        binary: &Path,
+        config: &Path,
+        log: &Path,
+    ) -> Result<Proc, String> {
         let stderr = OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .map_err(|e| format!("open {}: {e}", log.display()))?;
-        let mut command = Command::new(binary);
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("--config")
             .arg(config)
@@ -144,6 +163,30 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill_now();
     }
+}
+
+/// Waits until the gateway at `gateway` reports exactly `count` storage
+/// nodes alive in `/v1/cluster`.
+pub async fn wait_storage_alive(
+    gateway: SocketAddr,
+    count: usize,
+    bound: Duration,
+) -> Option<Duration> {
+    wait::within(bound, || async move {
+        let mut c = Client::new(gateway, Duration::from_secs(2));
+        let Ok(r) = c.request("GET", "/v1/cluster", &[], b"").await else {
+            return false;
+        };
+        let alive = r
+            .json()
+            .and_then(|j| j["members"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| m["role"] == "storage" && m["status"] == "alive")
+            .count();
+        alive == count
+    })
+    .await
 }
 
 /// Shape of a process cluster.
@@ -313,22 +356,7 @@ impl ProcCluster {
 
     /// Waits until the gateway reports exactly `count` storage nodes alive.
     pub async fn wait_alive(&self, count: usize, bound: Duration) -> Option<Duration> {
-        let addr = self.gateway_http;
-        wait::within(bound, || async move {
-            let mut c = Client::new(addr, Duration::from_secs(2));
-            let Ok(r) = c.request("GET", "/v1/cluster", &[], b"").await else {
-                return false;
-            };
-            let alive = r
-                .json()
-                .and_then(|j| j["members"].as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter(|m| m["role"] == "storage" && m["status"] == "alive")
-                .count();
-            alive == count
-        })
-        .await
+        wait_storage_alive(self.gateway_http, count, bound).await
     }
 
     /// The last lines of node `i`'s stderr log, for failure messages.

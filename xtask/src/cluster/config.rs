@@ -25,12 +25,18 @@ pub(super) fn port_free(addr: &str) -> bool {
 /// `127.0.0.1:preferred` when free and not already `taken`, else a port the
 /// kernel picks.
 pub(super) fn pick_port(preferred: u16, taken: &[String]) -> Result<String, String> {
-    let addr = format!("127.0.0.1:{preferred}");
+    pick_port_on("127.0.0.1", preferred, taken)
+}
+
+/// [`pick_port`] on `host` (an address of this machine's namespace).
+pub(super) fn pick_port_on(host: &str, preferred: u16, taken: &[String]) -> Result<String, String> {
+    let addr = format!("{host}:{preferred}");
     if !taken.contains(&addr) && port_free(&addr) {
         return Ok(addr);
     }
     for _ in 0..16 {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a port: {e}"))?;
+        let l = TcpListener::bind(format!("{host}:0"))
+            .map_err(|e| format!("cannot bind a port on {host}: {e}"))?;
         let a = l
             .local_addr()
             .map_err(|e| format!("cannot bind a port: {e}"))?
@@ -95,7 +101,18 @@ pub(super) fn node_config(p: &Proc, seeds: &[String], s: &State, secret: &Path) 
         security_toml(secret, None),
         p.metrics
             .as_ref()
-            .map(|m| format!("[metrics]\nlisten = {}\n\n", toml_str(m)))
+            .map(|m| format!(
+                "[metrics]\nlisten = {}\n{}\n",
+                toml_str(m),
+                // In its namespace a node's loopback is its own: it serves
+                // /metrics on its bridge address, which only this machine
+                // reaches.
+                if p.netns.is_some() {
+                    "allow_remote = true\n"
+                } else {
+                    ""
+                }
+            ))
             .unwrap_or_default(),
     )
 }
@@ -143,6 +160,7 @@ pub(super) fn node_proc(dirs: &Dirs, i: usize, listen: String, metrics: Option<S
         http: None,
         metrics,
         resp: None,
+        netns: None,
         pid: None,
         listen,
         id,
@@ -187,6 +205,7 @@ mod tests {
             config: dir.join("gateway.toml"),
             log: dir.join("gateway.log"),
             data_dir: Some(dir.join("gateway")),
+            netns: None,
             pid: None,
         };
         let state = State {
@@ -195,6 +214,7 @@ mod tests {
             r: 2,
             env: BTreeMap::new(),
             zones: Vec::new(),
+            netns: None,
             gateway,
             nodes: vec![p],
         };

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::config::{
     node_config, node_proc, pick_port, write_config, BASE_METRICS_PORT, BASE_PORT,
 };
+use super::netns;
 use super::process::{
     alive, died_message, log_since, pid_text, signal, spawn, wait_dead, STOP_DEADLINE,
 };
@@ -59,6 +60,7 @@ pub(super) fn kill(dirs: &Dirs, name: &str) -> Result<(), String> {
 pub(super) fn start(dirs: &Dirs, name: &str) -> Result<(), String> {
     let mut state = State::load_required(dirs)?;
     let env = state.env.clone();
+    let net = state.netns.clone();
     let p = state.find_mut(name)?;
     if alive(p) {
         println!("{} is already running (pid {})", p.id, pid_text(p));
@@ -68,6 +70,12 @@ pub(super) fn start(dirs: &Dirs, name: &str) -> Result<(), String> {
     // without it, and this says why more plainly than its log would.
     secret::check(&dirs.secret_file())?;
     let proc_copy = p.clone();
+    // `down` removed the namespaces; make this node's again.
+    if let (Some(net), Some(_)) = (&net, &proc_copy.netns) {
+        netns::require_root(&format!("starting {} in its namespace", proc_copy.id))?;
+        netns::bridge_up(net)?;
+        netns::node_up(net, node_number(&proc_copy.id)?)?;
+    }
     let (child, offset) = spawn(dirs, &proc_copy, &env)?;
     p.pid = Some(child.id());
     let id = p.id.clone();
@@ -163,23 +171,45 @@ pub(super) fn add(dirs: &Dirs) -> Result<(), String> {
         .max()
         .unwrap_or(0)
         + 1;
-    let taken: Vec<String> = state
-        .procs()
-        .flat_map(|p| {
-            std::iter::once(p.listen.clone())
-                .chain(p.http.clone())
-                .chain(p.metrics.clone())
-        })
-        .collect();
-    let preferred = BASE_PORT.saturating_add(u16::try_from(i).unwrap_or(0));
-    let listen = pick_port(preferred, &taken)?;
-    let mut taken = taken;
-    taken.push(listen.clone());
-    let metrics = pick_port(
-        BASE_METRICS_PORT.saturating_add(u16::try_from(i).unwrap_or(0)),
-        &taken,
-    )?;
-    let p = node_proc(dirs, i, listen, Some(metrics));
+    let (listen, metrics) = match state.netns.clone() {
+        Some(net) => {
+            if i > netns::MAX_NODES {
+                return Err(format!(
+                    "a netns cluster holds at most {} nodes",
+                    netns::MAX_NODES
+                ));
+            }
+            netns::require_root("`cluster add` on a netns cluster")?;
+            netns::bridge_up(&net)?;
+            netns::node_up(&net, i)?;
+            let host = netns::node_host(&net, i);
+            let offset = u16::try_from(i).unwrap_or(0);
+            (
+                format!("{host}:{}", BASE_PORT.saturating_add(offset)),
+                format!("{host}:{}", BASE_METRICS_PORT.saturating_add(offset)),
+            )
+        }
+        None => {
+            let mut taken: Vec<String> = state
+                .procs()
+                .flat_map(|p| {
+                    std::iter::once(p.listen.clone())
+                        .chain(p.http.clone())
+                        .chain(p.metrics.clone())
+                })
+                .collect();
+            let preferred = BASE_PORT.saturating_add(u16::try_from(i).unwrap_or(0));
+            let listen = pick_port(preferred, &taken)?;
+            taken.push(listen.clone());
+            let metrics = pick_port(
+                BASE_METRICS_PORT.saturating_add(u16::try_from(i).unwrap_or(0)),
+                &taken,
+            )?;
+            (listen, metrics)
+        }
+    };
+    let mut p = node_proc(dirs, i, listen, Some(metrics));
+    p.netns = state.netns.is_some().then(|| netns::node_ns(i));
     // Same seeds as everyone else: the original nodes.
     let seeds: Vec<String> = state.nodes.iter().map(|n| n.listen.clone()).collect();
     // `join = true`: stream the gained ranges before serving reads for them.
@@ -244,4 +274,66 @@ fn wait_joined(state: &State, id: &str) -> Result<(), String> {
             JOIN_DEADLINE.as_secs()
         ))
     }
+}
+
+/// `node-3` -> 3.
+fn node_number(id: &str) -> Result<usize, String> {
+    id.strip_prefix("node-")
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| format!("{id} is not a storage node"))
+}
+
+/// The namespace of node `name` in an `up --netns` cluster.
+fn netns_of(state: &mut State, name: &str, what: &str) -> Result<(String, String), String> {
+    if state.netns.is_none() {
+        return Err(format!(
+            "`cluster {what}` needs a cluster started with `cargo xtask cluster up --netns`; \
+             this one runs on loopback"
+        ));
+    }
+    let p = state.find_mut(name)?;
+    match &p.netns {
+        Some(ns) => Ok((p.id.clone(), ns.clone())),
+        None => Err(format!(
+            "{} runs in the root namespace (the gateway does); only nodes can be cut off",
+            p.id
+        )),
+    }
+}
+
+pub(super) fn partition(dirs: &Dirs, name: &str) -> Result<(), String> {
+    let mut state = State::load_required(dirs)?;
+    let (id, ns) = netns_of(&mut state, name, "partition")?;
+    netns::require_root("`cluster partition`")?;
+    netns::set_partitioned(&ns, true)?;
+    println!(
+        "{id} is cut off: its link (shoal-br0 <-> {ns}) is down; `cargo xtask cluster heal {id}` \
+         restores it"
+    );
+    Ok(())
+}
+
+pub(super) fn heal(dirs: &Dirs, name: Option<&str>) -> Result<(), String> {
+    let mut state = State::load_required(dirs)?;
+    let targets = match name {
+        Some(name) => vec![netns_of(&mut state, name, "heal")?],
+        None => {
+            let ids: Vec<String> = state.nodes.iter().map(|p| p.id.clone()).collect();
+            let mut all = Vec::new();
+            for id in ids {
+                all.push(netns_of(&mut state, &id, "heal")?);
+            }
+            all
+        }
+    };
+    netns::require_root("`cluster heal`")?;
+    for (id, ns) in targets {
+        if netns::partitioned(&ns) == Some(true) {
+            netns::set_partitioned(&ns, false)?;
+            println!("{id} is reachable again (its link is up)");
+        } else if name.is_some() {
+            println!("{id} was not cut off");
+        }
+    }
+    Ok(())
 }

@@ -6,9 +6,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use super::config::{
-    gateway_config, node_config, node_proc, pick_port, port_free, shoal_env, write_config,
-    BASE_METRICS_PORT, BASE_PORT, RESP_PORT,
+    gateway_config, node_config, node_proc, pick_port, pick_port_on, port_free, shoal_env,
+    write_config, BASE_METRICS_PORT, BASE_PORT, RESP_PORT,
 };
+use super::netns;
 use super::process::{alive, died_message, pid_text, signal, spawn, wait_dead, STOP_DEADLINE};
 use super::secret;
 use super::state::{Dirs, Proc, State};
@@ -29,6 +30,9 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
         ));
     }
     check_zones(&a.zones)?;
+    if a.netns {
+        netns::require_root("`cluster up --netns`")?;
+    }
     if let Some(state) = State::load(dirs)? {
         let live: Vec<&str> = state
             .procs()
@@ -46,6 +50,17 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
                 state.gateway.http.as_deref().unwrap_or("?"),
             );
             return Ok(());
+        }
+    }
+    if a.netns {
+        let found = netns::leftovers();
+        if !found.is_empty() {
+            return Err(format!(
+                "network namespaces or links of a netns cluster exist already ({}): another \
+                 `up --netns` cluster runs on this machine, or a crashed one left them; \
+                 `cargo xtask cluster down --netns` removes them",
+                found.join(", ")
+            ));
         }
     }
     let http = format!("127.0.0.1:{}", a.gateway_port);
@@ -87,21 +102,50 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
         }
     }
 
-    // Ports: the gateway's gossip port first, then one per node.
+    // Ports: the gateway's gossip port first, then one per node. With
+    // `--netns` each node has a namespace (and so every port) of its own,
+    // and the gateway gossips on the bridge's address.
+    let net = a.netns.then(netns::layout);
+    if let Some(net) = &net {
+        netns::bridge_up(net)?;
+    }
     let mut taken = vec![http.clone()];
-    let gossip = pick_port(BASE_PORT, &taken)?;
+    let gossip = match &net {
+        Some(net) => pick_port_on(&netns::bridge_host(net), BASE_PORT, &taken),
+        None => pick_port(BASE_PORT, &taken),
+    };
+    let gossip = match gossip {
+        Ok(g) => g,
+        Err(e) => {
+            if net.is_some() {
+                let _ = netns::teardown();
+            }
+            return Err(e);
+        }
+    };
     taken.push(gossip.clone());
     let mut nodes = Vec::new();
     for i in 1..=usize::from(a.nodes) {
-        let preferred = BASE_PORT.saturating_add(u16::try_from(i).unwrap_or(0));
-        let listen = pick_port(preferred, &taken)?;
-        taken.push(listen.clone());
-        let metrics = pick_port(
-            BASE_METRICS_PORT.saturating_add(u16::try_from(i).unwrap_or(0)),
-            &taken,
-        )?;
-        taken.push(metrics.clone());
-        nodes.push(node_proc(dirs, i, listen, Some(metrics)));
+        let offset = u16::try_from(i).unwrap_or(0);
+        let (listen, metrics) = match &net {
+            Some(net) => {
+                let host = netns::node_host(net, i);
+                (
+                    format!("{host}:{}", BASE_PORT.saturating_add(offset)),
+                    format!("{host}:{}", BASE_METRICS_PORT.saturating_add(offset)),
+                )
+            }
+            None => {
+                let listen = pick_port(BASE_PORT.saturating_add(offset), &taken)?;
+                taken.push(listen.clone());
+                let metrics = pick_port(BASE_METRICS_PORT.saturating_add(offset), &taken)?;
+                taken.push(metrics.clone());
+                (listen, metrics)
+            }
+        };
+        let mut p = node_proc(dirs, i, listen, Some(metrics));
+        p.netns = net.is_some().then(|| netns::node_ns(i));
+        nodes.push(p);
     }
     let resp = pick_port(RESP_PORT, &taken)?;
     taken.push(resp.clone());
@@ -115,6 +159,7 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
         config: dirs.cluster.join("gateway.toml"),
         log: dirs.cluster.join("gateway.log"),
         data_dir: Some(dirs.cluster.join("gateway")),
+        netns: None,
         pid: None,
     };
     let mut state = State {
@@ -123,9 +168,21 @@ pub(super) fn up(dirs: &Dirs, a: &UpArgs) -> Result<(), String> {
         r: a.r,
         env: shoal_env(),
         zones: a.zones.clone(),
+        netns: net.clone(),
         gateway,
         nodes,
     };
+    if let Some(net) = &net {
+        // Recorded before the namespaces exist, so that `down` removes them
+        // whatever happens next.
+        state.save(dirs)?;
+        for i in 1..=state.nodes.len() {
+            if let Err(e) = netns::node_up(net, i) {
+                let _ = netns::teardown();
+                return Err(format!("cannot set up node-{i}'s namespace: {e}"));
+            }
+        }
+    }
     let seeds: Vec<String> = state.nodes.iter().map(|p| p.listen.clone()).collect();
     for p in &state.nodes {
         write_config(dirs, p, &node_config(p, &seeds, &state, &secret))?;
@@ -268,6 +325,11 @@ fn teardown(dirs: &Dirs, state: &mut State, children: Vec<(usize, Child, u64)>) 
     {
         p.pid = None;
     }
+    if state.netns.is_some() {
+        if let Err(e) = netns::teardown() {
+            eprintln!("removing the namespaces failed: {e}");
+        }
+    }
     let _ = state.save(dirs);
     eprintln!(
         "stopped the processes this `up` started; configs and logs stay in {}",
@@ -293,6 +355,16 @@ fn print_summary(dirs: &Dirs, state: &State) {
         println!(
             "zones, round robin: {} (the N owners of a key lie in distinct zones)",
             state.zones.join(", ")
+        );
+    }
+    if let Some(net) = &state.netns {
+        println!(
+            "network namespaces: node-i runs in shoal-node-i at {}.i, on bridge {} ({}, where the \
+             gateway gossips); `cargo xtask cluster partition node-2` cuts a node off, `heal \
+             node-2` restores it",
+            net.subnet,
+            net.bridge,
+            netns::bridge_host(net)
         );
     }
     if !state.env.is_empty() {
@@ -348,8 +420,14 @@ fn print_summary(dirs: &Dirs, state: &State) {
     println!("then:  cargo xtask cluster status | kill node-2 | start node-2 | down");
 }
 
-pub(super) fn down(dirs: &Dirs, wipe: bool) -> Result<(), String> {
-    if let Some(mut state) = State::load(dirs)? {
+pub(super) fn down(dirs: &Dirs, wipe: bool, force_netns: bool) -> Result<(), String> {
+    let state = State::load(dirs)?;
+    let netns_cluster = force_netns || state.as_ref().is_some_and(|s| s.netns.is_some());
+    if netns_cluster {
+        // Before anything stops: without root nothing could be removed.
+        netns::require_root("removing the cluster's network namespaces")?;
+    }
+    if let Some(mut state) = state {
         let live: Vec<Proc> = state.procs().filter(|p| alive(p)).cloned().collect();
         for p in &live {
             if let Some(pid) = p.pid {
@@ -388,6 +466,22 @@ pub(super) fn down(dirs: &Dirs, wipe: bool) -> Result<(), String> {
         println!("stopped {} processes", live.len());
     } else {
         println!("no cluster is running");
+    }
+    if netns_cluster {
+        // By name, so that what a crashed `up` or an `add` made goes too.
+        let removed = netns::teardown()?;
+        if !removed.is_empty() {
+            println!("removed {}", removed.join(", "));
+        }
+    } else {
+        let found = netns::leftovers();
+        if !found.is_empty() {
+            println!(
+                "note: {} of a netns cluster exist, which this cluster's state does not \
+                 record; `cargo xtask cluster down --netns` removes them",
+                found.join(", ")
+            );
+        }
     }
     if wipe && dirs.cluster.exists() {
         fs::remove_dir_all(&dirs.cluster)

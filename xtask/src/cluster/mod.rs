@@ -11,16 +11,20 @@
 //! environment) and are recorded in the state file, so `start` and `add` give
 //! them to the processes they start later too.
 //!
+//! `up --netns` runs every node in a network namespace of its own on a
+//! bridge (`netns`), so that `partition` and `heal` cut real links.
+//!
 //! The submodules split by duty and depend only downwards: `state` (paths and
 //! the state file), `secret` (the cluster secret), `tokens` (the client
 //! tokens file) and `view` (the gateway's HTTP answers) need no sibling;
-//! `process` and `config` build on `state`; the commands (`lifecycle`,
+//! `process`, `config` and `netns` build on `state`; the commands (`lifecycle`,
 //! `control`, `status`, `admin`) build on those and never on each other.
 
 mod admin;
 mod config;
 mod control;
 mod lifecycle;
+mod netns;
 mod plan;
 mod process;
 mod progress;
@@ -63,8 +67,13 @@ enum ClusterCmd {
     Decommission(DecommissionArgs),
     /// Run anti-entropy for NODE's ranges now and print what moved.
     Repair(NodeArg),
-    /// Stop everything (SIGTERM, then SIGKILL after a bounded wait).
+    /// Stop everything (SIGTERM, then SIGKILL after a bounded wait); for an
+    /// `up --netns` cluster, also remove its namespaces, veths and bridge.
     Down(DownArgs),
+    /// Cut NODE of an `up --netns` cluster off the network (its link down).
+    Partition(NodeArg),
+    /// Bring NODE's link back up (every node's without NODE).
+    Heal(HealArgs),
     /// The gateway's client tokens in target/cluster/tokens.toml: add, list, remove.
     Token(TokenArgs),
     /// What adding or decommissioning a node would move (ranges, keys, each
@@ -181,6 +190,11 @@ pub(super) struct UpArgs {
     /// default zone.
     #[arg(long, value_delimiter = ',')]
     pub(super) zones: Vec<String>,
+    /// Run every node in its own network namespace (`shoal-node-i`, at
+    /// 10.77.0.i on bridge `shoal-br0`; the gateway stays in this one), so
+    /// `partition` and `heal` can cut real links. Needs root.
+    #[arg(long)]
+    pub(super) netns: bool,
 }
 
 #[derive(Args)]
@@ -203,6 +217,17 @@ struct DownArgs {
     /// Also delete `target/cluster/` (configs, logs, all data and the cluster secret).
     #[arg(long)]
     wipe: bool,
+    /// Also remove the namespaces, veths and bridge of an `up --netns`
+    /// cluster whose state file is gone or does not record them (found by
+    /// name: `shoal-node-*`, `shoal-v*`, `shoal-br0`).
+    #[arg(long)]
+    netns: bool,
+}
+
+#[derive(Args)]
+struct HealArgs {
+    /// `node-2` (or just `2`); none: every node.
+    node: Option<String>,
 }
 
 pub(crate) fn run(args: &ClusterArgs) -> Result<(), String> {
@@ -216,7 +241,9 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<(), String> {
         ClusterCmd::Add => control::add(&dirs),
         ClusterCmd::Decommission(a) => admin::decommission(&dirs, &a.node, a.force),
         ClusterCmd::Repair(a) => admin::repair(&dirs, &a.node),
-        ClusterCmd::Down(a) => lifecycle::down(&dirs, a.wipe),
+        ClusterCmd::Down(a) => lifecycle::down(&dirs, a.wipe, a.netns),
+        ClusterCmd::Partition(a) => control::partition(&dirs, &a.node),
+        ClusterCmd::Heal(a) => control::heal(&dirs, a.node.as_deref()),
         ClusterCmd::Token(a) => token(&dirs, &a.command),
         ClusterCmd::Plan(a) => match &a.command {
             PlanCmd::Add(p) => plan::add(
@@ -291,6 +318,7 @@ pub(crate) fn up_at(
         r,
         no_build,
         zones: Vec::new(),
+        netns: false,
     };
     lifecycle::up(&dirs, &args)?;
     State::load_required(&dirs)?
@@ -314,5 +342,5 @@ pub(crate) fn down_at(dir: &Path) -> Result<(), String> {
         cluster: dir.to_path_buf(),
         ..Dirs::new()
     };
-    lifecycle::down(&dirs, true)
+    lifecycle::down(&dirs, true, false)
 }

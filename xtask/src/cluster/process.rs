@@ -65,7 +65,7 @@ pub(super) fn wait_dead(p: &Proc, deadline: Duration) -> bool {
 }
 
 /// Starts `p` detached: own process group, stdin closed, stdout and stderr
-/// appended to its log. Returns the child and the log offset where this run begins.
+/// appended to its log; inside its network namespace if it has one. Returns the child and the log offset where this run begins.
 pub(super) fn spawn(
     dirs: &Dirs,
     p: &Proc,
@@ -93,7 +93,13 @@ pub(super) fn spawn(
     let err_log = log
         .try_clone()
         .map_err(|e| format!("cannot open {}: {e}", dirs.show(&p.log)))?;
-    let mut cmd = Command::new(&binary);
+    let mut cmd = match &p.netns {
+        Some(ns) => {
+            super::netns::require_root(&format!("starting {} in namespace {ns}", p.id))?;
+            super::netns::command_in(ns, &binary)
+        }
+        None => Command::new(&binary),
+    };
     cmd.arg("--config")
         .arg(&p.config)
         .current_dir(&dirs.root)

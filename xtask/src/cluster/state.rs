@@ -77,8 +77,21 @@ pub(super) struct State {
     /// empty: every node in the default zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) zones: Vec<String>,
+    /// `up --netns`: the nodes run in network namespaces on this bridge
+    /// (see `super::netns`); none for a loopback cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) netns: Option<Netns>,
     pub(super) gateway: Proc,
     pub(super) nodes: Vec<Proc>,
+}
+
+/// The network a `up --netns` cluster runs on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub(super) struct Netns {
+    /// The bridge in the root namespace, holding `<subnet>.254`.
+    pub(super) bridge: String,
+    /// The first three octets of its /24: node-i is at `<subnet>.i`.
+    pub(super) subnet: String,
 }
 
 /// One process of the cluster.
@@ -102,6 +115,10 @@ pub(super) struct Proc {
     pub(super) config: PathBuf,
     pub(super) log: PathBuf,
     pub(super) data_dir: Option<PathBuf>,
+    /// The network namespace it runs in (`up --netns` nodes); none: the
+    /// root namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) netns: Option<String>,
     /// Last pid started; may be dead (see [`super::process::alive`]).
     pub(super) pid: Option<u32>,
 }

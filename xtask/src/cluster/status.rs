@@ -27,8 +27,14 @@ pub(super) fn status(dirs: &Dirs) -> Result<(), String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "gateway http://{http}: {gateway_state}; N={} W={} R={}",
-        state.n, state.w, state.r
+        "gateway http://{http}: {gateway_state}; N={} W={} R={}{}",
+        state.n,
+        state.w,
+        state.r,
+        state.netns.as_ref().map_or_else(String::new, |n| format!(
+            "; nodes in network namespaces on bridge {}",
+            n.bridge
+        ))
     );
     if let Err(e) = &view {
         let _ = writeln!(out, "(no membership view: {e})");
@@ -97,6 +103,11 @@ pub(super) fn status(dirs: &Dirs) -> Result<(), String> {
         let status = match row.progress {
             Some(work) => format!("{status} ({work})"),
             None => status,
+        };
+        let status = match p.netns.as_deref().map(super::netns::partitioned) {
+            Some(Some(true)) => format!("{status}, partitioned (link down)"),
+            Some(None) => format!("{status}, no namespace"),
+            _ => status,
         };
         rows.push([
             p.id.clone(),
