@@ -10,9 +10,11 @@
 //! The rules it encodes:
 //! - exactly one replica mints the version (the coordinator); the others can
 //!   only be sent the result, so coordinate attempts are sequential and
-//!   bounded ([`MAX_COORDINATOR_ATTEMPTS`]): an attempt that timed out may
-//!   still have stored a version, and unbounded retries would multiply
-//!   siblings;
+//!   bounded ([`MAX_COORDINATOR_ATTEMPTS`]), and only an attempt that
+//!   certainly stored nothing (refused, unreachable) is retried elsewhere:
+//!   one that timed out may still have stored a version, and a second
+//!   coordinator would mint the same write again under another dot
+//!   ([`WriteOp::coordinate_unknown`]);
 //! - a coordinator that hangs must leave time for the next candidate, so each
 //!   attempt but the last gets half the remaining budget;
 //! - a target that fails is replaced by the next live spare on the walk, which
@@ -186,6 +188,33 @@ impl WriteOp {
             }
             Err(cause) => self.coordinated(node, Err(cause), remaining),
         }
+    }
+
+    /// The coordinate attempt at `node` ended without saying whether it
+    /// stored the version: it timed out, or its connection broke after the
+    /// request went out. No other candidate is tried, and the verdict is a
+    /// failure with that slot unknown. A second coordinator would mint a
+    /// second version of the same write under its own dot; the client's
+    /// context would cover only that one, so a later delete with it would
+    /// leave the first standing, and the deleted value would come back
+    /// (`cargo xtask sim --seed 59` found exactly that). An unknown outcome
+    /// is the client's to retry with the context it holds, as a write
+    /// timeout is in Cassandra and Riak.
+    pub fn coordinate_unknown(&mut self, node: &str, cause: String) -> Vec<WriteAction> {
+        if self.forwarded {
+            // The coordinator's own store always answers; nothing to retry.
+            return self.coordinated(node, Err(cause), Duration::ZERO);
+        }
+        let mut out = Vec::new();
+        if self.coordinating.take_if(|t| t.node == node).is_none() {
+            return out;
+        }
+        self.queue.clear();
+        if !self.verdict {
+            self.verdict = true;
+            out.push(WriteAction::Verdict(Err(self.tally.failure())));
+        }
+        out
     }
 
     /// The first actions, `remaining` being the request's whole budget.
@@ -397,6 +426,25 @@ mod tests {
             show(&op.coordinated(&w[0], Ok(()), SECOND)),
             "replicate o1, replicate o2, ok"
         );
+    }
+
+    #[test]
+    fn a_coordinator_that_may_have_stored_the_version_is_not_retried() {
+        let w = walk();
+        let mut op = WriteOp::new(&five(), 42, 3, 2, &Table::default());
+        assert_eq!(show(&op.start(SECOND)), "coordinate o0 500ms");
+        // o0 timed out: it may hold a version of this write already, so no
+        // other replica mints a second one; the client hears "unknown".
+        let actions = op.coordinate_unknown(&w[0], "no answer in time".into());
+        assert_eq!(show(&actions), "failed 0/2");
+        let WriteAction::Verdict(Err(failure)) = &actions[0] else {
+            unreachable!()
+        };
+        assert_eq!((failure.failed, failure.unknown), (0, 3));
+        assert!(op.finished());
+        // A late answer from o0 changes nothing.
+        assert_eq!(show(&op.coordinated(&w[0], Ok(()), SECOND)), "");
+        assert_eq!(show(&op.forwarded_reply(&w[0], Ok(Ok(())), SECOND)), "");
     }
 
     #[test]

@@ -43,15 +43,28 @@ pub enum Failure {
     /// No answer before the request's deadline.
     #[error("no answer in time")]
     Timeout,
-    /// Connect or transport failure.
-    #[error("unreachable: {0}")]
+    /// The connection broke after the request went out: the replica may
+    /// have acted on it.
+    #[error("connection lost: {0}")]
     Transport(String),
+    /// No connection could be made: the request never reached the replica.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
     /// The replica answered with an error.
     #[error("{0}")]
     Remote(RemoteError),
     /// The member is not in the current membership.
     #[error("address unknown")]
     Unknown,
+}
+
+impl Failure {
+    /// Whether the replica may have acted on the request although no answer
+    /// said so: the request went out and then nothing, or a broken
+    /// connection, came back.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(self, Failure::Timeout | Failure::Transport(_))
+    }
 }
 
 /// The quorum engine of one gateway.
@@ -183,8 +196,10 @@ impl Dispatcher {
                 self.cluster.suspect(node);
                 if e.is_timeout() {
                     Err(Failure::Timeout)
-                } else {
+                } else if e.may_have_arrived() {
                     Err(Failure::Transport(e.to_string()))
+                } else {
+                    Err(Failure::Unreachable(e.to_string()))
                 }
             }
             Ok(Ok(Err(e))) => {
@@ -362,6 +377,14 @@ impl Dispatcher {
                                 })));
                             }
                             return;
+                        }
+                        // It may have stored a version of this write: another
+                        // coordinator would mint a second one (see
+                        // `WriteOp::coordinate_unknown`).
+                        Err(failure) if failure.may_have_applied() => {
+                            tracing::debug!(%node, %failure, "coordinator did not answer");
+                            actions.extend(op.coordinate_unknown(&node, failure.to_string()));
+                            continue;
                         }
                         Err(failure) => {
                             tracing::debug!(%node, %failure, "coordinator failed");

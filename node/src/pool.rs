@@ -40,6 +40,21 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Whether the peer can have acted on the request. Only a failed connect
+    /// and a request that never left this process are certain misses; a
+    /// timeout or a connection lost mid-call may have been served, and a
+    /// caller that retries a non-idempotent request elsewhere must know.
+    pub fn may_have_arrived(&self) -> bool {
+        !matches!(
+            self,
+            CallError::Connect { .. }
+                | CallError::Rpc {
+                    source: tarpc::client::RpcError::Send(_),
+                    ..
+                }
+        )
+    }
+
     /// Whether the peer may never have seen the request (vs. an answered error).
     pub fn is_timeout(&self) -> bool {
         matches!(
