@@ -15,9 +15,12 @@
 //! member may hold a hint, a moving range has replicas the check would miss.
 //! It asks every storage member for each key's state digest and whether it
 //! holds a hint for it (`gc_check`); a key whose N replicas all hold the very
-//! same tombstones, with no hint anywhere, is purged on each of them
-//! (`gc_purge`, which removes the state only if it is still that one: a
-//! write since the check keeps the key).
+//! same tombstones, with no hint anywhere and no other copy on any member
+//! (a member outside the owners can keep one from before a ring change), is
+//! purged on every member holding it (`gc_purge`, which removes the state
+//! only if it is still that one: a write since the check keeps the key). A
+//! member holding another copy is sent the tombstones first, so a later
+//! pass finds it alike.
 //!
 //! Why nothing comes back: every copy of the key is the purged tombstones
 //! (or newer), and nothing older is in flight, so there is no older version
@@ -218,8 +221,10 @@ impl TombstoneGc {
             }
             answers.insert(member.as_str(), states);
         }
-        // Per owner, what to purge there.
+        // Per member, what to purge there; and the members holding an older
+        // copy outside the key's owners, to be sent the tombstones first.
         let mut plan: BTreeMap<&str, Vec<crate::store::Candidate>> = BTreeMap::new();
+        let mut strays: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, (key, digest, owners)) in keys.iter().enumerate() {
             let hinted = answers.values().any(|states| states[i].hinted);
             let held_alike = owners.len() == self.n.min(storage.len())
@@ -228,14 +233,34 @@ impl TombstoneGc {
                         .get(o.as_str())
                         .is_some_and(|states| states[i].digest == Some(*digest))
                 });
-            if held_alike && !hinted {
-                for o in owners {
-                    plan.entry(o.as_str())
-                        .or_default()
-                        .push((key.clone(), *digest));
+            if !held_alike || hinted {
+                continue;
+            }
+            // A member that is not an owner can still hold a copy: it owned
+            // the range before a ring change (a leave that a crash undid, a
+            // join), kept what it stored there, and anti-entropy no longer
+            // visits it; the next ring change can make it an owner again and
+            // bring its copy back (simulation seed 63: a deleted value came
+            // back this way). So every copy anywhere must be these
+            // tombstones before any is purged.
+            let other: Vec<&str> = answers
+                .iter()
+                .filter(|(_, states)| states[i].digest.is_some_and(|d| d != *digest))
+                .map(|(member, _)| *member)
+                .collect();
+            if !other.is_empty() {
+                for member in other {
+                    strays.entry(member).or_default().push(i);
+                }
+                continue;
+            }
+            for (member, states) in &answers {
+                if states[i].digest == Some(*digest) {
+                    plan.entry(member).or_default().push((key.clone(), *digest));
                 }
             }
         }
+        self.send_tombstones(&keys, strays, storage).await;
         let mut purged_here = 0;
         for (owner, entries) in plan {
             if owner == self.id {
@@ -271,5 +296,62 @@ impl TombstoneGc {
             }
         }
         Ok(purged_here)
+    }
+
+    /// Merges this node's tombstones for the keys at `strays` into the
+    /// members holding other copies of them, so that the next pass finds
+    /// every copy alike (tombstones that cover the stray version replace
+    /// it; a newer stray write keeps the key, as it should). Failures are
+    /// only logged: the key is simply not purged yet.
+    async fn send_tombstones(
+        &self,
+        keys: &[(Vec<u8>, [u8; 32], Vec<String>)],
+        strays: BTreeMap<&str, Vec<usize>>,
+        storage: &BTreeMap<String, String>,
+    ) {
+        for (member, indexes) in strays {
+            let Some(address) = storage.get(member) else {
+                continue;
+            };
+            for i in indexes {
+                let key = keys[i].0.clone();
+                let store = self.store.clone();
+                let read_key = key.clone();
+                let set = match self.env.spawn_blocking(move || store.read(&read_key)).await {
+                    Ok(Ok(Some(set))) => set,
+                    Ok(Ok(None)) => continue,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "tombstone GC: local read failed");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tombstone GC: local read failed");
+                        continue;
+                    }
+                };
+                let request = crate::rpc::ReplicateRequest {
+                    key,
+                    siblings: set,
+                    hint_for: None,
+                };
+                let sent = self
+                    .pool
+                    .call(address, CALL_TIMEOUT, |c, ctx| async move {
+                        c.replicate(ctx, request).await
+                    })
+                    .await;
+                match sent {
+                    Ok(Ok(())) => {
+                        tracing::debug!(%member, "tombstone GC: sent tombstones to a stray copy")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%member, error = %e, "tombstone GC: stray copy refused the tombstones")
+                    }
+                    Err(e) => {
+                        tracing::debug!(%member, error = %e, "tombstone GC: stray copy unreachable")
+                    }
+                }
+            }
+        }
     }
 }

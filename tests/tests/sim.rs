@@ -61,6 +61,23 @@ fn fault_seeds_lose_no_acknowledged_write() {
     assert!(checked > 0, "the oracle checked nothing");
 }
 
+/// Seeds that once brought a deleted value back, each replayed as it ran
+/// when it was found (a change to the workload or the fault schedule
+/// changes what they do, so the range above stays the broad check).
+#[test]
+fn seeds_that_brought_a_deleted_value_back() {
+    // 59: a coordinator slowed past its budget had stored the write; the
+    // gateway had another coordinator mint it again, the client's context
+    // covered only that copy, and a delete with it left the first standing.
+    // 63: the tombstone GC purged a key while a member outside its owners
+    // (an owner-to-be of a leave that a crash undid) still held an older
+    // copy, which the leave's retry made an owner's again.
+    for seed in [59, 63] {
+        let report = run(&Options::for_seed(seed, true));
+        assert_passed(&report);
+    }
+}
+
 #[test]
 fn same_seed_same_trace() {
     // A clean seed, and seed 11: a crash with unsynced writes (sync never),
