@@ -55,6 +55,9 @@
 //! clock and context grow with and without [`SiblingSet::prune`];
 //! `tests/oracle.rs` is the model-based test that checks no acknowledged
 //! write is ever lost and that pruning only ever adds false siblings;
+//! `tests/purge_floor.rs` checks that a write after a tombstone purge,
+//! minted above [`SiblingSet::minting_above`]'s floor, survives every stale
+//! copy of the purged state (and is swallowed without the floor);
 //! `benches/hostile_context.rs` keeps a write with a 60,000-actor context
 //! linear.
 
