@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,13 +77,29 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(5);
 /// first, instead of two equal timers racing.
 const TIE_BREAK: Duration = Duration::from_millis(1);
 
+/// A pooled client and whether its connection has ended.
+struct Pooled {
+    client: ReplicaClient,
+    /// Set when the connection's dispatch ends (the peer closed it, or it
+    /// broke). Such a client is dialed again before use instead of being
+    /// handed out: a call on it would fail after the request was queued,
+    /// which the caller could not tell from a call the peer received.
+    closed: Arc<AtomicBool>,
+}
+
+impl Pooled {
+    fn live(&self) -> Option<ReplicaClient> {
+        (!self.closed.load(Ordering::Acquire)).then(|| self.client.clone())
+    }
+}
+
 /// Clients by peer address.
 pub struct Pool {
     net: Arc<dyn Net>,
     transport: Transport,
     connect_timeout: Duration,
     max_frame_bytes: usize,
-    clients: Mutex<HashMap<String, ReplicaClient>>,
+    clients: Mutex<HashMap<String, Pooled>>,
     /// One dial at a time per address: concurrent first calls to a peer
     /// wait for one connection instead of each dialing and handshaking its
     /// own (and all but one being thrown away).
@@ -118,8 +135,8 @@ impl Pool {
 
     /// The client for `addr`, dialing if there is none.
     pub async fn client(&self, addr: &str) -> Result<ReplicaClient, CallError> {
-        if let Some(c) = self.clients.lock().expect("pool lock").get(addr) {
-            return Ok(c.clone());
+        if let Some(c) = self.live(addr) {
+            return Ok(c);
         }
         let dial_lock = self
             .dialing
@@ -129,8 +146,8 @@ impl Pool {
             .or_default()
             .clone();
         let _dialing = dial_lock.lock().await;
-        if let Some(c) = self.clients.lock().expect("pool lock").get(addr) {
-            return Ok(c.clone());
+        if let Some(c) = self.live(addr) {
+            return Ok(c);
         }
         // One bound for dialing and the handshake together: a peer that
         // accepts but never answers the handshake costs no more than one
@@ -153,12 +170,38 @@ impl Pool {
             .max_frame_length(self.max_frame_bytes)
             .new_framed(Box::new(conn) as crate::env::BoxConn);
         let transport = tarpc::serde_transport::new(framed, Bincode::default());
-        let client = ReplicaClient::new(tarpc::client::Config::default(), transport).spawn();
-        self.clients
-            .lock()
-            .expect("pool lock")
-            .insert(addr.to_string(), client.clone());
+        let tarpc::client::NewClient { client, dispatch } =
+            ReplicaClient::new(tarpc::client::Config::default(), transport);
+        let closed = Arc::new(AtomicBool::new(false));
+        let on_end = closed.clone();
+        let peer = addr.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = dispatch.await {
+                tracing::debug!(%peer, error = %e, "connection broken");
+            }
+            on_end.store(true, Ordering::Release);
+        });
+        self.clients.lock().expect("pool lock").insert(
+            addr.to_string(),
+            Pooled {
+                client: client.clone(),
+                closed,
+            },
+        );
         Ok(client)
+    }
+
+    /// The pooled client for `addr` if its connection is still open.
+    fn live(&self, addr: &str) -> Option<ReplicaClient> {
+        let mut clients = self.clients.lock().expect("pool lock");
+        match clients.get(addr).map(Pooled::live) {
+            Some(Some(c)) => Some(c),
+            Some(None) => {
+                clients.remove(addr);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Forgets the client for `addr` (after a transport failure).

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::procs::{binary, wait_storage_alive, Proc};
+use crate::procs::{binary, wait_storage_alive, write_configs, NodeSlot, Proc};
 
 /// Runs `ip ARGS` (or another command), returning its stdout or an error
 /// naming it with its stderr.
@@ -192,21 +192,13 @@ pub struct NetSpec {
     pub zones: Vec<String>,
 }
 
-#[derive(Debug)]
-struct Slot {
-    id: String,
-    config: PathBuf,
-    log: PathBuf,
-    proc: Option<Proc>,
-}
-
 /// Nodes in namespaces on a [`Net`], one gateway in the root namespace.
 #[derive(Debug)]
 pub struct NetCluster {
     node_bin: PathBuf,
     // Fields drop in order: processes first, then the network, then the
     // data directories.
-    nodes: Vec<Slot>,
+    nodes: Vec<NodeSlot>,
     gateway: Option<Proc>,
     gateway_http: SocketAddr,
     net: Net,
@@ -229,48 +221,24 @@ impl NetCluster {
         let addrs: Vec<String> = (0..spec.nodes)
             .map(|i| format!("{}:{NODE_PORT}", net.node_host(i)))
             .collect();
-        let seeds = addrs
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let common = format!(
-            "[replication]\nn = {}\nw = {}\nr = {}\n\
-             [gossip]\ninterval_ms = 100\nfailure_timeout_ms = 1000\n\
-             [handoff]\nretry_interval_ms = 200\n\
-             [storage]\nsync = \"{}\"\nmemtable_bytes = 1048576\n\
-             [log]\nfilter = \"warn\"\n{}",
-            spec.n,
-            spec.w,
-            spec.r,
-            spec.sync,
-            crate::secret::toml_section()
+        // A port free on the bridge's address a moment ago.
+        let gossip = TcpListener::bind(format!("{}:0", net.host()))
+            .and_then(|l| l.local_addr())
+            .expect("a free port on the bridge");
+        let procs_spec = crate::procs::Spec {
+            nodes: spec.nodes,
+            n: spec.n,
+            w: spec.w,
+            r: spec.r,
+            sync: spec.sync,
+        };
+        let (nodes, gw_config) = write_configs(
+            dir.path(),
+            &procs_spec,
+            &addrs,
+            &spec.zones,
+            &gossip.to_string(),
         );
-        let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let id = format!("node-{}", i + 1);
-            let zone = if spec.zones.is_empty() {
-                String::new()
-            } else {
-                format!("zone = {:?}\n", spec.zones[i % spec.zones.len()])
-            };
-            let config = dir.path().join(format!("{id}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "[member]\nid = \"{id}\"\nlisten = \"{addr}\"\nseeds = [{seeds}]\n{zone}data_dir = {:?}\n{common}",
-                    dir.path().join(&id)
-                ),
-            )
-            .expect("write node config");
-            let log = dir.path().join(format!("{id}.log"));
-            nodes.push(Slot {
-                id,
-                config,
-                log,
-                proc: None,
-            });
-        }
         let mut cluster = NetCluster {
             node_bin,
             nodes,
@@ -282,19 +250,6 @@ impl NetCluster {
         for i in 0..spec.nodes {
             cluster.start_node(i);
         }
-        // A port free on the bridge's address a moment ago.
-        let gossip = TcpListener::bind(format!("{}:0", cluster.net.host()))
-            .and_then(|l| l.local_addr())
-            .expect("a free port on the bridge");
-        let gw_config = cluster.dir.path().join("gateway.toml");
-        std::fs::write(
-            &gw_config,
-            format!(
-                "[member]\nid = \"gw-1\"\nlisten = \"{gossip}\"\nseeds = [{seeds}]\n\
-                 [http]\nlisten = \"127.0.0.1:0\"\nrequest_timeout_ms = 2000\n{common}"
-            ),
-        )
-        .expect("write gateway config");
         let gateway = Proc::spawn(
             &gateway_bin,
             &gw_config,

@@ -206,11 +206,78 @@ pub struct Spec {
 
 /// One node's fixed identity.
 #[derive(Debug)]
-struct NodeSlot {
-    id: String,
-    config: PathBuf,
-    log: PathBuf,
-    proc: Option<Proc>,
+pub(crate) struct NodeSlot {
+    pub(crate) id: String,
+    pub(crate) config: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) proc: Option<Proc>,
+}
+
+/// Writes the config of every node (node `i` on `addrs[i]`, in zone
+/// `zones[i % len]` when zones are given) and of the gateway (gossip on
+/// `gateway_listen`, HTTP on an ephemeral loopback port), and returns the
+/// nodes' slots and the gateway's config. The loopback cluster and the
+/// namespace one ([`crate::netns::NetCluster`]) both write theirs here, so
+/// their settings cannot drift apart.
+pub(crate) fn write_configs(
+    dir: &Path,
+    spec: &Spec,
+    addrs: &[String],
+    zones: &[String],
+    gateway_listen: &str,
+) -> (Vec<NodeSlot>, PathBuf) {
+    let seeds = addrs
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let common = format!(
+        "[replication]\nn = {}\nw = {}\nr = {}\n\
+         [gossip]\ninterval_ms = 100\nfailure_timeout_ms = 1000\n\
+         [handoff]\nretry_interval_ms = 200\n\
+         [storage]\nsync = \"{}\"\nmemtable_bytes = 1048576\n\
+         [log]\nfilter = \"warn\"\n{}",
+        spec.n,
+        spec.w,
+        spec.r,
+        spec.sync,
+        crate::secret::toml_section()
+    );
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = format!("node-{}", i + 1);
+        let zone = if zones.is_empty() {
+            String::new()
+        } else {
+            format!("zone = {:?}\n", zones[i % zones.len()])
+        };
+        let config = dir.join(format!("{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[member]\nid = \"{id}\"\nlisten = \"{addr}\"\nseeds = [{seeds}]\n{zone}data_dir = {:?}\n{common}",
+                dir.join(&id)
+            ),
+        )
+        .expect("write node config");
+        let log = dir.join(format!("{id}.log"));
+        nodes.push(NodeSlot {
+            id,
+            config,
+            log,
+            proc: None,
+        });
+    }
+    let gateway = dir.join("gateway.toml");
+    std::fs::write(
+        &gateway,
+        format!(
+            "[member]\nid = \"gw-1\"\nlisten = \"{gateway_listen}\"\nseeds = [{seeds}]\n\
+             [http]\nlisten = \"127.0.0.1:0\"\nrequest_timeout_ms = 2000\n{common}"
+        ),
+    )
+    .expect("write gateway config");
+    (nodes, gateway)
 }
 
 /// Real processes: `spec.nodes` nodes and one gateway.
@@ -235,43 +302,8 @@ impl ProcCluster {
         let addrs: Vec<String> = (0..spec.nodes)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let seeds = addrs
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let common = format!(
-            "[replication]\nn = {}\nw = {}\nr = {}\n\
-             [gossip]\ninterval_ms = 100\nfailure_timeout_ms = 1000\n\
-             [handoff]\nretry_interval_ms = 200\n\
-             [storage]\nsync = \"{}\"\nmemtable_bytes = 1048576\n\
-             [log]\nfilter = \"warn\"\n{}",
-            spec.n,
-            spec.w,
-            spec.r,
-            spec.sync,
-            crate::secret::toml_section()
-        );
-        let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let id = format!("node-{}", i + 1);
-            let config = dir.path().join(format!("{id}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "[member]\nid = \"{id}\"\nlisten = \"{addr}\"\nseeds = [{seeds}]\ndata_dir = {:?}\n{common}",
-                    dir.path().join(&id)
-                ),
-            )
-            .expect("write node config");
-            let log = dir.path().join(format!("{id}.log"));
-            nodes.push(NodeSlot {
-                id,
-                config,
-                log,
-                proc: None,
-            });
-        }
+        let gateway_listen = format!("127.0.0.1:{}", free_port());
+        let (nodes, gw_config) = write_configs(dir.path(), spec, &addrs, &[], &gateway_listen);
         let mut cluster = ProcCluster {
             node_bin,
             nodes,
@@ -282,16 +314,6 @@ impl ProcCluster {
         for i in 0..spec.nodes {
             cluster.start_node(i);
         }
-        let gw_config = cluster.dir.path().join("gateway.toml");
-        std::fs::write(
-            &gw_config,
-            format!(
-                "[member]\nid = \"gw-1\"\nlisten = \"127.0.0.1:{}\"\nseeds = [{seeds}]\n\
-                 [http]\nlisten = \"127.0.0.1:0\"\nrequest_timeout_ms = 2000\n{common}",
-                free_port()
-            ),
-        )
-        .expect("write gateway config");
         let gateway = Proc::spawn(
             &gateway_bin,
             &gw_config,

@@ -362,6 +362,23 @@ async fn every_owner_down(c: &mut Cluster) {
     while c.nodes.len() > 1 {
         c.nodes.pop().unwrap().abort();
     }
+    // Once the gateway knows them down (a write sent to an owner that dies
+    // under it is answered "unknown" and not tried elsewhere, since that
+    // owner may have stored it), the write plan skips them at once.
+    let addr = c.gateway.http_addr();
+    wait::until(WAIT, "the gateway to see three nodes down", || async move {
+        let r = request(addr, "GET", "/v1/cluster", &[], b"").await;
+        let members = r.json().expect("a JSON body")["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        members
+            .iter()
+            .filter(|m| m["role"] == "storage" && m["status"] != "alive")
+            .count()
+            == 3
+    })
+    .await;
     let key = (0..1000)
         .map(|i| format!("orphan-{i}"))
         .find(|k| {
