@@ -340,3 +340,98 @@ async fn expired_values_are_purged_by_compaction_and_anti_entropy_sees_no_differ
     assert!(listed(&mut client, "default").await.is_empty());
     c.shutdown().await;
 }
+
+/// A key with a 2 s TTL written on both sides of a partition (a write on
+/// the majority side, and one stored on the cut-off owner before the cut)
+/// reads absent from each side alone once 2 s plus the skew bound have
+/// passed, and still absent once the sides meet again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_written_during_a_partition_reads_absent_on_both_sides() {
+    use shoal_tests::cluster::{node_id, GATEWAY};
+    let c = Cluster::start(Spec {
+        nodes: 3,
+        ..Spec::default()
+    })
+    .await;
+    let mut client = c.client();
+    // The minority side's copy: node-3 stores a 2 s version, then is cut
+    // off from every other host (the gateway included).
+    let r = req(&mut client, "PUT", "/v1/kv/split?ttl=2&w=3", b"before").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    c.faults.isolate(&node_id(2));
+    // The majority side's copy: written with W=2 on node-1 and node-2. A
+    // write that met the cut first is answered 503 (its coordinator may have
+    // stored it), and the client writes again, as any client would.
+    wait::until(
+        Duration::from_secs(10),
+        "a write on the majority side",
+        || async {
+            let mut probe = c.client();
+            let r = req(&mut probe, "PUT", "/v1/kv/split?ttl=2", b"during").await;
+            assert!(matches!(r.status, 204 | 503), "{}", r.text());
+            r.status == 204
+        },
+    )
+    .await;
+    // Both versions are live there (the second was written blind): 300.
+    let r = req(&mut client, "GET", "/v1/kv/split?r=2", b"").await;
+    assert!(
+        matches!(r.status, 200 | 300),
+        "live on the majority side: {} {}",
+        r.status,
+        r.text()
+    );
+    // 2 s of TTL plus the skew bound (every process here shares one clock,
+    // so the bound is the scheduling slack of a loaded machine).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let r = req(&mut client, "GET", "/v1/kv/split?r=2", b"").await;
+    assert_eq!(r.status, 404, "majority side after the TTL: {}", r.text());
+    // The minority side alone: the gateway reaches node-3 only.
+    c.faults.heal();
+    c.faults.cut(GATEWAY, &node_id(0));
+    c.faults.cut(GATEWAY, &node_id(1));
+    c.faults.cut(&node_id(2), &node_id(0));
+    c.faults.cut(&node_id(2), &node_id(1));
+    let minority = wait::until(
+        Duration::from_secs(20),
+        "a read answered by node-3 alone",
+        || async {
+            let mut probe = c.client();
+            let r = req(&mut probe, "GET", "/v1/kv/split?r=1", b"").await;
+            r.status != 503
+        },
+    )
+    .await;
+    let r = req(&mut client, "GET", "/v1/kv/split?r=1", b"").await;
+    assert_eq!(
+        r.status,
+        404,
+        "minority side after the TTL ({minority:?} to reach it): {}",
+        r.text()
+    );
+    // Together again: anti-entropy and read repair bring nothing back.
+    c.faults.heal();
+    c.wait_alive(3, Duration::from_secs(20))
+        .await
+        .expect("every node alive again");
+    // Three reads that every replica answers (the gateway's connections,
+    // cut a moment ago, are dialed again first).
+    let mut answered = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while answered < 3 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "within 20 s only {answered} of 3 R=3 reads were answered"
+        );
+        let mut probe = c.client();
+        let r = req(&mut probe, "GET", "/v1/kv/split?r=3", b"").await;
+        if r.status == 503 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(r.status, 404, "after the heal: {}", r.text());
+        answered += 1;
+    }
+    assert!(listed(&mut client, "default").await.is_empty());
+    c.shutdown().await;
+}
