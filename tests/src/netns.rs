@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::procs::{binary, wait_storage_alive, write_configs, NodeSlot, Proc};
+use crate::procs::{binary, start_gateway, wait_storage_alive, write_configs, NodeSlot, Proc};
 
 /// Runs `ip ARGS` (or another command), returning its stdout or an error
 /// naming it with its stderr.
@@ -250,23 +250,10 @@ impl NetCluster {
         for i in 0..spec.nodes {
             cluster.start_node(i);
         }
-        let gateway = Proc::spawn(
-            &gateway_bin,
-            &gw_config,
-            &cluster.dir.path().join("gateway.log"),
-        )
-        .unwrap_or_else(|e| panic!("gateway: {e}"));
-        cluster.gateway_http = gateway
-            .banner_addr()
-            .parse()
-            .unwrap_or_else(|_| panic!("gateway address in {:?}", gateway.banner));
+        let (gateway, http) =
+            start_gateway(&gateway_bin, &gw_config, cluster.dir.path(), spec.nodes).await;
+        cluster.gateway_http = http;
         cluster.gateway = Some(gateway);
-        let all = spec.nodes;
-        let took = cluster.wait_alive(all, Duration::from_secs(30)).await;
-        assert!(
-            took.is_some(),
-            "the gateway did not see all {all} nodes alive within 30 s"
-        );
         Ok(cluster)
     }
 

@@ -280,6 +280,29 @@ pub(crate) fn write_configs(
     (nodes, gateway)
 }
 
+/// Starts the gateway from `config` (its log in `dir`) and waits until it
+/// sees `nodes` storage nodes alive; returns it and its HTTP address. Shared
+/// by the loopback cluster and the namespace one.
+pub(crate) async fn start_gateway(
+    bin: &Path,
+    config: &Path,
+    dir: &Path,
+    nodes: usize,
+) -> (Proc, SocketAddr) {
+    let gateway = Proc::spawn(bin, config, &dir.join("gateway.log"))
+        .unwrap_or_else(|e| panic!("gateway: {e}"));
+    let http: SocketAddr = gateway
+        .banner_addr()
+        .parse()
+        .unwrap_or_else(|_| panic!("gateway address in {:?}", gateway.banner));
+    let took = wait_storage_alive(http, nodes, Duration::from_secs(30)).await;
+    assert!(
+        took.is_some(),
+        "the gateway did not see all {nodes} nodes alive within 30 s"
+    );
+    (gateway, http)
+}
+
 /// Real processes: `spec.nodes` nodes and one gateway.
 #[derive(Debug)]
 pub struct ProcCluster {
@@ -314,23 +337,10 @@ impl ProcCluster {
         for i in 0..spec.nodes {
             cluster.start_node(i);
         }
-        let gateway = Proc::spawn(
-            &gateway_bin,
-            &gw_config,
-            &cluster.dir.path().join("gateway.log"),
-        )
-        .unwrap_or_else(|e| panic!("gateway: {e}"));
-        cluster.gateway_http = gateway
-            .banner_addr()
-            .parse()
-            .unwrap_or_else(|_| panic!("gateway address in {:?}", gateway.banner));
+        let (gateway, http) =
+            start_gateway(&gateway_bin, &gw_config, cluster.dir.path(), spec.nodes).await;
+        cluster.gateway_http = http;
         cluster.gateway = Some(gateway);
-        let all = spec.nodes;
-        let took = cluster.wait_alive(all, Duration::from_secs(30)).await;
-        assert!(
-            took.is_some(),
-            "the gateway did not see all {all} nodes alive within 30 s"
-        );
         cluster
     }
 

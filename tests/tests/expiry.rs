@@ -321,7 +321,22 @@ async fn expired_values_are_purged_by_compaction_and_anti_entropy_sees_no_differ
     c.wait_alive(nodes, Duration::from_secs(20))
         .await
         .expect("node-1 back");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Three exchanges finished by the restarted node (one a second): each
+    // compared its tree, rebuilt from the purged states, with a peer's.
+    wait::until(
+        Duration::from_secs(30),
+        "node-1 to finish three anti-entropy exchanges",
+        || async {
+            c.node(0).is_some_and(|n| {
+                n.store()
+                    .counters()
+                    .ae_exchanges
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    >= 3
+            })
+        },
+    )
+    .await;
     assert_eq!(
         repaired(&c),
         repaired_before - repaired_at_0,

@@ -14,15 +14,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::io::Write;
+use std::net::IpAddr;
 
 use shoal_ring::{diff, Member, RangeChange, Ring, RingConfig, DEFAULT_ZONE};
 
 use super::state::{Dirs, State};
 use super::PlanTarget;
-use crate::http::{self, Response};
+use crate::http::Response;
 
 /// A storage member on the ring, as `/v1/cluster` shows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -238,30 +237,7 @@ fn parse_url(url: &str) -> Result<String, String> {
 
 /// One `Connection: close` GET, with a bearer token when given.
 fn get(addr: &str, path: &str, token: Option<&str>) -> Result<Response, String> {
-    let sock: SocketAddr = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("{addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    let timeout = Duration::from_secs(3);
-    let mut stream =
-        TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).ok();
-    stream.set_write_timeout(Some(timeout)).ok();
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Accept", "application/json"), ("Connection", "close")];
-    if let Some(b) = &bearer {
-        headers.push(("Authorization", b.as_str()));
-    }
-    let request = http::request("GET", path, addr, &headers, b"");
-    stream
-        .write_all(&request)
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("{addr}{path}: {e}"))?;
-    http::parse_closed(&raw).map_err(|e| format!("{addr}{path}: malformed HTTP response: {e}"))
+    super::view::http_get_as(addr, path, token)
 }
 
 fn get_json(addr: &str, path: &str, token: Option<&str>) -> Result<serde_json::Value, String> {

@@ -10,6 +10,11 @@ use crate::http::{self, Response};
 /// A minimal HTTP/1.1 GET with `Connection: close` (enough for the gateway's
 /// JSON endpoints; keeps xtask free of an HTTP client's dependency tree).
 pub(super) fn http_get(addr: &str, path: &str) -> Result<Response, String> {
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get`] with a bearer token when one is given.
+pub(super) fn http_get_as(addr: &str, path: &str, token: Option<&str>) -> Result<Response, String> {
     let sock: SocketAddr = addr
         .to_socket_addrs()
         .map_err(|e| format!("{addr}: {e}"))?
@@ -20,13 +25,12 @@ pub(super) fn http_get(addr: &str, path: &str) -> Result<Response, String> {
         TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{addr}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).ok();
     stream.set_write_timeout(Some(timeout)).ok();
-    let request = http::request(
-        "GET",
-        path,
-        addr,
-        &[("Accept", "application/json"), ("Connection", "close")],
-        b"",
-    );
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Accept", "application/json"), ("Connection", "close")];
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b.as_str()));
+    }
+    let request = http::request("GET", path, addr, &headers, b"");
     stream
         .write_all(&request)
         .map_err(|e| format!("{addr}: {e}"))?;
