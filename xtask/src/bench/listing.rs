@@ -89,7 +89,7 @@ pub(crate) async fn run(plan: &Plan) -> Result<(), String> {
     let super::ShoalAt::Own(nodes, nwr) = &plan.shoal else {
         return Err("--listing starts its own cluster; it does not take --url".into());
     };
-    let (guard, addr, bearer) = servers::shoal(*nodes, *nwr, plan.no_build).await?;
+    let (guard, addr, bearer) = servers::shoal(*nodes, *nwr, plan.no_build, None).await?;
     let pids = guard.pids();
     let target = LoadTarget::Shoal {
         addr,

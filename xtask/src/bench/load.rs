@@ -214,6 +214,8 @@ pub(crate) struct Stats {
     pub(crate) server_cpu: Duration,
     /// CPU time the load generator used during the phase.
     pub(crate) client_cpu: Duration,
+    /// With `--instructions`: what the servers executed during the phase.
+    pub(crate) instructions: Option<super::callgrind::Counts>,
 }
 
 impl Stats {

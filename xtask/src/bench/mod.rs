@@ -7,6 +7,7 @@
 //! `servers` (starting and stopping the systems under test). This file parses
 //! the arguments, runs the phases and prints the report.
 
+mod callgrind;
 mod hist;
 mod listing;
 mod load;
@@ -101,6 +102,12 @@ pub(crate) struct BenchArgs {
     /// With --resp: requests per redis-benchmark test (`-n`).
     #[arg(long, default_value_t = 100_000)]
     requests: usize,
+    /// Run the cluster's processes under callgrind and print the instructions
+    /// they execute per operation (needs valgrind; about 50x slower, so use a
+    /// small --keys and no idle samples). Stable across runs where CPU time
+    /// is not; compare builds with each other in this mode only.
+    #[arg(long)]
+    instructions: bool,
 }
 
 /// Where the Shoal workload goes.
@@ -130,6 +137,7 @@ struct Plan {
     listing: bool,
     resp: bool,
     requests: usize,
+    instructions: bool,
 }
 
 fn plan(a: &BenchArgs) -> Result<Plan, String> {
@@ -159,6 +167,11 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
             "--requests must be 1..=100000000 (got {})",
             a.requests
         ));
+    }
+    if a.instructions && (a.url.is_some() || a.compare || a.listing || a.resp) {
+        return Err(
+            "--instructions counts a cluster the bench starts: it cannot go with --url, --compare, --listing or --resp".into(),
+        );
     }
     if a.threads == 0 || a.threads > 64 {
         return Err(format!("--threads must be 1..=64 (got {})", a.threads));
@@ -215,6 +228,7 @@ fn plan(a: &BenchArgs) -> Result<Plan, String> {
         listing: a.listing,
         resp: a.resp,
         requests: a.requests,
+        instructions: a.instructions,
     })
 }
 
@@ -323,6 +337,12 @@ async fn bench(plan: &Plan) -> Result<(), String> {
     if plan.resp {
         return resp::run(plan).await;
     }
+    let callgrind_dir = if plan.instructions {
+        callgrind::require()?;
+        Some(callgrind::out_dir()?)
+    } else {
+        None
+    };
     let keys = Arc::new(Keys::new("bench-", plan.keys, plan.value_size));
     let mut outcomes = Vec::new();
 
@@ -330,7 +350,8 @@ async fn bench(plan: &Plan) -> Result<(), String> {
     {
         let (guard, target, label, pids) = match &plan.shoal {
             ShoalAt::Own(nodes, nwr) => {
-                let (guard, addr, bearer) = servers::shoal(*nodes, *nwr, plan.no_build).await?;
+                let (guard, addr, bearer) =
+                    servers::shoal(*nodes, *nwr, plan.no_build, callgrind_dir.clone()).await?;
                 let label = format!(
                     "shoal ({nodes} nodes, N={} W={} R={}, sync=always)",
                     nwr.0, nwr.1, nwr.2
@@ -364,10 +385,26 @@ async fn bench(plan: &Plan) -> Result<(), String> {
             }
         };
         check_interrupted()?;
-        if plan.idle_samples > 0 {
+        if plan.idle_samples > 0 && callgrind_dir.is_none() {
             idle(target.clone(), plan.idle_samples).await?;
         }
-        outcomes.push(workload(plan, &label, target, &pids, &keys).await?);
+        let cg = callgrind_dir.as_deref();
+        let outcome = workload(plan, &label, target, &pids, &keys, cg).await?;
+        if let Some(dir) = cg {
+            let window = callgrind::open(&pids).await?;
+            tokio::time::sleep(callgrind::IDLE).await;
+            let idle = callgrind::close(window, dir, &pids).await?;
+            let phases: Vec<_> = outcome
+                .phases
+                .iter()
+                .filter_map(|(l, s)| {
+                    let ops = s.put.count() + s.get.count();
+                    s.instructions.as_ref().map(|c| (*l, ops, c))
+                })
+                .collect();
+            print!("{}", callgrind::report(&phases, &idle));
+        }
+        outcomes.push(outcome);
         drop(guard);
     }
     if plan.compare {
@@ -380,14 +417,15 @@ async fn bench(plan: &Plan) -> Result<(), String> {
                 "redis (no persistence)"
             };
             let pids = svc.pids();
-            outcomes.push(workload(plan, label, LoadTarget::Redis { addr }, &pids, &keys).await?);
+            outcomes
+                .push(workload(plan, label, LoadTarget::Redis { addr }, &pids, &keys, None).await?);
             drop(svc);
         }
         check_interrupted()?;
         let (svc, addrs) = servers::etcd().await?;
         let pids = svc.pids();
         let target = LoadTarget::Etcd { addrs };
-        outcomes.push(workload(plan, "etcd (3 members)", target, &pids, &keys).await?);
+        outcomes.push(workload(plan, "etcd (3 members)", target, &pids, &keys, None).await?);
         drop(svc);
     }
     print!("{}", report(plan, &outcomes));
@@ -482,6 +520,7 @@ async fn workload(
     target: LoadTarget,
     pids: &[u32],
     keys: &Arc<Keys>,
+    callgrind_dir: Option<&std::path::Path>,
 ) -> Result<Outcome, String> {
     eprintln!("== {system}");
     let mut clients: Vec<Client> = (0..plan.clients)
@@ -502,6 +541,10 @@ async fn workload(
     for &(label, read_ratio) in &plan.phases {
         check_interrupted()?;
         let me = [std::process::id()];
+        let window = match callgrind_dir {
+            Some(_) => Some(callgrind::open(pids).await?),
+            None => None,
+        };
         let (server0, client0) = (servers::cpu_time(pids), servers::cpu_time(&me));
         let (c, mut stats) = load::phase(
             clients,
@@ -515,6 +558,10 @@ async fn workload(
             stats.server_cpu = servers::cpu_time(pids).saturating_sub(server0);
         }
         stats.client_cpu = servers::cpu_time(&me).saturating_sub(client0);
+        if let (Some(window), Some(dir)) = (window, callgrind_dir) {
+            tokio::time::sleep(callgrind::SETTLE).await;
+            stats.instructions = Some(callgrind::close(window, dir, pids).await?);
+        }
         clients = c;
         eprint!("{}", phase_summary(label, &stats));
         phases.push((label, stats));
@@ -680,120 +727,4 @@ fn report(plan: &Plan, outcomes: &[Outcome]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: BenchArgs,
-    }
-
-    fn parse(line: &str) -> Result<Plan, String> {
-        let argv = std::iter::once("bench").chain(line.split_whitespace());
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        plan(&cli.args)
-    }
-
-    #[track_caller]
-    fn check_err(line: &str, needle: &str) {
-        match parse(line) {
-            Ok(p) => panic!("{line:?} was accepted: {p:?}"),
-            Err(e) => assert!(e.contains(needle), "{line:?}: {e:?} lacks {needle:?}"),
-        }
-    }
-
-    #[test]
-    fn defaults_match_the_issue_workload() {
-        let p = parse("").unwrap();
-        assert_eq!((p.clients, p.keys, p.value_size), (50, 10_000, 100));
-        assert_eq!(p.phases, vec![("writes", 0.0), ("reads", 1.0)]);
-        assert_eq!(p.shoal, ShoalAt::Own(3, (3, 2, 2)));
-        assert!(!p.compare);
-    }
-
-    #[test]
-    fn options_are_applied() {
-        let p =
-            parse("--read-ratio 0.9 --n 5 --w 3 --r 1 --nodes 5 --compare --duration 3").unwrap();
-        assert_eq!(p.phases, vec![("mixed", 0.9)]);
-        assert_eq!(p.shoal, ShoalAt::Own(5, (5, 3, 1)));
-        assert!(p.compare);
-        assert_eq!(p.duration, Duration::from_secs(3));
-        let p = parse("--url http://127.0.0.1:8080/ --w 1").unwrap();
-        assert_eq!(
-            p.shoal,
-            ShoalAt::Url(
-                "127.0.0.1:8080".parse().unwrap(),
-                "?w=1".into(),
-                String::new()
-            )
-        );
-        let p = parse("--url 127.0.0.1:9000 --w 3 --r 2").unwrap();
-        assert_eq!(
-            p.shoal,
-            ShoalAt::Url(
-                "127.0.0.1:9000".parse().unwrap(),
-                "?w=3".into(),
-                "?r=2".into()
-            )
-        );
-    }
-
-    #[test]
-    fn bad_arguments_are_refused_with_a_reason() {
-        check_err("--duration 0", "--duration");
-        check_err("--clients 0", "--clients");
-        check_err("--clients 100 --keys 99", "at least --clients");
-        check_err("--value-size 0", "--value-size");
-        check_err("--read-ratio 1.5", "within 0..=1");
-        check_err("--read-ratio NaN", "within 0..=1");
-        check_err("--read-ratio -0.1", "unexpected argument");
-        check_err("--w 4", "W <= N");
-        check_err("--r 0", "1 <= R");
-        check_err("--n 5", "--nodes");
-        check_err("--url http://127.0.0.1:1 --n 3", "--n sets up");
-        check_err("--url https://127.0.0.1:1", "only http://");
-        check_err("--url http://127.0.0.1:1/v1", "without a path");
-        check_err("--url nonsense", "--url");
-        check_err("--url 127.0.0.1:1 --w 0", "at least 1");
-        check_err("--threads 0", "--threads");
-        check_err("--clients x", "invalid value");
-    }
-
-    #[test]
-    fn report_has_ratios_against_the_first_system() {
-        let mut fast = Stats {
-            elapsed: Duration::from_secs(1),
-            ..Stats::default()
-        };
-        let mut slow = Stats {
-            elapsed: Duration::from_secs(1),
-            ..Stats::default()
-        };
-        for _ in 0..300 {
-            fast.put.record(1_000_000);
-        }
-        for _ in 0..100 {
-            slow.put.record(2_000_000);
-        }
-        let outcomes = vec![
-            Outcome {
-                system: "a".into(),
-                phases: vec![("writes", fast)],
-            },
-            Outcome {
-                system: "b".into(),
-                phases: vec![("writes", slow)],
-            },
-        ];
-        let text = report(&parse("").unwrap(), &outcomes);
-        assert!(
-            text.contains("| a | 300 | 1.000 / 1.000 / 1.000 | - | - | 0 | - / - |"),
-            "{text}"
-        );
-        assert!(text.contains("vs b"), "{text}");
-        assert!(text.contains("3.00x"), "{text}");
-    }
-}
+mod tests;

@@ -136,7 +136,7 @@ pub(super) async fn run(plan: &Plan) -> Result<(), String> {
                 "--resp starts a cluster of its own; --url is not supported with it".into(),
             );
         };
-        let (guard, _http, bearer) = servers::shoal(nodes, nwr, plan.no_build).await?;
+        let (guard, _http, bearer) = servers::shoal(nodes, nwr, plan.no_build, None).await?;
         let addr = guard
             .resp_addr()
             .ok_or("the bench's gateway has no RESP address in its state.json")?;

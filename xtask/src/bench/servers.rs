@@ -399,6 +399,7 @@ pub(crate) async fn shoal(
     nodes: u16,
     nwr: (usize, usize, usize),
     no_build: bool,
+    callgrind: Option<PathBuf>,
 ) -> Result<(ShoalCluster, SocketAddr, String), String> {
     let dir = bench_dir().join("cluster");
     // A cluster left by an earlier bench that was killed is stopped first.
@@ -407,10 +408,11 @@ pub(crate) async fn shoal(
     let guard = ShoalCluster { dir: dir.clone() };
     // `up` is blocking (bounded by its own deadline); the guard is created
     // first so that whatever it started is stopped even when it fails.
-    let http =
-        tokio::task::spawn_blocking(move || cluster::up_at(&dir, nodes, port, nwr, no_build))
-            .await
-            .map_err(|e| format!("cluster start-up task failed: {e}"))??;
+    let http = tokio::task::spawn_blocking(move || {
+        cluster::up_at(&dir, nodes, port, nwr, no_build, callgrind.as_deref())
+    })
+    .await
+    .map_err(|e| format!("cluster start-up task failed: {e}"))??;
     let addr = http
         .parse()
         .map_err(|e| format!("gateway address {http:?}: {e}"))?;

@@ -305,9 +305,11 @@ pub(crate) fn up_at(
     gateway_port: u16,
     (n, w, r): (usize, usize, usize),
     no_build: bool,
+    callgrind: Option<&Path>,
 ) -> Result<String, String> {
     let dirs = Dirs {
         cluster: dir.to_path_buf(),
+        callgrind: callgrind.map(Path::to_path_buf),
         ..Dirs::new()
     };
     let args = UpArgs {

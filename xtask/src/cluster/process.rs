@@ -98,7 +98,22 @@ pub(super) fn spawn(
             super::netns::require_root(&format!("starting {} in namespace {ns}", p.id))?;
             super::netns::command_in(ns, &binary)
         }
-        None => Command::new(&binary),
+        None => match &dirs.callgrind {
+            // `bench --instructions`: counted from the start (the bench
+            // zeroes the counters before each window it reads).
+            Some(out) => {
+                let mut cmd = Command::new("valgrind");
+                cmd.arg("--tool=callgrind")
+                    .arg(format!(
+                        "--callgrind-out-file={}/callgrind.{}.%p",
+                        out.display(),
+                        p.id
+                    ))
+                    .arg(&binary);
+                cmd
+            }
+            None => Command::new(&binary),
+        },
     };
     cmd.arg("--config")
         .arg(&p.config)

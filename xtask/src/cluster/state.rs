@@ -16,6 +16,9 @@ pub(super) struct Dirs {
     pub(super) target: PathBuf,
     /// `target/cluster/`.
     pub(super) cluster: PathBuf,
+    /// Set by `bench --instructions`: every process runs under callgrind
+    /// and writes its counts here (the bench reads them per window).
+    pub(super) callgrind: Option<PathBuf>,
 }
 
 impl Dirs {
@@ -31,6 +34,7 @@ impl Dirs {
             root,
             target,
             cluster,
+            callgrind: None,
         }
     }
 
