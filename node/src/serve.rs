@@ -419,10 +419,9 @@ where
             next = requests.next() => match next {
                 Some(request) => {
                     let guard = in_flight.start();
-                    tokio::spawn(async move {
-                        request.await;
-                        drop(guard);
-                    });
+                    // Not `async move { request.await; drop(guard) }`: that
+                    // block would hold the request's future twice.
+                    tokio::spawn(futures::FutureExt::map(request, move |()| drop(guard)));
                     idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 }
                 None => break,
