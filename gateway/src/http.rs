@@ -38,9 +38,15 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Seconds a client is told to wait (`Retry-After`) when the gateway is full.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
-/// Everything the handlers share.
+/// Everything the handlers share. One `Arc`: axum clones the state for every
+/// extractor and middleware layer of every request (about 24 clones per
+/// GET), and a clone of the fields themselves cost a `String` allocation
+/// each time.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub(crate) engine: Arc<Dispatcher>,
     pub(crate) id: String,
     pub(crate) limits: LimitsConfig,
@@ -64,6 +70,14 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     /// State for the gateway `id`.
     #[allow(clippy::too_many_arguments)]
@@ -78,7 +92,7 @@ impl AppState {
         auth: Arc<Auth>,
         connections: Arc<shoal_node::observe::ConnStats>,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             seal,
             auth,
             connections,
@@ -91,7 +105,7 @@ impl AppState {
             slots: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             openapi: Arc::new(openapi_json()),
-        }
+        }))
     }
 }
 

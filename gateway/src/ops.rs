@@ -268,7 +268,7 @@ impl Dispatcher {
     async fn drive_write(
         self: Arc<Self>,
         mut op: WriteOp,
-        snap: Snapshot,
+        snap: Arc<Snapshot>,
         key: Vec<u8>,
         (context, supersede): (Context, bool),
         content: Content,
@@ -446,7 +446,7 @@ impl Dispatcher {
     async fn drive_read(
         self: Arc<Self>,
         mut op: ReadOp,
-        snap: Snapshot,
+        snap: Arc<Snapshot>,
         key: Vec<u8>,
         deadline: Instant,
         done: oneshot::Sender<Result<Reconciled, ApiError>>,
