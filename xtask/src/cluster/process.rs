@@ -100,9 +100,13 @@ pub(super) fn spawn(
         }
         None => match &dirs.callgrind {
             // `bench --instructions`: counted from the start (the bench
-            // zeroes the counters before each window it reads).
+            // zeroes the counters before each window it reads). Anti-entropy
+            // is off: its rounds (hashing what the writes left dirty) land in
+            // a window or not by chance, and would count per operation in
+            // proportion to how slowly a build runs under valgrind.
             Some(out) => {
                 let mut cmd = Command::new("valgrind");
+                cmd.env("SHOAL_ANTI_ENTROPY__ENABLED", "false");
                 cmd.arg("--tool=callgrind")
                     .arg(format!(
                         "--callgrind-out-file={}/callgrind.{}.%p",
