@@ -239,13 +239,17 @@ pub async fn verify_self(
         }
     };
     let was = reach.set_own(found.clone());
+    let changed = std::mem::discriminant(&was) != std::mem::discriminant(&found);
     match found.problem() {
+        // `warn` checks again while it fails: one error per change, not
+        // one per attempt.
+        Some(_) if !changed => tracing::debug!(%advertise, "member.advertise still fails"),
         Some(problem) => tracing::error!(
             %advertise,
             "member.advertise {advertise} {problem}; peers dial this member there, so set \
              member.advertise to the address they reach it at"
         ),
-        None if was != SelfCheck::Unchecked && was != SelfCheck::Reachable => {
+        None if changed && was != SelfCheck::Unchecked => {
             tracing::info!(%advertise, "member.advertise {advertise} reaches this member now");
         }
         None => tracing::debug!(%advertise, "member.advertise reaches this member"),
