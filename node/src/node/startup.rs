@@ -21,6 +21,7 @@ use crate::store::Store;
 
 /// Starts a storage node from `config`, reaching the outside world through
 /// `env`. Binds `member.listen` (port 0 picks one), opens `member.data_dir`,
+/// checks that `member.advertise` reaches this node ([`crate::advertise`]),
 /// and joins through `member.seeds`.
 pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     if config.member.id.is_empty() {
