@@ -29,6 +29,7 @@ use crate::model::{
 use crate::ops::Dispatcher;
 use crate::request::{parse_key, parse_quorum};
 use crate::seal::ContextSeal;
+use shoal_node::advertise::SelfCheck;
 use shoal_node::buckets::BucketProps;
 use shoal_node::keys;
 
@@ -59,6 +60,9 @@ pub struct Shared {
     pub(crate) auth: Arc<Auth>,
     /// The RPC port's connections (for `/metrics`).
     pub(crate) connections: Arc<shoal_node::observe::ConnStats>,
+    /// Whether this gateway and its peers can be dialed where they say (for
+    /// `/metrics` and `/v1/cluster`).
+    pub(crate) reach: Arc<shoal_node::advertise::Reachability>,
     pub(crate) stats_cache: Arc<crate::observe::StatsCache>,
 }
 
@@ -91,11 +95,13 @@ impl AppState {
         seal: ContextSeal,
         auth: Arc<Auth>,
         connections: Arc<shoal_node::observe::ConnStats>,
+        reach: Arc<shoal_node::advertise::Reachability>,
     ) -> Self {
         Self(Arc::new(Shared {
             seal,
             auth,
             connections,
+            reach,
             stats_cache: Arc::default(),
             engine,
             id,
@@ -381,7 +387,12 @@ async fn put_props(
 )]
 async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
     let cluster = state.engine.cluster();
-    let members = lock(cluster.membership()).members();
+    let (members, me) = {
+        let m = lock(cluster.membership());
+        (m.members(), m.local_id().as_str().to_string())
+    };
+    let undialable = state.reach.undialable();
+    let own = state.reach.own();
     let snap = cluster.snapshot();
     let ownership = snap.replicated_shares(state.replication.n);
     Json(ClusterBody {
@@ -390,17 +401,34 @@ async fn cluster(State(state): State<AppState>) -> Json<ClusterBody> {
         w: state.replication.w,
         members: members
             .into_iter()
-            .map(|m| (shoal_node::membership::split_weight(m.weight), m))
-            .map(|((weight, joining), m)| MemberBody {
-                id: m.id.as_str().to_string(),
-                addr: m.address,
-                role: role_name(m.role).into(),
-                status: status_name(m.status).into(),
-                weight,
-                zone: m.zone,
-                joining,
-                heartbeat: m.heartbeat,
-                incarnation: m.incarnation,
+            .map(|m| {
+                let (weight, joining) = shoal_node::membership::split_weight(m.weight);
+                let id = m.id.as_str().to_string();
+                let (dialable, dial_error) = if id == me {
+                    let checked = own != SelfCheck::Unchecked;
+                    (
+                        checked.then_some(own == SelfCheck::Reachable),
+                        own.problem(),
+                    )
+                } else if let Some(u) = undialable.get(&id) {
+                    (Some(false), Some(u.error.clone()))
+                } else {
+                    let alive = m.status == shoal_gossip::Status::Alive;
+                    (alive.then_some(true), None)
+                };
+                MemberBody {
+                    id,
+                    addr: m.address,
+                    role: role_name(m.role).into(),
+                    status: status_name(m.status).into(),
+                    weight,
+                    zone: m.zone,
+                    joining,
+                    heartbeat: m.heartbeat,
+                    incarnation: m.incarnation,
+                    dialable,
+                    dial_error,
+                }
             })
             .collect(),
         ownership,

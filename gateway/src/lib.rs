@@ -253,20 +253,22 @@ impl Gateway {
         let mut tasks = Vec::new();
         let service = rpc::GatewayService::new(id.clone(), membership.clone(), uptime);
         tasks.extend(
-            member.run(rpc_listener, stop_rx, move |transport, connection| {
-                let service = service.clone();
-                shoal_node::serve::serve_connection(
-                    transport,
-                    move |ctx, request| {
-                        tarpc::server::Serve::serve(
-                            shoal_node::rpc::Replica::serve(service),
-                            ctx,
-                            request,
-                        )
-                    },
-                    connection,
-                )
-            }),
+            member
+                .run(rpc_listener, stop_rx, move |transport, connection| {
+                    let service = service.clone();
+                    shoal_node::serve::serve_connection(
+                        transport,
+                        move |ctx, request| {
+                            tarpc::server::Serve::serve(
+                                shoal_node::rpc::Replica::serve(service),
+                                ctx,
+                                request,
+                            )
+                        },
+                        connection,
+                    )
+                })
+                .await?,
         );
 
         let counters = engine.counters().clone();
@@ -281,6 +283,7 @@ impl Gateway {
             seal,
             auth.clone(),
             member.connections.clone(),
+            member.reach.clone(),
         );
         tasks.push(tokio::spawn(auth.watch(stop.subscribe())));
         tasks.push(tokio::spawn(observe::sample_loop(

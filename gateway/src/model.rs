@@ -110,6 +110,17 @@ pub struct MemberBody {
     pub heartbeat: u64,
     /// Process generation.
     pub incarnation: u64,
+    /// Whether the member can be dialed at `addr`. For the gateway answering,
+    /// whether dialing its own advertised address reached itself; for
+    /// another member alive by gossip, `false` once this gateway's dials to
+    /// it have failed for a failure timeout (its `member.advertise` is likely
+    /// wrong), else `true`. `null` when not known (not checked, or not
+    /// alive).
+    #[serde(default)]
+    pub dialable: Option<bool>,
+    /// Why it cannot be dialed, when `dialable` is `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial_error: Option<String>,
 }
 
 /// `GET /v1/cluster/preflist/{key}`.

@@ -310,6 +310,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let counters = state.engine.counters().clone();
     let membership = state.engine.cluster().membership().clone();
     let connections = state.connections.clone();
+    let reach = state.reach.clone();
     let in_flight = state
         .max_concurrent
         .saturating_sub(state.slots.available_permits());
@@ -321,7 +322,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             in_flight as f64,
         )?;
         connections.expose(out)?;
-        shoal_node::observe::expose_gossip(out, &membership)
+        shoal_node::observe::expose_gossip(out, &membership, &reach)
     });
     (
         [(header::CONTENT_TYPE, shoal_node::metrics::CONTENT_TYPE)],

@@ -31,6 +31,9 @@
 //! - [`rpc`]: the service definition and its wire types;
 //! - [`serve`], [`pool`]: the server accept loop and pooled clients;
 //! - [`membership`]: runs the gossip state machine over the service;
+//! - [`member`], [`advertise`]: what nodes and gateways share to be members
+//!   (bind, gossip, pool), and whether members can be dialed where they say
+//!   they are;
 //! - [`store`]: key layout, per-key locking, hints, node metadata, the
 //!   Merkle tree over the data;
 //! - [`anti_entropy`]: Merkle exchanges between replicas, paced, periodic or
@@ -45,6 +48,7 @@
 //! Durability: a write is acknowledged only after the engine accepted it under
 //! the configured `storage.sync` (default `always`: fsynced, group-committed).
 
+pub mod advertise;
 mod answer_watch;
 pub mod anti_entropy;
 pub mod buckets;

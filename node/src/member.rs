@@ -18,7 +18,8 @@ use shoal_gossip::{GossipError, LocalMember, Membership, Role};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::advertise::{Identity, Reachability};
+use crate::config::{AdvertiseCheck, Config};
 use crate::env::{Env, Listener};
 use crate::membership::{SharedMembership, Uptime};
 use crate::pool::Pool;
@@ -64,6 +65,20 @@ pub enum MemberError {
         /// What is wrong and what to set.
         why: &'static str,
     },
+    /// Dialing the advertised address did not reach this member (see
+    /// [`crate::advertise`]).
+    #[error(
+        "member.advertise {advertise:?} {problem}; peers dial this member there, so set \
+         member.advertise to the address they reach it at (or member.advertise_check = \"warn\" \
+         to serve anyway, on a host that cannot dial itself at that address, such as one behind \
+         a NAT without hairpinning)"
+    )]
+    AdvertiseUnreachable {
+        /// The address this member would announce.
+        advertise: String,
+        /// What the dial found: nothing, or which member.
+        problem: String,
+    },
 }
 
 /// Refuses an announced address no peer could dial: an unspecified IP
@@ -103,6 +118,14 @@ pub struct Member {
     pub uptime: Uptime,
     /// Its RPC port's connections, counted by the accept loop.
     pub connections: Arc<crate::observe::ConnStats>,
+    /// Whether it, and its peers, can be dialed where they say they are.
+    pub reach: Arc<Reachability>,
+    incarnation: u64,
+    advertise_check: AdvertiseCheck,
+    advertise_check_for: Duration,
+    /// How long a peer's dials must keep failing, while gossip calls it
+    /// alive, before it is reported (`gossip.failure_timeout_ms`).
+    undialable_after: Duration,
     transport: Transport,
     limits: ServeLimits,
     interval: Duration,
@@ -193,6 +216,11 @@ impl Member {
             pool,
             uptime,
             connections: Arc::default(),
+            reach: Arc::default(),
+            incarnation: spec.incarnation,
+            advertise_check: config.member.advertise_check,
+            advertise_check_for: Duration::from_millis(config.member.advertise_check_ms),
+            undialable_after: Duration::from_millis(config.gossip.failure_timeout_ms),
             transport,
             limits: ServeLimits::from_config(config),
             interval: Duration::from_millis(config.gossip.interval_ms),
@@ -200,36 +228,68 @@ impl Member {
     }
 
     /// Starts serving `listener` (from [`bind`]): the accept loop
-    /// (handshake, bounds, then `on_connection`) and the gossip loop, both
-    /// until `shutdown`.
-    pub fn run<F, Fut>(
+    /// (handshake, bounds, then `on_connection`), then checks that the
+    /// advertised address reaches this member (`member.advertise_check`),
+    /// then the gossip loop, all until `shutdown`. A refused check stops the
+    /// accept loop and returns the error before this member gossips, so the
+    /// cluster never learns the wrong address.
+    pub async fn run<F, Fut>(
         &self,
         listener: Box<dyn Listener>,
         shutdown: watch::Receiver<bool>,
         on_connection: F,
-    ) -> Vec<JoinHandle<()>>
+    ) -> Result<Vec<JoinHandle<()>>, MemberError>
     where
         F: Fn(ServerTransport, Connection) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        vec![
-            tokio::spawn(crate::serve::accept_loop(
-                listener,
-                self.transport.clone(),
-                self.limits,
-                self.connections.clone(),
-                shutdown.clone(),
-                on_connection,
-            )),
-            tokio::spawn(crate::membership::run(
-                self.membership.clone(),
-                self.pool.clone(),
-                self.uptime,
-                self.advertise.clone(),
-                self.interval,
-                shutdown,
-            )),
-        ]
+        let accept = tokio::spawn(crate::serve::accept_loop(
+            listener,
+            self.transport.clone(),
+            self.limits,
+            self.connections.clone(),
+            shutdown.clone(),
+            on_connection,
+        ));
+        let checked = crate::advertise::check_at_start(
+            self.advertise_check,
+            self.pool.clone(),
+            self.advertise.clone(),
+            Identity {
+                id: self.id.clone(),
+                incarnation: self.incarnation,
+            },
+            self.advertise_check_for,
+            self.reach.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        let background = match checked {
+            Ok(background) => background,
+            Err(found) => {
+                accept.abort();
+                return Err(MemberError::AdvertiseUnreachable {
+                    advertise: self.advertise.clone(),
+                    problem: found.problem().unwrap_or_default(),
+                });
+            }
+        };
+        let gossip = tokio::spawn(crate::membership::run(
+            self.membership.clone(),
+            self.pool.clone(),
+            self.uptime,
+            self.advertise.clone(),
+            self.interval,
+            crate::membership::Watch {
+                reach: self.reach.clone(),
+                after: self.undialable_after,
+            },
+            shutdown,
+        ));
+        Ok([Some(accept), Some(gossip), background]
+            .into_iter()
+            .flatten()
+            .collect())
     }
 }
 

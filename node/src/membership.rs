@@ -199,14 +199,26 @@ fn hop_timeout(interval: Duration) -> Duration {
     interval * 2
 }
 
+/// What the gossip loop watches besides gossip: peers alive by gossip whose
+/// addresses cannot be dialed ([`crate::advertise::Reachability::watch_peers`]).
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// Where the verdicts go.
+    pub reach: Arc<crate::advertise::Reachability>,
+    /// How long dials must keep failing to count.
+    pub after: Duration,
+}
+
 /// Ticks the membership every `interval` and carries its messages until
-/// `shutdown` turns true.
+/// `shutdown` turns true; after each round, compares who is alive with
+/// whose dials fail.
 pub async fn run(
     membership: SharedMembership,
     pool: Arc<Pool>,
     uptime: Uptime,
     self_addr: String,
     interval: Duration,
+    watched: Watch,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -235,6 +247,20 @@ pub async fn run(
             )
         });
         futures::future::join_all(rounds).await;
+        let alive: Vec<(String, String)> = {
+            let m = lock(&membership);
+            let me = m.local_id().as_str().to_string();
+            m.members()
+                .into_iter()
+                .filter(|i| i.status == shoal_gossip::Status::Alive && i.id.as_str() != me)
+                .map(|i| (i.id.as_str().to_string(), i.address))
+                .collect()
+        };
+        watched.reach.watch_peers(
+            alive.iter().map(|(id, a)| (id.as_str(), a.as_str())),
+            &pool,
+            watched.after,
+        );
     }
 }
 

@@ -242,6 +242,8 @@ pub struct NodeSources {
     pub membership: crate::membership::SharedMembership,
     /// RPC connections.
     pub connections: Arc<ConnStats>,
+    /// Whether this member and its peers can be dialed where they say.
+    pub reach: Arc<crate::advertise::Reachability>,
     /// RPCs in flight on the node (`rpc.max_in_flight` minus permits left).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// `rpc.max_in_flight`.
@@ -269,12 +271,35 @@ pub fn liveness(
         .collect()
 }
 
-/// The gossip families, for any member.
+/// The gossip families, and whether members can be dialed where they say
+/// they are ([`crate::advertise`]), for any member.
 pub fn expose_gossip(
     out: &mut Exposition<'_, '_>,
     membership: &crate::membership::SharedMembership,
+    reach: &crate::advertise::Reachability,
 ) -> std::fmt::Result {
     let members = liveness(membership);
+    let undialable = reach.undialable();
+    out.gauge(
+        "shoal_member_advertise_reachable",
+        "1 if dialing this member's own member.advertise reached itself, 0 if it reached nothing \
+         or another member, -1 if not checked",
+        reach.own().gauge(),
+    )?;
+    out.gauges(
+        "shoal_member_undialable",
+        "1 if gossip says the member is alive but this member's dials to its advertised address \
+         have failed for a failure timeout",
+        members.iter().map(|(id, _, _, _)| {
+            let down = undialable.contains_key(id);
+            (vec![("member", id.as_str())], if down { 1.0 } else { 0.0 })
+        }),
+    )?;
+    out.counter(
+        "shoal_member_undialable_events",
+        "Times a member alive by gossip was found undialable at its advertised address",
+        reach.undialable_total(),
+    )?;
     out.gauges(
         "shoal_gossip_member_up",
         "1 if this member sees the member alive, suspect or leaving, else 0",
@@ -310,6 +335,7 @@ pub fn node_metrics(counters: &NodeCounters, sources: &NodeSources) -> String {
         .saturating_sub(sources.in_flight.available_permits());
     let membership = sources.membership.clone();
     let connections = sources.connections.clone();
+    let reach = sources.reach.clone();
     crate::metrics::render(move |out| {
         out.histograms(
             "shoal_node_rpc_duration_seconds",
@@ -451,7 +477,7 @@ pub fn node_metrics(counters: &NodeCounters, sources: &NodeSources) -> String {
             progress.as_ref().map_or(0.0, |p| p.bytes as f64),
         )?;
         connections.expose(out)?;
-        expose_gossip(out, &membership)
+        expose_gossip(out, &membership, &reach)
     })
 }
 

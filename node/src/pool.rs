@@ -93,6 +93,23 @@ impl Pooled {
     }
 }
 
+/// Most addresses whose failing dials are remembered at once.
+const MAX_FAILING: usize = 1_024;
+
+/// Dials to one address that have failed since its last successful one:
+/// what tells a peer that is down (gossip soon says so) from one that is
+/// alive but announces an address nobody can dial (see
+/// [`crate::advertise`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DialFailures {
+    /// When the first of them failed.
+    pub since: tokio::time::Instant,
+    /// How many failed.
+    pub count: u64,
+    /// The last one's error.
+    pub last_error: String,
+}
+
 /// Clients by peer address.
 pub struct Pool {
     net: Arc<dyn Net>,
@@ -104,6 +121,8 @@ pub struct Pool {
     /// wait for one connection instead of each dialing and handshaking its
     /// own (and all but one being thrown away).
     dialing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Addresses whose dials fail, until one succeeds.
+    failing: Mutex<HashMap<String, DialFailures>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -130,6 +149,41 @@ impl Pool {
             max_frame_bytes,
             clients: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The dials to `addr` that failed since the last one that succeeded
+    /// (`None`: the last dial succeeded, or none was made).
+    pub fn dial_failures(&self, addr: &str) -> Option<DialFailures> {
+        self.failing.lock().expect("pool lock").get(addr).cloned()
+    }
+
+    fn dialed(&self, addr: &str, outcome: Result<(), &CallError>) {
+        let mut failing = self.failing.lock().expect("pool lock");
+        match outcome {
+            Ok(()) => {
+                failing.remove(addr);
+            }
+            Err(e) => {
+                if failing.len() >= MAX_FAILING && !failing.contains_key(addr) {
+                    // Addresses of members long gone pile up here otherwise;
+                    // forgetting them costs at most a late report.
+                    failing.clear();
+                }
+                let entry = failing
+                    .entry(addr.to_string())
+                    .or_insert_with(|| DialFailures {
+                        since: tokio::time::Instant::now(),
+                        count: 0,
+                        last_error: String::new(),
+                    });
+                entry.count += 1;
+                entry.last_error = match e {
+                    CallError::Connect { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+            }
         }
     }
 
@@ -161,11 +215,15 @@ impl Pool {
             .map_err(|_| CallError::Connect {
                 addr: addr.to_string(),
                 source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-            })?
-            .map_err(|source| CallError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+            })
+            .and_then(|dialed| {
+                dialed.map_err(|source| CallError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })
+            });
+        self.dialed(addr, conn.as_ref().map(|_| ()));
+        let conn = conn?;
         let framed = LengthDelimitedCodec::builder()
             .max_frame_length(self.max_frame_bytes)
             .new_framed(Box::new(conn) as crate::env::BoxConn);

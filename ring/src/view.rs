@@ -6,7 +6,8 @@
 //! Nodes (anti-entropy, hinted handoff, handover) and gateways (routing) must
 //! agree on all of it, so it is computed once, here, from plain member lists:
 //! whoever owns membership (gossip, a test, a tool) translates its members into
-//! [`ViewMember`]s and asks.
+//! [`ViewMember`]s and asks. [`plan`] answers the same questions before a
+//! change, for an operator deciding whether to make it.
 //!
 //! `current` is the ring reads use: every member that has not left, leaving
 //! ones included (they still hold their data), joining ones excluded (they do
@@ -35,6 +36,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub mod plan;
 
 use crate::{diff, key_position, Member, RangeChange, Ring, RingConfig, RingError, TokenRange};
 

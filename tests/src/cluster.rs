@@ -222,7 +222,11 @@ impl Cluster {
     /// Decommissions node `i`: it streams its ranges to their new owners,
     /// announces that it left and asks to stop; the node is then shut down.
     /// Returns the node's report of what moved.
-    pub async fn decommission(&mut self, i: usize, bound: Duration) -> Result<String, String> {
+    pub async fn decommission(
+        &mut self,
+        i: usize,
+        bound: Duration,
+    ) -> Result<shoal_node::rpc::HandoverReport, String> {
         let node = self.nodes[i].as_ref().ok_or("node not running")?;
         let pool: Pool = crate::secret::pool(Env::real().net, Duration::from_secs(2), 16 << 20);
         let report = pool
@@ -236,7 +240,7 @@ impl Cluster {
             .await
             .map_err(|_| "the node did not ask to stop after its decommission".to_string())?;
         self.stop(i).await;
-        Ok(format!("{report:?}"))
+        Ok(report)
     }
 
     /// Starts one more gateway `id` on this cluster's nodes (real sockets,

@@ -263,7 +263,7 @@ async fn a_join_into_a_zone_and_a_decommission_out_of_one_move_what_the_ring_say
         .decommission(1, Duration::from_secs(60))
         .await
         .expect("decommission");
-    println!("node-2 left zone b: {report}");
+    println!("node-2 left zone b: {report:?}");
     members.remove(&node_id(1));
     wait_members(addr, &members).await;
     check_preflists(addr, &members, 3).await;

@@ -38,6 +38,37 @@ pub struct MemberConfig {
     /// Leave it `false` for the nodes that bootstrap a cluster together, and
     /// for a node restarting (even with a wiped disk: anti-entropy refills it).
     pub join: bool,
+    /// What start-up does when the advertised address does not reach this
+    /// member (see [`AdvertiseCheck`]).
+    pub advertise_check: AdvertiseCheck,
+    /// How long start-up keeps dialing the advertised address before it
+    /// concludes nothing answers there: a name still being published (a
+    /// Kubernetes headless service's record) gets this long to appear.
+    pub advertise_check_ms: u64,
+}
+
+/// `member.advertise_check`: whether a member refuses to start when dialing
+/// its own advertised address, over the cluster's authenticated RPC, does
+/// not reach itself.
+///
+/// Refusing is the default because a wrong address (a typo, another host's
+/// address, a port mapped to another member) otherwise shows only later and
+/// elsewhere, as peers that cannot reach a member gossip says is alive.
+/// `warn` is for hosts that cannot dial themselves at the address their
+/// peers use (a NAT without hairpinning): the check still runs, in the
+/// background, and reports through the log and metrics without stopping
+/// anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvertiseCheck {
+    /// Refuse to start when the address reaches nothing (after
+    /// `member.advertise_check_ms` of retries) or reaches another member.
+    #[default]
+    Refuse,
+    /// Log an error and report it in metrics, but serve.
+    Warn,
+    /// Do not dial.
+    Off,
 }
 
 impl Default for MemberConfig {
@@ -51,6 +82,8 @@ impl Default for MemberConfig {
             zone: shoal_ring::DEFAULT_ZONE.to_string(),
             data_dir: PathBuf::from("data"),
             join: false,
+            advertise_check: AdvertiseCheck::Refuse,
+            advertise_check_ms: 15_000,
         }
     }
 }
@@ -79,6 +112,15 @@ impl Config {
                 format!(
                     "{zone:?} is not 1..={} letters, digits, '-', '_' or '.'",
                     shoal_gossip::MAX_ZONE_LEN
+                ),
+            );
+        }
+        if self.member.advertise_check_ms > 3_600_000 {
+            return bad(
+                "member.advertise_check_ms",
+                format!(
+                    "{} is over an hour: a start-up that waits that long is a hang",
+                    self.member.advertise_check_ms
                 ),
             );
         }

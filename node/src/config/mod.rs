@@ -26,7 +26,7 @@ mod validate;
 
 pub use deletes::{ExpiryConfig, TombstoneConfig};
 use env_vars::EnvVars;
-pub use member::MemberConfig;
+pub use member::{AdvertiseCheck, MemberConfig};
 pub use security::{GatewayConfig, SecurityConfig, TlsConfig, VersioningConfig};
 
 /// Why a configuration was rejected.

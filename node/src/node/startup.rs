@@ -21,6 +21,7 @@ use crate::store::Store;
 
 /// Starts a storage node from `config`, reaching the outside world through
 /// `env`. Binds `member.listen` (port 0 picks one), opens `member.data_dir`,
+/// checks that `member.advertise` reaches this node ([`crate::advertise`]),
 /// and joins through `member.seeds`.
 pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     if config.member.id.is_empty() {
@@ -128,6 +129,7 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
             store: inner.store.clone(),
             membership: inner.membership.clone(),
             connections: member.connections.clone(),
+            reach: member.reach.clone(),
             in_flight: inner.in_flight.clone(),
             max_in_flight: config.rpc.max_in_flight,
         };
@@ -147,29 +149,48 @@ pub async fn start(config: Config, env: Env) -> Result<NodeHandle, NodeError> {
     let service = NodeService(inner.clone());
     let answers = handover.clone();
     let counters = inner.store.counters().clone();
-    tasks.extend(member.run(
-        listener,
-        shutdown_rx.clone(),
-        move |transport, connection| {
-            let service = service.clone();
-            let counters = counters.clone();
-            crate::serve::serve_connection(
-                answers.watch_answers(transport),
-                move |ctx, request| {
-                    let histogram = rpc_name(&request);
-                    let started = std::time::Instant::now();
-                    let served = tarpc::server::Serve::serve(service.serve(), ctx, request);
-                    // A combinator, not an `async move` block: such a block
-                    // holds the moved-in future twice (before and during its
-                    // await), doubling what every layer above copies.
-                    futures::FutureExt::inspect(served, move |_| {
-                        counters.rpc.get(histogram).observe(started.elapsed());
-                    })
-                },
-                connection,
-            )
-        },
-    ));
+    let served = member
+        .run(
+            listener,
+            shutdown_rx.clone(),
+            move |transport, connection| {
+                let service = service.clone();
+                let counters = counters.clone();
+                crate::serve::serve_connection(
+                    answers.watch_answers(transport),
+                    move |ctx, request| {
+                        let histogram = rpc_name(&request);
+                        let started = std::time::Instant::now();
+                        let served = tarpc::server::Serve::serve(service.serve(), ctx, request);
+                        // A combinator, not an `async move` block: such a
+                        // block holds the moved-in future twice (before and
+                        // during its await), doubling what every layer above
+                        // copies.
+                        futures::FutureExt::inspect(served, move |_| {
+                            counters.rpc.get(histogram).observe(started.elapsed());
+                        })
+                    },
+                    connection,
+                )
+            },
+        )
+        .await;
+    match served {
+        Ok(served) => tasks.extend(served),
+        Err(e) => {
+            // The advertised address is wrong: undo what start-up began
+            // (the metrics listener, the open store) before saying so.
+            let _ = shutdown.send(true);
+            for task in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            }
+            let store = inner.store.clone();
+            if let Ok(Err(close)) = inner.env.spawn_blocking(move || store.close()).await {
+                tracing::warn!(error = %close, "closing the store after a refused start failed");
+            }
+            return Err(e.into());
+        }
+    }
     if joining {
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {

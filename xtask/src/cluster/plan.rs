@@ -2,10 +2,12 @@
 //! move, from the ring the running cluster has now; nothing is changed.
 //!
 //! The members (id, weight, status, joining) come from the gateway's
-//! `/v1/cluster`; the two rings are built with `shoal_ring` as every node
-//! builds them (`RingConfig::default()`), and `shoal_ring::diff` lists the
-//! ranges whose replicas change, the ones a join streams to the joiner and a
-//! decommission streams away from the leaver. No node reports a key count
+//! `/v1/cluster`; what moves is `shoal_ring::view::plan`'s, on the rings
+//! every node builds (`RingConfig::default()`): the ranges whose replicas
+//! change, the ones a join streams to the joiner and a decommission streams
+//! away from the leaver. A new node's tokens follow from its id and weight
+//! alone, so planning it under the id `cluster add` will give it (or
+//! `--id`) places it where its join will. No node reports a key count
 //! (neither `/v1/cluster/stats` nor the `status` RPC carries one), so what
 //! moves is given as a share of the key space and of all stored copies, and
 //! in bytes estimated from each node's stored bytes (`/metrics`:
@@ -17,7 +19,8 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
 
-use shoal_ring::{diff, Member, RangeChange, Ring, RingConfig, DEFAULT_ZONE};
+use shoal_ring::view::plan::Plan;
+use shoal_ring::{Member, RingConfig, DEFAULT_ZONE};
 
 use super::state::{Dirs, State};
 use super::PlanTarget;
@@ -121,59 +124,10 @@ fn base(snapshot: &Snapshot) -> Vec<Member> {
         .collect()
 }
 
-/// What a membership change moves, from the ring before to the ring after.
-#[derive(Debug)]
-struct Plan {
-    /// Ranges whose set of `n` replicas changes, in ring order.
-    changes: Vec<RangeChange>,
-    /// Each member's share of all stored copies, before and after (each
-    /// map sums to 1).
-    before: BTreeMap<String, f64>,
-    after: BTreeMap<String, f64>,
-    /// Copies of each key before and after: `min(n, members)`.
-    copies_before: usize,
-    copies_after: usize,
-    /// Fraction of the key space whose replicas change.
-    key_space: f64,
-    /// New copies the change makes, per member receiving them, as a
-    /// fraction of all copies stored before.
-    received: BTreeMap<String, f64>,
-}
-
-impl Plan {
-    /// New copies made, as a fraction of all copies stored before.
-    fn copies_moved(&self) -> f64 {
-        self.received.values().sum()
-    }
-}
-
+/// The ring computation is `shoal_ring`'s: the nodes' handover builds the
+/// same rings, and a test checks its estimates against real joins.
 fn plan(before: &[Member], after: &[Member], n: usize) -> Result<Plan, String> {
-    let config = RingConfig::default();
-    let old = Ring::new(before.iter().cloned(), config).map_err(|e| e.to_string())?;
-    let new = Ring::new(after.iter().cloned(), config).map_err(|e| e.to_string())?;
-    let changes = diff(&old, &new, n);
-    let copies_before = n.min(before.len()).max(1);
-    let share = |ring: &Ring| -> BTreeMap<String, f64> {
-        ring.ownership(n)
-            .into_iter()
-            .map(|(id, o)| (id, o.replicated))
-            .collect()
-    };
-    let mut received: BTreeMap<String, f64> = BTreeMap::new();
-    for c in &changes {
-        for id in &c.gained {
-            *received.entry(id.clone()).or_default() += c.range.fraction() / copies_before as f64;
-        }
-    }
-    Ok(Plan {
-        key_space: changes.iter().map(|c| c.range.fraction()).sum(),
-        before: share(&old),
-        after: share(&new),
-        copies_before,
-        copies_after: n.min(after.len()).max(1),
-        received,
-        changes,
-    })
+    Plan::new(before, after, n, RingConfig::default()).map_err(|e| e.to_string())
 }
 
 /// The id `cluster add` would give the next node: the most common
