@@ -397,6 +397,9 @@ pub struct MemberStats {
     pub heartbeat_age_ms: Option<u64>,
     /// Share of all stored replicas (storage members on the ring).
     pub ownership: Option<f64>,
+    /// Why this gateway cannot dial its advertised address though gossip
+    /// calls it alive (a wrong `member.advertise`); `None` when it can.
+    pub dial_error: Option<String>,
     /// Where it serves `/metrics`.
     pub metrics_addr: Option<String>,
     /// What the node said of itself (`None`: a gateway, or no answer).
@@ -587,6 +590,7 @@ async fn compute_stats(state: &AppState) -> StatsBody {
         }
     }
     let arcs = ring_arcs(&snap.view, &members);
+    let undialable = state.reach.undialable();
     StatsBody {
         gateway: state.id.clone(),
         generated_ms: unix_ms(),
@@ -614,6 +618,7 @@ async fn compute_stats(state: &AppState) -> StatsBody {
                     phi: phi.filter(|p| p.is_finite()),
                     heartbeat_age_ms: silence.map(|d| d.as_millis() as u64),
                     ownership: ownership.get(&id).copied(),
+                    dial_error: undialable.get(&id).map(|u| u.error.clone()),
                     metrics_addr: status.and_then(|s| s.metrics_addr.clone()),
                     node: status.map(|s| NodeStats {
                         hints_pending: s.hints_held,

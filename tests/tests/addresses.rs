@@ -254,6 +254,14 @@ async fn peers_report_a_member_alive_by_gossip_whose_address_cannot_be_dialed() 
     )
     .await;
     assert!(seen, "the gateway's /v1/cluster: {cluster:#}");
+    // And the dashboard's feed, which marks the member in its table.
+    let r = fetch(gw.http_addr(), "GET", "/v1/cluster/stats", &[], b"").await;
+    let stats: serde_json::Value = r.json().unwrap_or_default();
+    assert!(
+        member(&stats, "node-2")["dial_error"].is_string()
+            && member(&stats, "node-1")["dial_error"].is_null(),
+        "the gateway's /v1/cluster/stats: {stats:#}"
+    );
     // Reported once per change: rounds later the count has not grown.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let text = node_metrics(&node1).await;
