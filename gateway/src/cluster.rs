@@ -3,7 +3,6 @@
 //! liveness hints from failed RPCs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,13 +12,6 @@ use tokio::time::Instant;
 /// The member lists (current, future) the rings were built from, and the
 /// rings.
 type CachedRing = ((MemberList, MemberList), RingView);
-
-/// How long one [`Snapshot`] serves requests. Building one copies every
-/// member's record and the ring (about 20,000 instructions, 8% of a GET's
-/// gateway cost when done per request); gossip liveness moves on a scale of
-/// seconds, and a local suspicion rebuilds it at once, so requests share one
-/// for this long.
-const SNAPSHOT_FOR: Duration = Duration::from_millis(50);
 
 /// Membership, ring cache and local suspicions.
 pub struct Cluster {
@@ -31,10 +23,6 @@ pub struct Cluster {
     /// the instant until which they are treated as down by this gateway.
     suspects: Mutex<HashMap<String, Instant>>,
     suspect_for: Duration,
-    /// Bumped whenever `suspects` changes, so the cached snapshot is rebuilt.
-    suspects_changed: AtomicU64,
-    /// The last snapshot: when it was built, the `suspects_changed` it saw.
-    snapshot: Mutex<Option<(Instant, u64, Arc<Snapshot>)>>,
     /// Smoothed RPC latency per node in microseconds, from every call this
     /// gateway made: it picks which owner coordinates a write.
     latency: Mutex<HashMap<String, f64>>,
@@ -100,8 +88,6 @@ impl Cluster {
             ring: Mutex::new(None),
             suspects: Mutex::new(HashMap::new()),
             suspect_for,
-            suspects_changed: AtomicU64::new(0),
-            snapshot: Mutex::new(None),
             latency: Mutex::new(HashMap::new()),
         }
     }
@@ -134,14 +120,13 @@ impl Cluster {
     pub fn suspect(&self, id: &str) {
         let until = Instant::now() + self.suspect_for;
         lock(&self.suspects).insert(id.to_string(), until);
-        self.suspects_changed.fetch_add(1, Ordering::Release);
     }
 
     /// Records a successful answer from `id`.
     pub fn clear(&self, id: &str) {
         let mut s = lock(&self.suspects);
-        if !s.is_empty() && s.remove(id).is_some() {
-            self.suspects_changed.fetch_add(1, Ordering::Release);
+        if !s.is_empty() {
+            s.remove(id);
         }
     }
 
@@ -151,21 +136,11 @@ impl Cluster {
             .is_some_and(|until| *until > now)
     }
 
-    /// Ring, addresses and liveness for one request: shared by the requests
-    /// of the last [`SNAPSHOT_FOR`], rebuilt sooner when a node is suspected
-    /// or cleared.
+    /// Ring, addresses and liveness for one request, built for it: a
+    /// snapshot shared between requests for even 50 ms let a preference list
+    /// lag a finished join (a test saw it), so it is rebuilt each time.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        let now = Instant::now();
-        let seen = self.suspects_changed.load(Ordering::Acquire);
-        let mut cached = lock(&self.snapshot);
-        if let Some((built, at, snap)) = cached.as_ref() {
-            if *at == seen && now.saturating_duration_since(*built) < SNAPSHOT_FOR {
-                return snap.clone();
-            }
-        }
-        let snap = Arc::new(self.build_snapshot());
-        *cached = Some((now, seen, snap.clone()));
-        snap
+        Arc::new(self.build_snapshot())
     }
 
     fn build_snapshot(&self) -> Snapshot {
