@@ -8,6 +8,13 @@ use shoal_gateway::Gateway;
 use shoal_node::config::Config;
 use shoal_node::env::Env;
 
+/// mimalloc's per-thread free lists make an allocation a few dozen
+/// instructions where glibc's took hundreds, and it returns freed pages
+/// instead of keeping them in per-thread arenas (BENCHMARKS, "The allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The client-facing Shoal coordinator: HTTP API routed by the ring.
 #[derive(Debug, Parser)]
 #[command(name = "shoal-gateway", version)]

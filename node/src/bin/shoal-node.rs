@@ -4,6 +4,13 @@ use std::process::ExitCode;
 
 use shoal_node::{config::Config, env::Env, logging};
 
+/// mimalloc's per-thread free lists make an allocation a few dozen
+/// instructions where glibc's took hundreds, and it returns freed pages
+/// instead of keeping them in per-thread arenas (BENCHMARKS, "The allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let path = match logging::config_path(std::env::args().skip(1), "shoal-node") {
         Ok(p) => p,
