@@ -21,7 +21,12 @@ pub struct Cluster {
     ring: Mutex<Option<CachedRing>>,
     /// Nodes whose last RPC failed at the transport level or timed out, with
     /// the instant until which they are treated as down by this gateway.
-    suspects: Mutex<HashMap<String, Instant>>,
+    suspects: Mutex<Suspects>,
+    /// The last snapshot built and what it was built from: requests share it
+    /// until gossip's change counter or the suspects move, or a suspicion in
+    /// it expires. Building one is ~20 k instructions (a tenth of a GET's
+    /// gateway cost) and nearly every request would build the same one.
+    last: Mutex<Option<Cached>>,
     suspect_for: Duration,
     /// Smoothed RPC latency per node in microseconds, from every call this
     /// gateway made: it picks which owner coordinates a write.
@@ -34,6 +39,25 @@ impl std::fmt::Debug for Cluster {
             .field("suspect_for", &self.suspect_for)
             .finish_non_exhaustive()
     }
+}
+
+/// Local suspicions, and a counter moved by every change to them so that a
+/// cached snapshot knows it is out of date.
+#[derive(Debug, Default)]
+struct Suspects {
+    until: HashMap<String, Instant>,
+    changes: u64,
+}
+
+/// A snapshot and the state it was derived from.
+#[derive(Debug)]
+struct Cached {
+    membership_changes: u64,
+    suspect_changes: u64,
+    /// The earliest instant a suspicion it counted as down expires; from then
+    /// on that node is live again and the snapshot is stale.
+    stale_at: Option<Instant>,
+    snapshot: Arc<Snapshot>,
 }
 
 /// What one request needs from the cluster view, taken under one lock.
@@ -86,7 +110,8 @@ impl Cluster {
         Self {
             membership,
             ring: Mutex::new(None),
-            suspects: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(Suspects::default()),
+            last: Mutex::new(None),
             suspect_for,
             latency: Mutex::new(HashMap::new()),
         }
@@ -119,48 +144,83 @@ impl Cluster {
     /// Records a transport failure or timeout talking to `id`.
     pub fn suspect(&self, id: &str) {
         let until = Instant::now() + self.suspect_for;
-        lock(&self.suspects).insert(id.to_string(), until);
+        let mut s = lock(&self.suspects);
+        s.until.insert(id.to_string(), until);
+        s.changes += 1;
     }
 
     /// Records a successful answer from `id`.
     pub fn clear(&self, id: &str) {
         let mut s = lock(&self.suspects);
-        if !s.is_empty() {
-            s.remove(id);
+        if !s.until.is_empty() && s.until.remove(id).is_some() {
+            s.changes += 1;
         }
     }
 
-    fn suspected(&self, id: &str, now: Instant) -> bool {
-        lock(&self.suspects)
-            .get(id)
-            .is_some_and(|until| *until > now)
-    }
-
-    /// Ring, addresses and liveness for one request, built for it: a
-    /// snapshot shared between requests for even 50 ms let a preference list
-    /// lag a finished join (a test saw it), so it is rebuilt each time.
+    /// Ring, addresses and liveness for one request. Shared between requests
+    /// only while nothing it was derived from has moved (gossip's
+    /// [`changes`](shoal_gossip::Membership::changes), the suspects, the
+    /// clock past a suspicion's end), so it is exactly as fresh as one built
+    /// per request. (A snapshot shared for a fixed 50 ms instead let a
+    /// preference list lag a finished join; a test saw it.)
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::new(self.build_snapshot())
+        let membership_changes = lock(&self.membership).changes();
+        let suspect_changes = lock(&self.suspects).changes;
+        {
+            let last = lock(&self.last);
+            if let Some(c) = last.as_ref() {
+                if c.membership_changes == membership_changes
+                    && c.suspect_changes == suspect_changes
+                    && c.stale_at.is_none_or(|at| Instant::now() < at)
+                {
+                    return c.snapshot.clone();
+                }
+            }
+        }
+        let cached = self.build_snapshot();
+        let snapshot = cached.snapshot.clone();
+        *lock(&self.last) = Some(cached);
+        snapshot
     }
 
-    fn build_snapshot(&self) -> Snapshot {
-        let (ring_members, up): (Vec<shoal_gossip::MemberInfo>, Vec<String>) = {
+    /// A fresh snapshot, labelled with the counters read before the state it
+    /// was built from (each under the same lock as that state), so the label
+    /// is never newer than the contents: a change that races the build moves
+    /// a counter past the label and the next request builds again.
+    fn build_snapshot(&self) -> Cached {
+        let (membership_changes, ring_members, up) = {
             let m = lock(&self.membership);
-            let up = m
+            let up: Vec<String> = m
                 .live_storage_members()
                 .into_iter()
                 .map(|i| i.id.as_str().to_string())
                 .collect();
-            (m.ring_members(), up)
+            (m.changes(), m.ring_members(), up)
         };
         let now = Instant::now();
+        let (suspect_changes, suspected, stale_at) = {
+            let s = lock(&self.suspects);
+            let live: HashMap<String, Instant> = s
+                .until
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(id, until)| (id.clone(), *until))
+                .collect();
+            let stale_at = live.values().min().copied();
+            (s.changes, live, stale_at)
+        };
         let nodes = shoal_node::membership::reachable(&ring_members, |i| {
             let id = i.id.as_str();
-            up.iter().any(|u| u == id) && !self.suspected(id, now)
+            up.iter().any(|u| u == id) && !suspected.contains_key(id)
         });
-        Snapshot {
-            view: self.rings_for(&ring_members),
-            nodes,
+        Cached {
+            membership_changes,
+            suspect_changes,
+            stale_at,
+            snapshot: Arc::new(Snapshot {
+                view: self.rings_for(&ring_members),
+                nodes,
+            }),
         }
     }
 
@@ -193,4 +253,65 @@ impl Cluster {
 /// consistent after any panic because every update is a single insert/remove.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use shoal_gossip::{Config, LocalMember, Membership, Role};
+
+    fn cluster(suspect_for: Duration) -> (Cluster, SharedMembership) {
+        let local = LocalMember {
+            id: "node-1".into(),
+            address: "127.0.0.1:7001".into(),
+            role: Role::Storage,
+            weight: 1,
+            zone: "default".into(),
+            incarnation: 1,
+        };
+        let m = Membership::new(
+            Config::default(),
+            local,
+            Vec::new(),
+            rand::rngs::StdRng::seed_from_u64(1),
+            Duration::ZERO,
+        )
+        .expect("valid member");
+        let shared: SharedMembership = Arc::new(Mutex::new(m));
+        (Cluster::new(shared.clone(), suspect_for), shared)
+    }
+
+    #[tokio::test]
+    async fn requests_share_a_snapshot_until_something_it_depends_on_moves() {
+        let (c, membership) = cluster(Duration::from_millis(50));
+        let first = c.snapshot();
+        assert!(first.is_live("node-1"));
+        assert!(Arc::ptr_eq(&first, &c.snapshot()), "nothing moved: shared");
+
+        c.suspect("node-1");
+        let suspected = c.snapshot();
+        assert!(!suspected.is_live("node-1"), "a suspicion shows at once");
+        assert!(Arc::ptr_eq(&suspected, &c.snapshot()));
+
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(
+            c.snapshot().is_live("node-1"),
+            "an expired suspicion shows at once, with no other change"
+        );
+
+        c.suspect("node-1");
+        assert!(!c.snapshot().is_live("node-1"));
+        c.clear("node-1");
+        assert!(
+            c.snapshot().is_live("node-1"),
+            "a cleared suspicion shows at once"
+        );
+
+        let before = c.snapshot();
+        lock(&membership).set_weight(4);
+        let after = c.snapshot();
+        assert!(!Arc::ptr_eq(&before, &after), "a gossip change rebuilds");
+        assert!(after.view.current().is_some(), "one storage member");
+    }
 }

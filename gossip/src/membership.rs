@@ -102,6 +102,9 @@ pub struct Membership<R = StdRng> {
     refusals: u64,
     /// `(sender, reason)` pairs already reported, at most `max_members`.
     reported: BTreeSet<(MemberId, Refusal)>,
+    /// Moves on every call that can change what the readers return (see
+    /// [`Membership::changes`]).
+    changes: u64,
 }
 
 impl<R: Rng> Membership<R> {
@@ -162,6 +165,7 @@ impl<R: Rng> Membership<R> {
             pending_acks: BTreeMap::new(),
             refusals: 0,
             reported: BTreeSet::new(),
+            changes: 0,
         })
     }
 
@@ -170,6 +174,7 @@ impl<R: Rng> Membership<R> {
     /// `fanout` live members, a seed now and then (every round while no one is
     /// known), and now and then a down member so that partitions heal.
     pub fn tick(&mut self, now: Duration) -> Vec<Outgoing> {
+        self.changed();
         self.advance(now);
         self.bump_local(false);
         self.sweep();
@@ -200,6 +205,7 @@ impl<R: Rng> Membership<R> {
         now: Duration,
     ) -> Result<Vec<Outgoing>, GossipError> {
         message.validate(self.config.max_message_bytes)?;
+        self.changed();
         self.advance(now);
         if message.from == self.local_id {
             // Our own message looped back (a seed list naming us under another
@@ -242,6 +248,7 @@ impl<R: Rng> Membership<R> {
     /// Announces a decommission: the member keeps serving while it hands its
     /// ranges away, and shows as `leaving`. No effect once it has left.
     pub fn start_leaving(&mut self) {
+        self.changed();
         if self.local_record().lifecycle == Lifecycle::Active {
             self.local_record_mut().lifecycle = Lifecycle::Leaving;
             self.bump_local(true);
@@ -253,6 +260,7 @@ impl<R: Rng> Membership<R> {
     /// [`leave_acknowledged_by`](Self::leave_acknowledged_by) reaches the
     /// fan-out. Final for this incarnation.
     pub fn leave(&mut self) {
+        self.changed();
         if self.local_record().lifecycle != Lifecycle::Left {
             self.local_record_mut().lifecycle = Lifecycle::Left;
             self.bump_local(true);
@@ -267,6 +275,7 @@ impl<R: Rng> Membership<R> {
 
     /// Changes the local weight (capacity) and spreads it.
     pub fn set_weight(&mut self, weight: u32) {
+        self.changed();
         if self.local_record().weight != weight {
             self.local_record_mut().weight = weight;
             self.bump_local(true);
@@ -276,11 +285,29 @@ impl<R: Rng> Membership<R> {
     /// Changes the local address and spreads it.
     pub fn set_address(&mut self, address: String) -> Result<(), GossipError> {
         check_len("address", &address, MAX_ADDRESS_LEN)?;
+        self.changed();
         if self.local_record().address != address {
             self.local_record_mut().address = address;
             self.bump_local(true);
         }
         Ok(())
+    }
+
+    /// A counter that differs whenever anything the readers return
+    /// ([`members`](Self::members), [`status`](Self::status),
+    /// [`ring_members`](Self::ring_members), ...) may have changed since it was
+    /// last read: every call that merges, ticks or edits the local record moves
+    /// it. A caller that derives something costly per request (a gateway's
+    /// ring and liveness snapshot) keeps its result until this moves, and is
+    /// then exactly as fresh as one that re-derived it every time. It moves
+    /// more often than the state really changes (each tick advances the
+    /// clock the failure detector reads), never less.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    fn changed(&mut self) {
+        self.changes = self.changes.wrapping_add(1);
     }
 
     /// The local member's id.

@@ -604,3 +604,111 @@ fn health_reads_phi_and_silence_and_grows_while_a_member_is_silent() {
     assert!(late.phi > early.phi, "{early:?} then {late:?}");
     assert!(late.phi.is_finite());
 }
+
+/// What a reader of one member sees: every member's record fields and status.
+fn observed(m: &Membership) -> Vec<String> {
+    m.members().iter().map(|i| format!("{i:?}")).collect()
+}
+
+#[derive(Debug, Clone)]
+enum ChangeOp {
+    /// Member `i` ticks after `ms` milliseconds.
+    Tick(usize, u64),
+    /// The oldest queued message is delivered (or dropped).
+    Deliver(bool),
+    /// Member `i` drains its events and is read: neither may move the counter
+    /// or the view.
+    Read(usize),
+    Reweigh(usize, u32),
+    Leave(usize),
+}
+
+fn arb_change_op() -> impl Strategy<Value = ChangeOp> {
+    prop_oneof![
+        (0..3usize, 0..3_000u64).prop_map(|(i, ms)| ChangeOp::Tick(i, ms)),
+        any::<bool>().prop_map(ChangeOp::Deliver),
+        (0..3usize).prop_map(ChangeOp::Read),
+        (0..3usize, 1..4u32).prop_map(|(i, w)| ChangeOp::Reweigh(i, w)),
+        (0..3usize).prop_map(ChangeOp::Leave),
+    ]
+}
+
+proptest! {
+    /// `changes()` is a safe cache key: whenever it stands still across an
+    /// operation, so does everything the readers return. (A gateway keeps its
+    /// ring and liveness snapshot until the counter moves.)
+    #[test]
+    fn readers_never_change_while_the_change_counter_stands_still(
+        ops in proptest::collection::vec(arb_change_op(), 1..120),
+    ) {
+        let ids = ["a", "b", "c"];
+        let mut ms: Vec<Membership> = ids.iter().map(|id| member(id, &["a"])).collect();
+        let mut now = Duration::ZERO;
+        let mut queue: std::collections::VecDeque<(usize, String, Message)> = Default::default();
+        for op in ops {
+            let before: Vec<(u64, Vec<String>)> = ms.iter().map(|m| (m.changes(), observed(m))).collect();
+            match op {
+                ChangeOp::Tick(i, dt) => {
+                    now += Duration::from_millis(dt);
+                    for out in ms[i].tick(now) {
+                        if let Some(to) = ids.iter().position(|id| addr(id) == out.to) {
+                            queue.push_back((to, addr(ids[i]), out.message));
+                        }
+                    }
+                }
+                ChangeOp::Deliver(keep) => {
+                    if let Some((to, from, message)) = queue.pop_front() {
+                        if keep {
+                            let replies = ms[to].receive(&from, message, now).unwrap_or_default();
+                            for out in replies {
+                                if let Some(back) = ids.iter().position(|id| addr(id) == out.to) {
+                                    queue.push_back((back, addr(ids[to]), out.message));
+                                }
+                            }
+                        }
+                    }
+                }
+                ChangeOp::Read(i) => {
+                    let _ = ms[i].drain_events();
+                    let _ = (ms[i].ring_members(), ms[i].live_storage_members(), ms[i].local());
+                }
+                ChangeOp::Reweigh(i, w) => ms[i].set_weight(w),
+                ChangeOp::Leave(i) => ms[i].leave(),
+            }
+            for (m, (changes, view)) in ms.iter().zip(before) {
+                if m.changes() == changes {
+                    prop_assert_eq!(observed(m), view);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_change_counter_moves_on_every_call_that_can_change_the_view() {
+    let mut a = member("a", &["b"]);
+    let mut b = member("b", &[]);
+    let c0 = a.changes();
+    let out = a.tick(secs(1));
+    assert_ne!(a.changes(), c0, "a tick advances the detector's clock");
+    let c1 = b.changes();
+    b.receive(&addr("a"), out[0].message.clone(), secs(1))
+        .expect("valid syn");
+    assert_ne!(b.changes(), c1, "a merge");
+    let c2 = a.changes();
+    a.set_weight(3);
+    assert_ne!(a.changes(), c2, "a weight change");
+    let c3 = a.changes();
+    let _ = (a.drain_events(), a.members(), a.status("b"));
+    assert_eq!(a.changes(), c3, "reads leave it alone");
+    let refused = a.receive(
+        "x",
+        Message {
+            version: 99,
+            ..ack2(vec![])
+        },
+        secs(2),
+    );
+    assert!(refused.is_err());
+    assert_eq!(a.changes(), c3, "a refused message changes nothing");
+}
