@@ -34,10 +34,7 @@ fn main() -> ExitCode {
         }
     };
     shoal_node::logging::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match config.runtime.builder().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shoal-gateway: cannot start the runtime: {e}");

@@ -27,10 +27,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match config.runtime.builder().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shoal-node: cannot start the runtime: {e}");

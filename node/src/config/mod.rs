@@ -91,6 +91,35 @@ pub struct Config {
     pub versioning: VersioningConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
+}
+
+/// `[runtime]`: the process's async runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Threads that run requests; 0: one per CPU the process may use. Set it
+    /// lower where several Shoal processes share a machine's cores (as on a
+    /// one-box test cluster): each message between them wakes a thread, and
+    /// with more runnable threads than cores those wake-ups become context
+    /// switches and cross-thread hand-offs (BENCHMARKS.md, "Worker threads").
+    pub worker_threads: usize,
+}
+
+impl RuntimeConfig {
+    /// Most worker threads a config may ask for.
+    pub const MAX_WORKER_THREADS: usize = 1024;
+
+    /// A runtime as configured (all of tokio's drivers enabled).
+    pub fn builder(&self) -> tokio::runtime::Builder {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.enable_all();
+        if self.worker_threads > 0 {
+            b.worker_threads(self.worker_threads);
+        }
+        b
+    }
 }
 
 /// `[metrics]`: where a storage node serves `GET /metrics` (a gateway

@@ -83,6 +83,20 @@ fn rejects_unknown_keys_and_bad_values_naming_them() {
         &[],
         "anti_entropy.max_bytes_per_sec",
     );
+    check_rejected(
+        "",
+        &[("SHOAL_RUNTIME__WORKER_THREADS", "100000")],
+        "runtime.worker_threads",
+    );
+}
+
+#[test]
+fn worker_threads_default_to_one_per_cpu_and_can_be_set() {
+    let c = Config::load_with_env(None, env(&[("SHOAL_RUNTIME__WORKER_THREADS", "1")])).unwrap();
+    assert_eq!(c.runtime.worker_threads, 1);
+    let rt = c.runtime.builder().build().expect("a runtime");
+    assert_eq!(rt.metrics().num_workers(), 1);
+    assert_eq!(Config::default().runtime.worker_threads, 0);
 }
 
 #[test]

@@ -43,6 +43,16 @@ impl Config {
             );
         }
         self.check_member()?;
+        if self.runtime.worker_threads > super::RuntimeConfig::MAX_WORKER_THREADS {
+            return bad(
+                "runtime.worker_threads",
+                format!(
+                    "{} is not in 0..={} (0: one per CPU)",
+                    self.runtime.worker_threads,
+                    super::RuntimeConfig::MAX_WORKER_THREADS
+                ),
+            );
+        }
         if self.gossip.interval_ms == 0 {
             return bad("gossip.interval_ms", "must be at least 1");
         }
