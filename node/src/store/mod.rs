@@ -384,7 +384,13 @@ impl Store {
     }
 
     fn lock(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
-        let position = keys::position(key);
+        self.lock_at(keys::position(key))
+    }
+
+    /// [`Store::lock`] for a key whose ring position the caller already has
+    /// (a write needs it three times: stripe, storage key, Merkle leaf; each
+    /// is a SHA-256 of the key).
+    fn lock_at(&self, position: u64) -> std::sync::MutexGuard<'_, ()> {
         // The position is already a uniform hash; its low bits pick the stripe.
         let stripe = (position as usize) % STRIPES;
         // A poisoned stripe only means another write panicked mid-way; the
@@ -496,13 +502,18 @@ fn read_meta(engine: &Engine, name: &[u8]) -> Result<Option<u64>, StoreError> {
 /// its user key. A malformed wire key (refused by every RPC before it gets
 /// here) is stored as a default key of its whole bytes.
 pub fn data_key(wire: &[u8]) -> Vec<u8> {
+    data_key_at(wire, keys::position(wire))
+}
+
+/// [`data_key`] with the wire key's ring position already computed.
+pub(crate) fn data_key_at(wire: &[u8], position: u64) -> Vec<u8> {
     let (space, key) = match keys::split(wire) {
         Ok((bucket, key)) => (space_of(bucket), key),
         Err(_) => (vec![DATA], wire),
     };
     let mut k = Vec::with_capacity(space.len() + 8 + key.len());
     k.extend_from_slice(&space);
-    k.extend_from_slice(&keys::position(wire).to_be_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
     k.extend_from_slice(key);
     k
 }

@@ -27,7 +27,17 @@ impl Store {
     }
 
     pub(super) fn tree_update(&self, key: &[u8], old: Option<&[u8; 32]>, new: Option<&[u8; 32]>) {
-        let position = keys::position(key);
+        self.tree_update_at(keys::position(key), key, old, new);
+    }
+
+    /// [`Store::tree_update`] with the key's ring position already computed.
+    pub(super) fn tree_update_at(
+        &self,
+        position: u64,
+        key: &[u8],
+        old: Option<&[u8; 32]>,
+        new: Option<&[u8; 32]>,
+    ) {
         let mut tree = self.tree.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = tree.update(position, key, old, new) {
             // Only a removal from an empty leaf fails, which would mean the

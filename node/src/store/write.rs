@@ -10,7 +10,7 @@ use shoal_storage::{Commit, WriteBatch};
 use shoal_vclock::{Content, Context, SiblingSet};
 
 use super::hints::{encode_hint, hint_key};
-use super::{data_key, digest_of, Store, StoreError, Written, STRIPES};
+use super::{data_key, data_key_at, digest_of, Store, StoreError, Written, STRIPES};
 use crate::keys;
 
 impl Store {
@@ -89,7 +89,8 @@ impl Store {
         hint_for: Option<&str>,
     ) -> Result<Written<SiblingSet>, StoreError> {
         let hint_key = hint_for.map(|owner| hint_key(owner, key)).transpose()?;
-        let _guard = self.lock(key);
+        let position = keys::position(key);
+        let _guard = self.lock_at(position);
         let held = match &hint_key {
             Some(hk) => self.read_hint(hk, key)?,
             None => None,
@@ -97,7 +98,7 @@ impl Store {
         if let (Some(owner), None) = (hint_for, &held) {
             self.hints.check_room(owner)?;
         }
-        let data_key = data_key(key);
+        let data_key = data_key_at(key, position);
         let stored = self.engine.get(&data_key)?;
         let old_digest = stored.as_deref().map(digest_of);
         let mut set = match self.decode(key, stored)? {
@@ -138,7 +139,7 @@ impl Store {
                 commit
             }
         };
-        self.tree_update(key, old_digest.as_ref(), Some(&new_digest));
+        self.tree_update_at(position, key, old_digest.as_ref(), Some(&new_digest));
         Ok(self.written(set, commit))
     }
 
@@ -156,8 +157,9 @@ impl Store {
         key: &[u8],
         incoming: &SiblingSet,
     ) -> Result<Written<SiblingSet>, StoreError> {
-        let storage_key = data_key(key);
-        let _guard = self.lock(key);
+        let position = keys::position(key);
+        let storage_key = data_key_at(key, position);
+        let _guard = self.lock_at(position);
         let stored = self.engine.get(&storage_key)?;
         let old_digest = stored.as_deref().map(digest_of);
         let current = self.decode(key, stored)?;
@@ -176,7 +178,7 @@ impl Store {
         let mut batch = WriteBatch::new();
         batch.put(storage_key, encoded);
         let commit = self.engine.append(batch)?;
-        self.tree_update(key, old_digest.as_ref(), Some(&digest));
+        self.tree_update_at(position, key, old_digest.as_ref(), Some(&digest));
         Ok(self.written(merged, commit))
     }
 
