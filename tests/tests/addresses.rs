@@ -27,6 +27,24 @@ fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// Waits until `node` has run `rounds` more gossip rounds (its own
+/// heartbeat goes up once a round), so that a check that something did not
+/// happen spans rounds of gossip, not a wall-clock pause that a loaded
+/// machine could fill with fewer rounds.
+async fn gossip_rounds(node: &NodeHandle, rounds: u64) {
+    let beat = || {
+        node.members()
+            .iter()
+            .find(|m| m.id.as_str() == node.id())
+            .map_or(0, |m| m.heartbeat)
+    };
+    let from = beat();
+    wait::until(Duration::from_secs(30), "gossip rounds", || async {
+        beat() >= from + rounds
+    })
+    .await;
+}
+
 async fn start(config: Config) -> Result<NodeHandle, String> {
     shoal_node::node::start(config, Env::real())
         .await
@@ -174,7 +192,7 @@ async fn an_advertised_address_of_another_member_is_told_apart() {
     assert!(err.contains("member.advertise"), "{err}");
     assert!(err.contains("reaches a different member: node-1"), "{err}");
     // node-1 itself never heard of node-2: the refused member did not gossip.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gossip_rounds(&first, 6).await;
     assert!(
         first.members().iter().all(|m| m.id.as_str() != "node-2"),
         "{:?}",
@@ -263,7 +281,7 @@ async fn peers_report_a_member_alive_by_gossip_whose_address_cannot_be_dialed() 
         "the gateway's /v1/cluster/stats: {stats:#}"
     );
     // Reported once per change: rounds later the count has not grown.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    gossip_rounds(&node1, 20).await;
     let text = node_metrics(&node1).await;
     assert_eq!(
         series(&text, "shoal_member_undialable_events_total"),
