@@ -612,7 +612,8 @@ impl SiblingSet {
     /// is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<SiblingSet, Error> {
         let mut r = Reader::new(bytes, "sibling set");
-        if bytes.first() == Some(&SIBLINGS_FORMAT_EXPIRY) {
+        let expiry_format = bytes.first() == Some(&SIBLINGS_FORMAT_EXPIRY);
+        if expiry_format {
             r.format(SIBLINGS_FORMAT_EXPIRY)?;
         } else {
             r.format(SIBLINGS_FORMAT_V1)?;
@@ -684,6 +685,12 @@ impl SiblingSet {
                 content,
                 write_time,
             });
+        }
+        // `encode` picks the format byte from the siblings' kinds; any other
+        // pairing is not canonical (and `stored_digest` reads the kind of
+        // digest from that byte).
+        if siblings.iter().any(|s| s.content.expires_at().is_some()) != expiry_format {
+            return Err(r.malformed(0, "format byte does not match the siblings' kinds"));
         }
         r.finish()?;
         let clock = VectorClock::from_entries(entries).map_err(|_| Error::Malformed {

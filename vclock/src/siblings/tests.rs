@@ -260,6 +260,35 @@ fn decode_checks_invariants() {
         SiblingSet::decode(&bad),
         Err(Error::Malformed { .. })
     ));
+    // The TTL format byte on a set with no TTL'd sibling (an empty one: a
+    // mutated byte found by `decoding_mutated_sets_never_panics` in CI), and
+    // the plain one on a set holding a value with a TTL (kind 2): `encode`
+    // writes neither, so decoding them would break "equal states, equal
+    // bytes".
+    for bad in [
+        &[0x32, 0, 0, 0][..],
+        &[0x32, 0, 1, 1, b'a', 1, 7, 1, 0, 1, 9, 1, 1, b't', 1, b'v'][..],
+        &[
+            0x31, 0, 1, 1, b'a', 1, 7, 1, 0, 1, 9, 2, 1, b't', 1, b'v', 5,
+        ][..],
+    ] {
+        assert!(
+            matches!(
+                SiblingSet::decode(bad),
+                Err(Error::Malformed {
+                    reason: "format byte does not match the siblings' kinds",
+                    ..
+                })
+            ),
+            "{bad:?}: {:?}",
+            SiblingSet::decode(bad)
+        );
+    }
+    // The same value with the right byte decodes and re-encodes alike.
+    let good = [
+        0x32, 0, 1, 1, b'a', 1, 7, 1, 0, 1, 9, 2, 1, b't', 1, b'v', 5,
+    ];
+    assert_eq!(SiblingSet::decode(&good).unwrap().encode(), good);
     // The good version of the above.
     let good = [0x31, 0, 1, 1, b'a', 1, 0, 1, 0, 1, 0, 0];
     assert!(SiblingSet::decode(&good).unwrap().is_tombstone_only());
