@@ -88,7 +88,10 @@ async fn actors_of(pool: &Pool, addr: &str, key: &[u8]) -> Vec<String> {
 async fn without_the_secret_nothing_is_served_and_with_it_an_absurd_clock_is_refused() {
     let c = Cluster::start(spec()).await;
     let mut client = c.client();
-    assert_eq!(put(&mut client, "victim", "precious").await, 204);
+    // W=3: node 0's copy is read directly below, and with W=2 the write may
+    // be acknowledged before the third replica (possibly node 0) stored it
+    // (CI saw "the key is stored here" fail once).
+    assert_eq!(put(&mut client, "victim?w=3", "precious").await, 204);
     let addr = c.node(0).unwrap().advertise().to_string();
     let ours = shoal_tests::secret::pool(Env::real().net, Duration::from_secs(2), 8 << 20);
     let actors = actors_of(&ours, &addr, b"victim").await;
