@@ -1,7 +1,8 @@
 //! Many concurrent durable writers against one engine: wall time and CPU per write.
 //!
-//! `cargo run -p shoal-storage --release --example group_commit [WRITERS] [SECS]`
-//! (defaults 50 writers, 3 s per case). Prints, for `SyncMode::Always` on a temp
+//! `cargo run -p shoal-storage --release --example group_commit [WRITERS] [SECS] [PREALLOCATE]`
+//! (defaults 50 writers, 3 s per case, `Options::log_preallocate_bytes`'s default;
+//! 0 turns preallocation off, for an A/B in one run). Prints, for `SyncMode::Always` on a temp
 //! directory: a plain `write + fdatasync` loop on one file as the reference (what
 //! one fsync costs on this disk in this run), then the writers: threads calling the
 //! blocking `Engine::put`, then tokio tasks on a 2-worker runtime calling
@@ -73,11 +74,18 @@ fn fsync_loop(dir: &std::path::Path, secs: u64) -> AnyResult<Measured> {
     })
 }
 
+/// Zero-filled bytes ahead of the commit log (third argument).
+static PREALLOCATE: AtomicU64 = AtomicU64::new(u64::MAX);
+
 fn open(dir: &std::path::Path) -> AnyResult<Arc<Engine>> {
-    let opts = Options {
+    let mut opts = Options {
         sync: SyncMode::Always,
         ..Options::default()
     };
+    let preallocate = PREALLOCATE.load(Ordering::Relaxed);
+    if preallocate != u64::MAX {
+        opts.log_preallocate_bytes = preallocate;
+    }
     Ok(Arc::new(Engine::open(dir, opts)?))
 }
 
@@ -169,8 +177,15 @@ fn main() -> AnyResult<()> {
     let mut args = std::env::args().skip(1);
     let writers: usize = args.next().map_or(Ok(50), |a| a.parse())?;
     let secs: u64 = args.next().map_or(Ok(3), |a| a.parse())?;
+    if let Some(a) = args.next() {
+        PREALLOCATE.store(a.parse()?, Ordering::Relaxed);
+    }
     let root = tempfile::tempdir()?;
-    println!("{writers} writers, {secs} s per case, sync=always, 16-byte keys, 100-byte values");
+    let preallocate = match PREALLOCATE.load(Ordering::Relaxed) {
+        u64::MAX => Options::default().log_preallocate_bytes,
+        n => n,
+    };
+    println!("{writers} writers, {secs} s per case, sync=always, 16-byte keys, 100-byte values, log preallocated {preallocate} bytes at a time");
     fsync_loop(root.path(), secs)?.print("reference: write+fdatasync loop");
     threads(&root.path().join("threads"), writers, secs)?
         .print(&format!("{writers} threads, Engine::put"));

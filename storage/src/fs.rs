@@ -77,6 +77,15 @@ pub trait WritableFile: Send + Sync + fmt::Debug {
     fn sync_all(&self) -> io::Result<()>;
     /// Truncates or extends the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Writes `len` zero bytes at `offset` without moving where the next
+    /// [`WritableFile::write_all`] goes, so later writes there change no file
+    /// size and their syncs write no metadata. Only ever called at or past the
+    /// end of what was written. An optimisation: the default does nothing,
+    /// which is correct for any file system (the file then grows by appends).
+    fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 /// A file open for positional reads.
@@ -106,6 +115,19 @@ impl WritableFile for StdWritable {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn zero_fill(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Real zeros, not `fallocate`: unwritten extents would still need
+        // their conversion journaled (or written) on the first sync after
+        // each write into them.
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(ZEROS.len() as u64);
+            FileExt::write_all_at(&self.0, &ZEROS[..n as usize], offset + at)?;
+            at += n;
+        }
+        Ok(())
     }
 }
 
@@ -163,7 +185,10 @@ impl Fs for StdFs {
     fn open_write(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn WritableFile>> {
         let mut o = OpenOptions::new();
         match mode {
-            OpenMode::CreateNew => o.append(true).create_new(true),
+            // Not `O_APPEND`: Linux would then put `zero_fill`'s positional
+            // writes at the end too. A new file's cursor starts at 0 and
+            // only `write_all` moves it, so writes are still sequential.
+            OpenMode::CreateNew => o.write(true).create_new(true),
             OpenMode::Truncate => o.write(true).create(true).truncate(true),
             OpenMode::Append => o.append(true),
         };

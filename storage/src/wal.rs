@@ -128,11 +128,13 @@ pub(crate) struct SegmentReplay {
 
 /// Replays every intact record of a segment through `apply`, in order.
 ///
-/// A record that is damaged and reaches the end of the file (header cut short,
-/// length running past the end, checksum failing on the last record, or a zero
-/// filled tail) is a torn write from a crash: the file is truncated there. Damage
-/// followed by more bytes is corruption: an error in `Strict` mode, a reported stop
-/// in `Salvage` mode.
+/// Replay stops without complaint where only zeros remain: that is where
+/// appends stopped in a segment preallocated by [`LogWriter`]. A record that is
+/// damaged and reaches the end of the file or of the written part (header cut
+/// short, length running past the end, checksum failing on the last record) is
+/// a torn write from a crash: the file is truncated there. Damage followed by
+/// more records is corruption: an error in `Strict` mode, a reported stop in
+/// `Salvage` mode.
 pub(crate) fn replay_segment(
     fs: &dyn Fs,
     path: &Path,
@@ -151,10 +153,14 @@ pub(crate) fn replay_segment(
             offset: at as u64,
             reason: reason.to_string(),
         };
+        if rest.iter().all(|&b| b == 0) {
+            // Where appends stopped in a preallocated segment (or where a
+            // crash left blocks the file system zero-filled): nothing was
+            // written here, so nothing is lost and nothing needs repair.
+            return Ok(out);
+        }
         let torn = if rest.len() < HEADER {
             Some(damage("record header cut short"))
-        } else if rest.iter().all(|&b| b == 0) {
-            Some(damage("zero-filled tail"))
         } else {
             None
         };
@@ -175,7 +181,13 @@ pub(crate) fn replay_segment(
                 let actual = crc32c::crc32c_append(crc32c::crc32c(&rest[..4]), payload);
                 let at_end = HEADER + len == rest.len();
                 if actual != crc {
-                    Some((damage("record checksum mismatch"), at_end))
+                    // The last write of a preallocated segment, torn by a
+                    // crash, has only zeros after it; a damaged length can
+                    // reach the zeros too, but then intact records follow.
+                    let torn = at_end
+                        || (rest[HEADER + len..].iter().all(|&b| b == 0)
+                            && !valid_record_after(&data, at + 1));
+                    Some((damage("record checksum mismatch"), torn))
                 } else if let Some(ops) = decode_payload(payload) {
                     apply(ops);
                     out.records += 1;
@@ -224,11 +236,17 @@ pub(crate) struct LogWriter {
     pub(crate) file: Arc<dyn WritableFile>,
     pub(crate) buf: Vec<u8>,
     pub(crate) bytes_written: u64,
+    /// Bytes of the file already zero-filled ahead of the appends.
+    allocated: u64,
+    /// How many bytes each zero-fill adds (0: none).
+    preallocate: u64,
 }
 
 impl LogWriter {
-    /// Creates segment `id` and fsyncs the directory so the file survives a crash.
-    pub(crate) fn create(fs: &dyn Fs, dir: &Path, id: u64) -> Result<LogWriter> {
+    /// Creates segment `id` and fsyncs the directory so the file survives a
+    /// crash. Appends are preallocated `preallocate` bytes at a time (see
+    /// [`crate::Options::log_preallocate_bytes`]).
+    pub(crate) fn create(fs: &dyn Fs, dir: &Path, id: u64, preallocate: u64) -> Result<LogWriter> {
         let path = segment_path(dir, id);
         let file = fs
             .open_write(&path, OpenMode::CreateNew)
@@ -239,13 +257,26 @@ impl LogWriter {
             file: Arc::from(file),
             buf: Vec::with_capacity(1 << 16),
             bytes_written: 0,
+            allocated: 0,
+            preallocate,
         })
     }
 
-    /// Writes the buffer to the OS (not fsynced).
+    /// Writes the buffer to the OS (not fsynced), first zero-filling ahead of
+    /// it if it would pass the preallocated part. The zeros reach the disk
+    /// with the next fsync, which is the one slower fsync per
+    /// `preallocate` bytes.
     pub(crate) fn drain(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
+        }
+        let end = self.bytes_written + self.buf.len() as u64;
+        if self.preallocate > 0 && end > self.allocated {
+            let to = end.div_ceil(self.preallocate) * self.preallocate;
+            self.file
+                .zero_fill(self.allocated, to - self.allocated)
+                .map_err(io_err(&self.path, "preallocate commit log"))?;
+            self.allocated = to;
         }
         self.file
             .write_all(&self.buf)
@@ -259,6 +290,72 @@ impl LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::fs::MemFs;
+
+    fn record(i: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(&[(vec![b'k', i], Some(vec![i; 20]))], &mut out);
+        out
+    }
+
+    /// Three records, then what preallocation leaves: zeros to the end.
+    fn preallocated_segment(fs: &MemFs, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+        let path = PathBuf::from("/wal/0000000000000001.log");
+        fs.create_dir_all(Path::new("/wal")).expect("dir");
+        let mut data: Vec<u8> = (0..3).flat_map(record).collect();
+        data.extend_from_slice(&[0u8; 4096]);
+        edit(&mut data);
+        let f = fs.open_write(&path, OpenMode::CreateNew).expect("create");
+        f.write_all(&data).expect("write");
+        path
+    }
+
+    fn replay(fs: &MemFs, path: &Path) -> Result<(SegmentReplay, usize)> {
+        let mut batches = 0;
+        let r = replay_segment(fs, path, WalRecovery::Strict, |_| batches += 1)?;
+        Ok((r, batches))
+    }
+
+    #[test]
+    fn a_preallocated_zero_tail_ends_the_log_without_damage() {
+        let fs = MemFs::new();
+        let path = preallocated_segment(&fs, |_| {});
+        let (r, batches) = replay(&fs, &path).expect("replay");
+        assert_eq!((r.records, batches), (3, 3));
+        assert!(r.torn_tail.is_none(), "{:?}", r.torn_tail);
+        assert!(r.salvaged.is_none());
+    }
+
+    #[test]
+    fn a_damaged_last_record_before_the_zero_tail_is_a_torn_write() {
+        // A crash inside the last write of a preallocated segment leaves a
+        // record whose checksum fails with only zeros after it: nothing after
+        // it was ever acknowledged, so it is a torn tail, not corruption.
+        let fs = MemFs::new();
+        let r = record(0).len();
+        let path = preallocated_segment(&fs, |d| d[2 * r + HEADER + 3] ^= 0x10);
+        let (out, batches) = replay(&fs, &path).expect("a torn tail is not an error");
+        assert_eq!((out.records, batches), (2, 2));
+        assert_eq!(out.torn_tail.map(|d| d.offset), Some(2 * r as u64));
+    }
+
+    #[test]
+    fn a_damaged_length_reaching_into_the_zero_tail_over_intact_records_is_corruption() {
+        // The first record's length grows to cover the two intact records
+        // after it and end inside the zeros: treating that as a torn tail
+        // would silently drop two acknowledged records.
+        let fs = MemFs::new();
+        let r = record(0).len();
+        let path = preallocated_segment(&fs, |d| {
+            let len = u32::from_le_bytes([d[0], d[1], d[2], d[3]]) + 2 * r as u32 + 10;
+            d[..4].copy_from_slice(&len.to_le_bytes());
+        });
+        match replay(&fs, &path) {
+            Err(Error::CorruptRecord { offset: 0, .. }) => {}
+            other => panic!("expected corruption at 0, got {other:?}"),
+        }
+    }
 
     #[test]
     fn records_round_trip() {

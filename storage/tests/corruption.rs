@@ -40,15 +40,22 @@ fn copy_dir(from: &Path) -> tempfile::TempDir {
     to
 }
 
-/// A directory whose only data is `N` puts in one commit log segment. The process
-/// "crashes" by forgetting the engine without closing it (`Always` already made
-/// every put durable).
-fn log_only_dir() -> (tempfile::TempDir, PathBuf) {
+/// Segment preallocation: off, and the default (the segment is then the
+/// records followed by zeros).
+const PREALLOCATE: [u64; 2] = [0, 1 << 20];
+
+/// A directory whose only data is `N` puts in one commit log segment,
+/// preallocated `prealloc` bytes at a time. The process "crashes" by
+/// forgetting the engine without closing it (`Always` already made every put
+/// durable).
+fn log_only_dir(prealloc: u64) -> (tempfile::TempDir, PathBuf) {
+    assert_eq!(Options::default().log_preallocate_bytes, PREALLOCATE[1]);
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(
         dir.path(),
         Options {
             sync: SyncMode::Always,
+            log_preallocate_bytes: prealloc,
             ..Options::default()
         },
     )
@@ -61,10 +68,10 @@ fn log_only_dir() -> (tempfile::TempDir, PathBuf) {
         .into_iter()
         .find(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 0);
     let seg = seg.expect("a non-empty segment");
-    assert_eq!(
-        std::fs::metadata(&seg).expect("stat").len(),
-        record_len() * u64::from(N)
-    );
+    let written = record_len() * u64::from(N);
+    let bytes = std::fs::read(&seg).expect("read");
+    assert_eq!(bytes.len() as u64, written.max(prealloc));
+    assert!(bytes[written as usize..].iter().all(|&b| b == 0));
     (dir, seg)
 }
 
@@ -82,7 +89,15 @@ fn present(engine: &Engine) -> Vec<bool> {
 
 #[test]
 fn torn_log_tail_is_truncated_and_the_prefix_served() {
-    let (dir, seg) = log_only_dir();
+    for prealloc in PREALLOCATE {
+        torn_log_tail(prealloc);
+    }
+}
+
+/// A crash inside an append: the file ends early, or, in a preallocated
+/// segment, the rest of the file is still zeros.
+fn torn_log_tail(prealloc: u64) {
+    let (dir, seg) = log_only_dir(prealloc);
     let r = record_len();
     let total = r * u64::from(N);
     // Every byte of the last two records, and every record boundary +-1.
@@ -92,16 +107,26 @@ fn torn_log_tail_is_truncated_and_the_prefix_served() {
     for cut in cuts {
         let copy = copy_dir(dir.path());
         let seg_copy = copy.path().join(seg.file_name().expect("name"));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&seg_copy)
-            .expect("open")
-            .set_len(cut)
-            .expect("truncate");
+        if prealloc == 0 {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg_copy)
+                .expect("open")
+                .set_len(cut)
+                .expect("truncate");
+        } else {
+            let mut bytes = std::fs::read(&seg_copy).expect("read");
+            bytes[cut as usize..].fill(0);
+            std::fs::write(&seg_copy, &bytes).expect("write");
+        }
         let engine = Engine::open(copy.path(), Options::default()).expect("open after torn tail");
         let whole = (cut / r) as usize;
         let expect: Vec<bool> = (0..N as usize).map(|i| i < whole).collect();
-        assert_eq!(present(&engine), expect, "cut at {cut}");
+        assert_eq!(
+            present(&engine),
+            expect,
+            "cut at {cut}, prealloc {prealloc}"
+        );
         assert_eq!(
             engine.recovery().torn_tails.len(),
             usize::from(cut % r != 0),
@@ -115,7 +140,13 @@ fn torn_log_tail_is_truncated_and_the_prefix_served() {
 
 #[test]
 fn log_bit_flips_are_reported_never_served() {
-    let (dir, seg) = log_only_dir();
+    for prealloc in PREALLOCATE {
+        log_bit_flips(prealloc);
+    }
+}
+
+fn log_bit_flips(prealloc: u64) {
+    let (dir, seg) = log_only_dir(prealloc);
     let r = record_len();
     let len = r * u64::from(N);
     for at in 0..len {
@@ -129,7 +160,7 @@ fn log_bit_flips_are_reported_never_served() {
         match Engine::open(copy.path(), Options::default()) {
             Ok(engine) => {
                 // Only damage to the last record looks like a torn tail.
-                assert!(last, "flip at {at} silently accepted");
+                assert!(last, "flip at {at} silently accepted (prealloc {prealloc})");
                 let expect: Vec<bool> = (0..N).map(|i| u64::from(i) < damaged).collect();
                 assert_eq!(present(&engine), expect);
             }

@@ -114,7 +114,7 @@ pub(super) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         replayed.push(path);
     }
     let log_id = next_file.fetch_add(1, Ordering::SeqCst);
-    let log = LogWriter::create(&*fs, dir, log_id)?;
+    let log = LogWriter::create(&*fs, dir, log_id, opts.log_preallocate_bytes)?;
     if !mem.is_empty() {
         let id = next_file.fetch_add(1, Ordering::SeqCst);
         if let Some(t) = write_memtable(dir, id, opts, &mem)? {

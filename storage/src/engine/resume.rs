@@ -31,7 +31,12 @@ impl Shared {
             let id = self.next_file.fetch_add(1, Ordering::SeqCst);
             // The failed segment is left as it is: neither drained nor fsynced
             // again (its buffer's records are in the memtable being sealed).
-            w.log = LogWriter::create(&*self.opts.fs, &self.dir, id)?;
+            w.log = LogWriter::create(
+                &*self.opts.fs,
+                &self.dir,
+                id,
+                self.opts.log_preallocate_bytes,
+            )?;
             if !w.active.is_empty() {
                 self.seal_active(&mut w, id);
             }

@@ -220,7 +220,12 @@ impl Shared {
             return Ok(());
         }
         let id = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let new_log = LogWriter::create(&*self.opts.fs, &self.dir, id)?;
+        let new_log = LogWriter::create(
+            &*self.opts.fs,
+            &self.dir,
+            id,
+            self.opts.log_preallocate_bytes,
+        )?;
         let done = w.log.drain().and_then(|()| {
             if self.opts.sync == SyncMode::Never {
                 return Ok(());
