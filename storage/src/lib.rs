@@ -94,7 +94,10 @@
 //! After a crash, open reads `MANIFEST`, deletes tables it does not name, and replays
 //! every segment it does not cover, truncating a torn record at the end of a segment
 //! (one that was being written at the crash and so never acknowledged under
-//! `Always`). What survives:
+//! `Always`). Segments are zero-filled ahead of their appends
+//! ([`Options::log_preallocate_bytes`], so an fsync writes no inode): replay ends
+//! where only zeros remain, and a damaged record with only zeros after it and no
+//! intact record past it is a torn one too. What survives:
 //!
 //! - `Always`: every acknowledged write, after a process or machine crash.
 //! - `Periodic(i)`: everything after a process crash, except at most 256 KiB of

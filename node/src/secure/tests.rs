@@ -13,12 +13,17 @@ fn pipe() -> (BoxConn, BoxConn) {
     (Box::new(a), Box::new(b))
 }
 
-#[tokio::test]
-async fn the_same_secret_connects_and_carries_bytes_both_ways() {
+/// Both ends of a connection that completed the handshake.
+async fn connected() -> (SecureConn, SecureConn) {
     let (a, b) = pipe();
     let (t1, t2) = (transport(1), transport(1));
     let (client, server) = tokio::join!(t1.connect(a), t2.accept(b));
-    let (mut client, mut server) = (client.unwrap(), server.unwrap());
+    (client.unwrap(), server.unwrap())
+}
+
+#[tokio::test]
+async fn the_same_secret_connects_and_carries_bytes_both_ways() {
+    let (mut client, mut server) = connected().await;
     // Larger than one Noise message, so it spans several.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let writer = {
@@ -115,10 +120,7 @@ async fn one_flipped_byte_fails_the_read() {
 async fn many_small_messages_in_one_read_come_out_in_order() {
     // Under load one socket read holds many small messages; each is
     // decrypted and dropped from the front of the buffer in turn.
-    let (a, b) = pipe();
-    let (t1, t2) = (transport(1), transport(1));
-    let (client, server) = tokio::join!(t1.connect(a), t2.accept(b));
-    let (mut client, mut server) = (client.unwrap(), server.unwrap());
+    let (mut client, mut server) = connected().await;
     let messages: Vec<Vec<u8>> = (0..2_000u32)
         .map(|i| (0..(i % 97 + 1)).map(|j| (i + j) as u8).collect())
         .collect();
@@ -134,7 +136,12 @@ async fn many_small_messages_in_one_read_come_out_in_order() {
     let mut chunk = [0u8; 61];
     while got.len() < expected.len() {
         let n = server.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed after {} of {} bytes", got.len(), expected.len());
+        assert!(
+            n > 0,
+            "closed after {} of {} bytes",
+            got.len(),
+            expected.len()
+        );
         got.extend_from_slice(&chunk[..n]);
     }
     assert_eq!(got, expected);
