@@ -43,9 +43,7 @@ impl Replica for NodeService {
         _: RpcContext,
         request: ForwardRequest,
     ) -> Result<Forwarded, RemoteError> {
-        // Boxed: this handler's future is large (0.8-2.3 KiB) and the
-        // serving future is the largest handler's size for every request,
-        // reads included, moved several times on its way to its task.
+        // Boxed, as `coordinate`.
         Box::pin(async move {
             let _admitted = self.admit()?;
             self.check_write(&request.write)?;
@@ -82,9 +80,7 @@ impl Replica for NodeService {
     }
 
     async fn replicate(self, _: RpcContext, request: ReplicateRequest) -> Result<(), RemoteError> {
-        // Boxed: this handler's future is large (0.8-2.3 KiB) and the
-        // serving future is the largest handler's size for every request,
-        // reads included, moved several times on its way to its task.
+        // Boxed, as `coordinate`.
         Box::pin(async move {
             let _admitted = self.admit()?;
             self.check_key(&request.key)?;
